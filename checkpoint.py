@@ -1,0 +1,63 @@
+"""Saving run outputs atomically, and loading state dicts safely (weights_only=True, checked shapes)."""
+import os
+from pathlib import Path
+
+import torch
+
+from model import ARCHITECTURES, MNISTModel
+
+
+class CheckpointError(Exception):
+    """A model file is missing, damaged, unsafe, or not one of this project's architectures."""
+
+
+def atomic_write(path, write):
+    """Call write(temporary_path), then move the finished file onto path in one step.
+
+    A run killed at any moment leaves either the old file or the new one, never a part of either.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: concurrent runs never share
+    try:
+        write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def save_model(model, path):
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    atomic_write(path, lambda temporary: torch.save(state, temporary))
+
+
+def load_state_dict(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no model file at {path}; train one with: python main.py --out {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        if "weights_only" in str(error) or "Weights only" in str(error):
+            raise CheckpointError(f"{path} holds pickled code or objects, not only tensors; "
+                                  "refused to load it") from None
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(error).__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} is not a state dict of tensors")
+    return state
+
+
+def load_model(path, device="cpu"):
+    """The MNISTModel whose architecture matches the state dict at path, with its weights, in eval mode."""
+    state = load_state_dict(path)
+    shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    for arch in ARCHITECTURES:
+        model = MNISTModel(arch)
+        if shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}:
+            model.load_state_dict(state)
+            return model.to(device).eval()
+    raise CheckpointError(f"{path} is from a different architecture: its layers match none of "
+                          f"{', '.join(ARCHITECTURES)}")

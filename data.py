@@ -1,0 +1,103 @@
+"""MNIST held as tensors in memory, and per-batch augmentation done with tensor ops."""
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.datasets import MNIST
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+MEAN, STD = 0.1307, 0.3081  # training-set pixel statistics, on the 0..1 scale
+DATA_DIR_ENV = "MNIST_DATA_DIR"
+DEFAULT_DATA_DIR = "data"
+RAW_FILES = {  # split -> (images, labels), as torchvision keeps them in DIR/MNIST/raw
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class DataError(Exception):
+    """The data is missing or unusable; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Ranges of the random affine transform; each image draws its own values from them."""
+    degrees: float = 5.0  # rotation, +/- degrees
+    translate: float = 0.05  # shift, +/- fraction of the image side
+    scale: float = 0.05  # zoom, +/- fraction
+
+
+def resolve_data_dir(data_dir=None):
+    """The data folder: the option if given, else $MNIST_DATA_DIR, else ./data."""
+    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def raw_folder(data_dir):
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def load_split(data_dir, split):
+    """Images as normalised float (N, 1, 28, 28) and labels as int64 (N,), read from DIR/MNIST/raw.
+
+    Downloads the four files into DIR only when one is missing, so a read-only folder that holds them
+    is never written to.
+    """
+    folder = raw_folder(data_dir)
+    if not all((folder / name).is_file() for names in RAW_FILES.values() for name in names):
+        _download(data_dir)
+    image_path, label_path = (folder / name for name in RAW_FILES[split])
+    images = _read(read_image_file, image_path)
+    labels = _read(read_label_file, label_path)
+    if tuple(images.shape[1:]) != (28, 28):
+        raise DataError(f"{image_path} holds images of shape {tuple(images.shape[1:])}, not 28x28")
+    if len(images) != len(labels):
+        raise DataError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
+        raise DataError(f"{label_path} holds labels outside 0..9")
+    return normalize(images), labels.long()
+
+
+def _download(data_dir):
+    names = ", ".join(name for names in RAW_FILES.values() for name in names)
+    try:
+        MNIST(str(data_dir), download=True)
+    except Exception as error:
+        raise DataError(f"MNIST not found: {names} belong in {raw_folder(data_dir)}, "
+                        f"and downloading them failed ({_last_line(error)})") from None
+
+
+def _read(reader, path):
+    try:
+        return reader(str(path))
+    except Exception as error:
+        raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}: {_last_line(error)})") from None
+
+
+def _last_line(error):
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else "no details"
+
+
+def normalize(images):
+    """uint8 (N, 28, 28) or (N, 1, 28, 28) pixels -> float (N, 1, 28, 28) with the MNIST mean and std."""
+    return ((images.float() / 255 - MEAN) / STD).reshape(-1, 1, 28, 28)
+
+
+def random_affine(images, aug, generator=None):
+    """Rotate, shift and zoom each image of a batch by its own random amounts, in one grid_sample."""
+    n, device = len(images), images.device
+
+    def uniform(limit):
+        return (torch.rand(n, device=device, generator=generator) * 2 - 1) * limit
+
+    angle = uniform(math.radians(aug.degrees))
+    zoom = 1 + uniform(aug.scale)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    shift_x, shift_y = uniform(2 * aug.translate), uniform(2 * aug.translate)  # grid coordinates span 2
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    # MNIST's border pixels are all background, so "border" fills uncovered areas with background.
+    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)

@@ -1,0 +1,108 @@
+"""The CNN: a few conv blocks that shrink 28x28 to 1x1, then a 1x1 conv to 10 logits.
+
+Importing this module has no side effects; building a model prints nothing. Callers report
+`describe(model)` (parameters and receptive field) when they build one.
+"""
+import torch
+from torch import nn
+
+# Each architecture: the body, as output channels of 3x3 convolutions (padding 1) with "M" for a 2x2
+# max-pool, taking 28x28 to 3x3; then the head's width, a 3x3 convolution without padding to 1x1.
+ARCHITECTURES = {
+    "default": ((16, "M", 16, 16, 32, "M", 32, "M"), 16),  # 23,610 parameters
+    "compact": ((8, "M", 8, 16, "M", 20, "M"), 16),  # 7,866 parameters
+}
+NUM_CLASSES = 10
+
+
+def conv_block(in_channels, out_channels, pool, padding=1):
+    # Pooling before BatchNorm and ReLU runs them on a quarter of the pixels: the same function
+    # (max-pool commutes with ReLU), and about a third faster per training step on a CPU.
+    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=padding, bias=False)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+    return layers
+
+
+class MNISTModel(nn.Module):
+    """Input (N, 1, 28, 28) images normalised with data.MEAN and data.STD; output (N, 10) logits."""
+
+    def __init__(self, arch="default"):
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
+        self.arch = arch
+        body, head = ARCHITECTURES[arch]
+        layers, channels = [], 1
+        for i, width in enumerate(body):
+            if width != "M":
+                layers += conv_block(channels, width, pool=body[i + 1:i + 2] == ("M",))
+                channels = width
+        layers += conv_block(channels, head, pool=False, padding=0)
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Conv2d(head, NUM_CLASSES, 1)
+
+    def forward(self, x):
+        return self.classifier(self.features(x)).flatten(1)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def receptive_fields(layers):
+    """Yield, layer by layer, the receptive field in input pixels of one output unit."""
+    field, jump = 1, 1  # jump: input pixels between neighbouring units of the current layer
+    for layer in layers:
+        if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+            kernel, stride, dilation = (_first(getattr(layer, a)) for a in ("kernel_size", "stride", "dilation"))
+            field += (kernel - 1) * dilation * jump
+            jump *= stride
+        yield field
+
+
+def receptive_field(model):
+    *_, field = receptive_fields(model.modules())
+    return field
+
+
+def _first(value):
+    return value[0] if isinstance(value, tuple) else value
+
+
+def _layer_name(layer):
+    if isinstance(layer, nn.Conv2d):
+        k = _first(layer.kernel_size)
+        return f"Conv2d {layer.in_channels}->{layer.out_channels} {k}x{k}, pad {_first(layer.padding)}"
+    return type(layer).__name__
+
+
+def describe(model):
+    return (f"MNISTModel({model.arch!r}): {count_parameters(model):,} parameters, "
+            f"receptive field {receptive_field(model)} px")
+
+
+def layer_table(model):
+    """The model as a Markdown table: each layer's output size, parameters and receptive field."""
+    layers = [*model.features, model.classifier]
+    lines = ["| layer | output (C, H, W) | parameters | receptive field |", "| --- | --- | ---: | ---: |"]
+    x = torch.zeros(1, 1, 28, 28)
+    model.eval()
+    with torch.no_grad():
+        for layer, field in zip(layers, receptive_fields(layers)):
+            x = layer(x)
+            params = sum(p.numel() for p in layer.parameters())
+            lines.append(f"| {_layer_name(layer)} | {tuple(x.shape[1:])} | {params:,} | {field} |")
+    lines.append(f"| **total** | (10,) logits | **{count_parameters(model):,}** | **{receptive_field(model)}** |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Print the model as a Markdown layer table.")
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="architecture (default: default)")
+    model = MNISTModel(parser.parse_args().arch)
+    print(describe(model))
+    print(layer_table(model))

@@ -1,0 +1,57 @@
+"""Evaluation on the 10,000 MNIST test images: accuracy, per-class accuracy, loss, confusion matrix.
+
+Runs alone too: python test.py --model models/mnist_model.pth
+"""
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from checkpoint import CheckpointError, load_model
+from data import DataError, load_split, resolve_data_dir
+from model import NUM_CLASSES
+
+
+@torch.no_grad()
+def predict_logits(model, images, batch_size=1000):
+    model.eval()
+    return torch.cat([model(images[i:i + batch_size].contiguous(memory_format=torch.channels_last))
+                      for i in range(0, len(images), batch_size)])
+
+
+def evaluate(model, images, labels, batch_size=1000):
+    """Metrics of the model on images/labels (on the model's device), as plain Python numbers."""
+    logits = predict_logits(model, images, batch_size)
+    predictions = logits.argmax(1)
+    confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
+    confusion.index_put_((labels.cpu(), predictions.cpu()), torch.ones_like(labels.cpu()), accumulate=True)
+    per_class = confusion.diag() / confusion.sum(1).clamp(min=1) * 100
+    return {
+        "accuracy": (predictions == labels).float().mean().item() * 100,
+        "per_class_accuracy": {str(c): round(a, 2) for c, a in enumerate(per_class.tolist())},
+        "test_loss": F.cross_entropy(logits, labels).item(),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def format_report(metrics):
+    per_class = "  ".join(f"{c}:{a:.2f}" for c, a in metrics["per_class_accuracy"].items())
+    return (f"test accuracy {metrics['accuracy']:.2f}%  test loss {metrics['test_loss']:.4f}\n"
+            f"per-class accuracy (%)  {per_class}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Evaluate a saved state dict on the MNIST test set.")
+    parser.add_argument("--model", default="models/mnist_model.pth", help="state dict (default: models/mnist_model.pth)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
+    args = parser.parse_args(argv)
+    try:
+        model = load_model(args.model)
+        images, labels = load_split(resolve_data_dir(args.data_dir), "test")
+    except (CheckpointError, DataError) as error:
+        parser.exit(2, f"error: {error}\n")
+    print(format_report(evaluate(model, images, labels)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""One-epoch training: the whole training set on the device, augmented per batch, OneCycle SGD."""
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import Augmentation, random_affine
+
+
+@dataclass
+class TrainConfig:
+    """Every training hyperparameter, with its default; main.py's options come from here."""
+    epochs: int = 1
+    batch_size: int = 128  # images per step
+    lr: float = 0.6  # peak learning rate of the OneCycle schedule
+    momentum: float = 0.9  # Nesterov momentum of SGD
+    weight_decay: float = 5e-4  # L2 penalty per step, scaled by the learning rate
+    warmup: float = 0.25  # fraction of all steps spent rising to the peak learning rate
+    label_smoothing: float = 0.1  # probability mass spread evenly over the 10 classes
+    seed: int = 0  # seeds the initial weights, the shuffling and the augmentation
+    augmentation: Augmentation | None = field(default_factory=Augmentation)  # None: no augmentation
+    max_steps: int | None = None  # stop early after this many steps (for --dry-run)
+    log_every: int = 100  # steps between log lines
+
+
+class TrainingDiverged(Exception):
+    """The loss stopped being a finite number."""
+
+
+def train(model, images, labels, config):
+    """Train in place on images/labels (already on the model's device); return the per-step history."""
+    device = images.device
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+                                weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
+                                                   pct_start=config.warmup)
+    history, seen = [], 0
+    model.train()
+    with tqdm(total=total_steps, desc="train", unit="step", leave=False) as bar:
+        for step in range(total_steps):
+            if step % steps_per_epoch == 0:
+                order = torch.randperm(len(images), device=device, generator=generator)
+            batch = order[(step % steps_per_epoch) * config.batch_size:][:config.batch_size]
+            x, y = images[batch], labels[batch]
+            if config.augmentation:
+                x = random_affine(x, config.augmentation, generator)
+            lr = schedule.get_last_lr()[0]
+            loss, accuracy = train_step(model, optimizer, x, y, config.label_smoothing)
+            schedule.step()
+            seen += len(batch)
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"training diverged: the loss became {loss} at step {step + 1}; "
+                                       f"try a lower --lr than {config.lr}")
+            history.append({"step": step + 1, "seen": seen, "loss": loss, "accuracy": accuracy, "lr": lr})
+            bar.update()
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}%")
+            if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
+                recent = history[-config.log_every:]
+                bar.write(f"step {step + 1}/{total_steps}  loss {_mean(recent, 'loss'):.4f}  "
+                          f"accuracy {_mean(recent, 'accuracy'):.2f}%  lr {lr:.4f}")
+    return history
+
+
+def train_step(model, optimizer, x, y, label_smoothing=0.0):
+    """One SGD step on a batch; returns its loss and accuracy (%) before the step."""
+    logits = model(x.contiguous(memory_format=torch.channels_last))
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    accuracy = (logits.argmax(1) == y).float().mean() * 100
+    return loss.item(), accuracy.item()
+
+
+def _mean(rows, key):
+    return sum(row[key] for row in rows) / len(rows)
