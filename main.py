@@ -2,6 +2,9 @@
 
     python main.py [options]                    train one epoch, evaluate, save models/mnist_model.pth
     python main.py evaluate --model PATH        accuracy, per-class accuracy, confusion matrix
+    python main.py predict IMAGE [IMAGE ...]    the digit in each of your own image files
+    python main.py export --format onnx         a model file that runs without this project
+    python main.py bench [--quick]              presets over seeds 0-4 against the classic baseline
 """
 import argparse
 import json
@@ -10,9 +13,12 @@ from dataclasses import replace
 
 import torch
 
+from bench import run_benchmark
 from checkpoint import CheckpointError, load_model
 from data import DataError, load_split, resolve_data_dir
+from export import DEFAULT_PATHS, export
 from model import ARCHITECTURES
+from predict import format_result, predict_files
 from test import evaluate, format_report
 from train import TrainConfig, TrainingDiverged
 from train_pipeline import AccuracyBelowGate, run
@@ -20,6 +26,15 @@ from train_pipeline import AccuracyBelowGate, run
 DEFAULTS = TrainConfig()
 DEFAULT_MODEL_PATH = "models/mnist_model.pth"
 DRY_RUN_STEPS = 10
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends each option's default, except where there is none to show (flags, defaults told in words)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default:" in action.help:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def positive(kind):
@@ -48,6 +63,11 @@ def parse_device(name):
     return device
 
 
+def add_device_option(parser):
+    parser.add_argument("--device", type=parse_device, default="auto",
+                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+
+
 def add_data_option(parser):
     parser.add_argument("--data-dir", help="folder holding MNIST/raw; downloaded there if missing "
                         "(default: $MNIST_DATA_DIR, else ./data)")
@@ -60,13 +80,13 @@ def add_model_option(parser):
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Train a <25k-parameter CNN on MNIST for one epoch, evaluate it and save it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="model preset")
     parser.add_argument("--epochs", type=positive(int), default=DEFAULTS.epochs, help="passes over the training set")
     parser.add_argument("--batch-size", type=positive(int), default=DEFAULTS.batch_size, help="images per step")
     parser.add_argument("--lr", type=positive(float), default=DEFAULTS.lr, help="peak OneCycle learning rate")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed; same seed, same weights on CPU")
-    parser.add_argument("--device", type=parse_device, default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_device_option(parser)
     add_data_option(parser)
     parser.add_argument("--out", default=DEFAULT_MODEL_PATH, help="model path; metrics.json is written beside it")
     parser.add_argument("--no-augment", action="store_true", help="train without random rotation/shift/zoom")
@@ -74,14 +94,39 @@ def build_parser():
                         help="fail (exit 1, nothing saved) below this test accuracy in %%")
     parser.add_argument("--dry-run", action="store_true",
                         help=f"smoke run: {DRY_RUN_STEPS} training steps, no accuracy gate")
-    commands = parser.add_subparsers(dest="command", metavar="{evaluate}",
+    commands = parser.add_subparsers(dest="command", metavar="{predict,evaluate,export,bench}",
                                      help="use a saved model instead of training (see COMMAND --help)")
 
+    predict_parser = commands.add_parser("predict", help="predict the digit in your own PNG, JPEG or BMP files",
+                                         formatter_class=HelpFormatter)
+    predict_parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, any size, colour or grey")
+    add_model_option(predict_parser)
+    predict_parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
     evaluate_parser = commands.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix",
-                                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                          formatter_class=HelpFormatter)
     add_model_option(evaluate_parser)
     add_data_option(evaluate_parser)
     evaluate_parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+    export_parser = commands.add_parser("export", help="write the model as ONNX or TorchScript",
+                                        formatter_class=HelpFormatter)
+    export_parser.add_argument("--format", required=True, choices=DEFAULT_PATHS, help="file format")
+    add_model_option(export_parser)
+    export_parser.add_argument("--out", help="output path (default: " + ", ".join(
+        f"{path} for {fmt}" for fmt, path in DEFAULT_PATHS.items()) + ")")
+
+    bench_parser = commands.add_parser("bench", help="benchmark the presets against the classic baseline",
+                                       formatter_class=HelpFormatter)
+    bench_parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES),
+                              help="presets to benchmark")
+    bench_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="one run per seed")
+    bench_parser.add_argument("--quick", action="store_true",
+                              help="smoke run: a few training steps per run; the figures mean nothing")
+    bench_parser.add_argument("--no-classic", action="store_true", help="skip the classic baseline")
+    bench_parser.add_argument("--out-dir", default="models", help="folder for benchmark.json and benchmark.md")
+    add_device_option(bench_parser)
+    add_data_option(bench_parser)
     return parser
 
 
@@ -106,14 +151,36 @@ def evaluate_command(args):
         print(f"{digit:>5}" + "".join(f"{n:>6}" for n in row))
 
 
-COMMANDS = {None: train_command, "evaluate": evaluate_command}
+def predict_command(args):
+    results = predict_files(load_model(args.model), args.images)
+    print(json.dumps(results, indent=2) if args.json else "\n".join(map(format_result, results)))
+    failed = sum("error" in result for result in results)
+    if failed:
+        print(f"{failed} of {len(results)} files could not be predicted", file=sys.stderr)
+        return 1
+    return 0
+
+
+def export_command(args):
+    out = args.out or DEFAULT_PATHS[args.format]
+    export(load_model(args.model), args.format, out)
+    print(f"wrote {out}")
+
+
+def bench_command(args):
+    run_benchmark(args.arch, args.seeds, DEFAULTS, args.device, resolve_data_dir(args.data_dir), args.out_dir,
+                  quick=args.quick, classic=not args.no_classic)
+
+
+COMMANDS = {None: train_command, "predict": predict_command, "evaluate": evaluate_command,
+            "export": export_command, "bench": bench_command}
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args)
     except (DataError, CheckpointError) as error:
         parser.exit(2, f"error: {error}\n")
     except (TrainingDiverged, AccuracyBelowGate) as error:

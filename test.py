@@ -12,16 +12,22 @@ from data import DataError, load_split, resolve_data_dir
 from model import NUM_CLASSES
 
 
+EVAL_BATCH_SIZE = 500  # measured fastest on a 2-core CPU: larger batches fall out of cache
+
+
 @torch.no_grad()
-def predict_logits(model, images, batch_size=1000):
+def predict_logits(model, images, batch_size=EVAL_BATCH_SIZE):
     model.eval()
     return torch.cat([model(images[i:i + batch_size].contiguous(memory_format=torch.channels_last))
                       for i in range(0, len(images), batch_size)])
 
 
-def evaluate(model, images, labels, batch_size=1000):
+def evaluate(model, images, labels):
     """Metrics of the model on images/labels (on the model's device), as plain Python numbers."""
-    logits = predict_logits(model, images, batch_size)
+    return metrics_from_logits(predict_logits(model, images), labels)
+
+
+def metrics_from_logits(logits, labels):
     predictions = logits.argmax(1)
     confusion = torch.zeros(NUM_CLASSES, NUM_CLASSES, dtype=torch.long)
     confusion.index_put_((labels.cpu(), predictions.cpu()), torch.ones_like(labels.cpu()), accumulate=True)

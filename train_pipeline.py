@@ -2,21 +2,32 @@
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torchvision
 
+import plots
 from checkpoint import atomic_write, save_model
 from data import load_split
 from model import MNISTModel, count_parameters, describe, receptive_field
-from test import evaluate, format_report
+from test import format_report, metrics_from_logits, predict_logits
 from train import train
+
+AUGMENTATION_SAMPLES = 8  # training digits shown in augmentation.png
 
 
 class AccuracyBelowGate(Exception):
     """The trained model missed --min-accuracy."""
+
+
+@dataclass
+class TrainedRun:
+    model: torch.nn.Module
+    history: list  # one dict per step: step, seen, loss, accuracy, lr
+    metrics: dict  # everything metrics.json holds
+    predictions: torch.Tensor  # predicted digit for each test image
 
 
 def synchronize(device):
@@ -24,24 +35,29 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def train_and_evaluate(arch, config, device, data_dir):
-    """Train a fresh model on MNIST and evaluate it; returns (model, history, metrics)."""
+def load_data(data_dir, device):
+    """{"train": (images, labels), "test": (images, labels)}, on the device."""
+    return {split: tuple(t.to(device) for t in load_split(data_dir, split)) for split in ("train", "test")}
+
+
+def train_and_evaluate(arch, config, device, data):
+    """Train a fresh model on data["train"] and evaluate it on data["test"]."""
     torch.manual_seed(config.seed)
     model = MNISTModel(arch).to(device, memory_format=torch.channels_last)
     print(describe(model))
-    train_images, train_labels = (t.to(device) for t in load_split(data_dir, "train"))
-    test_images, test_labels = (t.to(device) for t in load_split(data_dir, "test"))
 
     synchronize(device)
     start = time.perf_counter()
-    history = train(model, train_images, train_labels, config)
+    history = train(model, *data["train"], config)
     synchronize(device)
     train_seconds = time.perf_counter() - start
 
+    test_images, test_labels = data["test"]
     start = time.perf_counter()
-    metrics = evaluate(model, test_images, test_labels)
+    logits = predict_logits(model, test_images)
     synchronize(device)
     test_seconds = time.perf_counter() - start
+    metrics = metrics_from_logits(logits, test_labels)
     metrics.update(
         architecture=arch,
         parameters=count_parameters(model),
@@ -62,23 +78,42 @@ def train_and_evaluate(arch, config, device, data_dir):
         torchvision_version=torchvision.__version__,
         python_version=platform.python_version(),
     )
-    return model, history, metrics
+    return TrainedRun(model, history, metrics, logits.argmax(1))
 
 
 def run(arch, config, device, data_dir, out, min_accuracy):
-    """The full pipeline. Saves the model and metrics.json beside it only if the accuracy gate passes."""
-    model, history, metrics = train_and_evaluate(arch, config, device, data_dir)
+    """The full pipeline. Saves the model, metrics.json and the plots only if the accuracy gate passes."""
+    data = load_data(data_dir, device)
+    result = train_and_evaluate(arch, config, device, data)
+    metrics = result.metrics
     print(format_report(metrics))
     print(f"trained in {metrics['train_seconds']:.1f} s ({metrics['train_images_per_second']:,.0f} images/s) "
           f"on {device}")
     if metrics["accuracy"] < min_accuracy:
         raise AccuracyBelowGate(f"test accuracy {metrics['accuracy']:.2f}% is below --min-accuracy "
-                                f"{min_accuracy}%; the model was not saved")
+                                f"{min_accuracy}%; nothing was saved")
     out = Path(out)
-    save_model(model, out)
+    save_model(result.model, out)
     write_json(out.with_name("metrics.json"), metrics)
-    print(f"saved {out} and {out.with_name('metrics.json')}")
+    names = write_plots(out.parent, result, data, config)
+    print(f"saved {out}, metrics.json and {', '.join(names)} in {out.parent}")
     return metrics
+
+
+def write_plots(folder, result, data, config):
+    test_images, test_labels = data["test"]
+    figures = {
+        "training_curves.png": plots.training_curves(result.history),
+        "confusion_matrix.png": plots.confusion_matrix(result.metrics["confusion_matrix"]),
+        "misclassified.png": plots.misclassified(test_images, test_labels, result.predictions),
+    }
+    if config.augmentation:
+        generator = torch.Generator(test_images.device).manual_seed(config.seed)
+        samples = data["train"][0][:AUGMENTATION_SAMPLES]
+        figures["augmentation.png"] = plots.augmentation(samples, config.augmentation, generator)
+    for name, figure in figures.items():
+        plots.save_figure(figure, Path(folder) / name)
+    return list(figures)
 
 
 def write_json(path, value):

@@ -1,0 +1,74 @@
+"""Pictures of a run, written as PNGs beside the model (matplotlib's Agg backend: no display needed)."""
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from checkpoint import atomic_write  # noqa: E402
+from data import MEAN, STD, random_affine  # noqa: E402
+
+GRID_COLUMNS = 8
+
+
+def save_figure(figure, path):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    atomic_write(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
+
+
+def training_curves(history):
+    steps = [row["step"] for row in history]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    for ax, key, label in zip(axes, ("loss", "accuracy", "lr"), ("training loss", "batch accuracy (%)",
+                                                                    "learning rate")):
+        ax.plot(steps, [row[key] for row in history], linewidth=0.8)
+        ax.set(xlabel="step", title=label)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylim(max(0, min(row["accuracy"] for row in history[len(history) // 5:]) - 2), 100.5)
+    return figure
+
+
+def confusion_matrix(confusion):
+    figure, ax = plt.subplots(figsize=(6, 5.5))
+    ax.imshow(confusion, cmap="Blues", norm=matplotlib.colors.LogNorm(vmin=1))
+    for true, row in enumerate(confusion):
+        for predicted, count in enumerate(row):
+            if count:
+                ax.text(predicted, true, count, ha="center", va="center", fontsize=7,
+                        color="white" if true == predicted else "black")
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
+           title="confusion matrix (10,000 test images)")
+    return figure
+
+
+def _show(ax, image, title):
+    ax.imshow((image.squeeze().cpu() * STD + MEAN).clamp(0, 1).numpy(), cmap="gray_r", vmin=0, vmax=1)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def misclassified(images, labels, predictions, limit=32):
+    wrong = (predictions != labels).nonzero().flatten()[:limit].tolist()
+    rows = max(1, -(-len(wrong) // GRID_COLUMNS))
+    figure, axes = plt.subplots(rows, GRID_COLUMNS, figsize=(GRID_COLUMNS * 1.1, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        _show(ax, images[i], f"true {labels[i].item()}, got {predictions[i].item()}")
+    figure.suptitle(f"misclassified test digits (first {len(wrong)} of {len((predictions != labels).nonzero())})")
+    return figure
+
+
+def augmentation(images, aug, generator, copies=3):
+    """Each original in the first column, then `copies` random augmentations of it."""
+    figure, axes = plt.subplots(len(images), copies + 1, figsize=((copies + 1) * 1.1, len(images) * 1.1))
+    versions = [images] + [random_affine(images, aug, generator) for _ in range(copies)]
+    for row, originals_and_copies in enumerate(zip(*versions)):
+        for column, image in enumerate(originals_and_copies):
+            title = ("original" if column == 0 else f"augmented {column}") if row == 0 else ""
+            _show(axes[row, column], image, title)
+    return figure

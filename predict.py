@@ -1,0 +1,106 @@
+"""Predict the digits in a user's own image files, prepared the way MNIST itself was made.
+
+MNIST digits are white on black, scaled to fit 20x20 with their aspect ratio kept, and placed in
+28x28 with their centre of mass at the centre. `prepare` does the same to any PNG, JPEG or BMP:
+colour or grey, 8- or 16-bit, palette or alpha, ink on paper or light on dark.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from data import normalize
+
+MAX_PIXELS = 50_000_000  # larger images are refused from their header, before any pixel is read
+MIN_CONTRAST = 0.1  # ink must differ from the background by this much (0..1 scale), else it is blank
+INK_THRESHOLD = 0.2  # pixels above this (after removing the background) bound the digit's box
+
+
+class ImageError(Exception):
+    """This file cannot be predicted; the message says why."""
+
+
+def read_ink(path):
+    """The image as a float array in 0..1 where ink is high and the background is 0."""
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(f"image is {image.width}x{image.height}, over the "
+                                 f"{MAX_PIXELS // 1_000_000}-megapixel limit")
+            image.load()
+            ink = _gray_or_alpha(image)
+    except FileNotFoundError:
+        raise ImageError("no such file") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image PIL can read (PNG, JPEG or BMP)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"image is over the {MAX_PIXELS // 1_000_000}-megapixel limit") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"unreadable or truncated image ({error})") from None
+    background = float(np.median(ink))
+    if background > 0.5:  # a light background: dark ink on paper, as people write
+        ink, background = 1 - ink, 1 - background
+    contrast = float(ink.max()) - background
+    if contrast < MIN_CONTRAST:
+        raise ImageError("no digit found: the image is blank")
+    return np.clip((ink - background) / contrast, 0, 1)
+
+
+def _gray_or_alpha(image):
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255
+        if alpha.min() < 1:  # strokes drawn on a transparent canvas: opacity is the ink
+            return alpha
+    if image.mode.startswith("I"):  # 16-bit greyscale
+        return np.clip(np.asarray(image, dtype=np.float32) / 65535, 0, 1)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255
+
+
+def prepare(ink):
+    """Crop to the digit, fit it in 20x20 keeping its aspect ratio, centre its mass in 28x28."""
+    rows, cols = np.nonzero(ink > INK_THRESHOLD)
+    digit = torch.from_numpy(ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1].copy())
+    height, width = digit.shape
+    scale = 20 / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    digit = F.interpolate(digit[None, None], size=size, mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    digit = digit.clamp(0, 1)
+    total = digit.sum()
+    centre_y = (digit.sum(1) * torch.arange(size[0])).sum() / total
+    centre_x = (digit.sum(0) * torch.arange(size[1])).sum() / total
+    top, left = round(13.5 - centre_y.item()), round(13.5 - centre_x.item())
+    canvas = torch.zeros(28, 28)
+    top, left = min(max(top, 0), 28 - size[0]), min(max(left, 0), 28 - size[1])
+    canvas[top:top + size[0], left:left + size[1]] = digit
+    return canvas
+
+
+def predict_files(model, paths):
+    """One result per path: {file, digit, confidence, top3} or {file, error}."""
+    results = []
+    for path in paths:
+        try:
+            image = normalize(prepare(read_ink(path)) * 255)
+        except ImageError as error:
+            results.append({"file": str(path), "error": str(error)})
+            continue
+        with torch.no_grad():
+            probabilities = F.softmax(model.eval()(image), dim=1)[0]
+        top = probabilities.topk(3)
+        results.append({
+            "file": str(path),
+            "digit": int(top.indices[0]),
+            "confidence": round(float(top.values[0]) * 100, 2),
+            "top3": [{"digit": int(d), "probability": round(float(p) * 100, 2)}
+                     for d, p in zip(top.indices, top.values)],
+        })
+    return results
+
+
+def format_result(result):
+    if "error" in result:
+        return f"{result['file']}: error: {result['error']}"
+    top3 = ", ".join(f"{t['digit']} {t['probability']:.1f}%" for t in result["top3"])
+    return f"{result['file']}: {result['digit']} (confidence {result['confidence']:.1f}%; top 3: {top3})"

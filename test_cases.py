@@ -1,0 +1,532 @@
+"""Checks of the model, the training, the saved files and the command line, on real MNIST.
+
+The data folder comes from $MNIST_DATA_DIR (CI points it at a read-only copy), else ./data.
+One real training run, shared by the tests that need a trained model, happens once per session.
+"""
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from checkpoint import load_model
+from data import MEAN, STD, load_split, resolve_data_dir
+from model import MNISTModel, count_parameters, receptive_field
+from test import evaluate
+from train import TrainConfig, train, train_step
+from train_pipeline import run
+
+ROOT = Path(__file__).parent
+DATA_DIR = resolve_data_dir().resolve()
+CPU = torch.device("cpu")
+PREDICT_SAMPLES = 60  # rendered test digits put through `predict`
+PREDICT_FLOOR = 0.95  # fraction it must get right; measured: 60/60 here, 989/1000 on a larger render
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    return {split: load_split(DATA_DIR, split) for split in ("train", "test")}
+
+
+@pytest.fixture(scope="session")
+def trained(mnist, tmp_path_factory):
+    """One real epoch of the default model with the default settings, saved like `python main.py` does."""
+    out = tmp_path_factory.mktemp("trained") / "mnist_model.pth"
+    metrics = run("default", TrainConfig(), CPU, DATA_DIR, out, min_accuracy=0.0)
+    return out, metrics
+
+
+@pytest.fixture
+def batch(mnist):
+    images, labels = mnist["train"]
+    return images[:64], labels[:64]
+
+
+@pytest.mark.parametrize("arch, limit", [("default", 25_000), ("compact", 8_000)])
+def test_parameter_count_under_limit(arch, limit):
+    assert count_parameters(MNISTModel(arch)) < limit
+
+
+@pytest.mark.parametrize("arch", ["default", "compact"])
+def test_takes_28x28_input_and_gives_10_outputs(arch):
+    model = MNISTModel(arch).eval()
+    for n in (1, 7):
+        assert model(torch.zeros(n, 1, 28, 28)).shape == (n, 10)
+
+
+@pytest.mark.parametrize("arch", ["default", "compact"])
+def test_receptive_field_covers_the_image(arch):
+    assert receptive_field(MNISTModel(arch)) >= 28
+
+
+def test_training_step_changes_weights_and_lowers_loss(batch):
+    torch.manual_seed(0)
+    model = MNISTModel()
+    x, y = batch
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    first_loss, _ = train_step(model, optimizer, x, y)
+    for _ in range(4):
+        loss, _ = train_step(model, optimizer, x, y)
+    assert all(not torch.equal(before[name], p) for name, p in model.named_parameters())
+    assert loss < first_loss
+
+
+def test_inference_probabilities_sum_to_one(batch):
+    model = MNISTModel().eval()
+    with torch.no_grad():
+        probabilities = F.softmax(model(batch[0]), dim=1)
+    assert torch.allclose(probabilities.sum(1), torch.ones(len(probabilities)), atol=1e-6)
+    assert (probabilities >= 0).all()
+
+
+def test_every_parameter_gets_a_nonzero_gradient(batch):
+    torch.manual_seed(0)
+    model = MNISTModel()
+    F.cross_entropy(model(batch[0]), batch[1]).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
+    pytest.param("mps", marks=pytest.mark.skipif(not torch.backends.mps.is_available(), reason="no MPS device here")),
+])
+def test_model_moves_between_devices(device, batch):
+    model = MNISTModel().to(device).eval()
+    with torch.no_grad():
+        out = model(batch[0].to(device))
+    assert out.device.type == device and out.shape == (64, 10)
+    assert next(model.cpu().parameters()).device.type == "cpu"
+
+
+def test_batch_invariance_in_eval_mode(trained, mnist):
+    model = load_model(trained[0])
+    images = mnist["test"][0][:32]
+    with torch.no_grad():
+        alone = model(images[:1])
+        in_16 = model(images[:16])[:1]
+        in_32 = model(images)[:1]
+    torch.testing.assert_close(in_16, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(in_32, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_one_real_epoch_reaches_98_5_percent(trained, mnist):
+    path, metrics = trained
+    assert metrics["accuracy"] >= 98.5
+    assert metrics["epochs"] == 1 and metrics["steps"] == 469
+    # The file on disk holds the same model: evaluating it again gives the same accuracy.
+    assert evaluate(load_model(path), *mnist["test"])["accuracy"] == pytest.approx(metrics["accuracy"])
+
+
+def test_saved_file_loads_with_weights_only_into_a_fresh_model(trained):
+    state = torch.load(trained[0], weights_only=True)
+    model = MNISTModel()
+    model.load_state_dict(state)
+
+
+def test_metrics_json_holds_the_run(trained):
+    path, metrics = trained
+    saved = json.loads(path.with_name("metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for key in ("accuracy", "per_class_accuracy", "test_loss", "parameters", "receptive_field", "epochs",
+                "batch_size", "learning_rate", "seed", "augmentation", "train_seconds", "train_images_per_second",
+                "device", "torch_version", "torchvision_version", "python_version"):
+        assert key in saved, key
+    assert len(saved["per_class_accuracy"]) == 10
+
+
+def _short_run(mnist, seed):
+    torch.manual_seed(seed)
+    model = MNISTModel()
+    images, labels = mnist["train"]
+    train(model, images, labels, replace(TrainConfig(seed=seed), max_steps=15))
+    return model.state_dict()
+
+
+def test_same_seed_gives_identical_weights(mnist):
+    first, second, other = _short_run(mnist, 3), _short_run(mnist, 3), _short_run(mnist, 4)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_dry_run_cli_writes_only_where_told(tmp_path):
+    models_dir = ROOT / "models"
+    before = sorted(models_dir.iterdir()) if models_dir.exists() else []
+    out = tmp_path / "dry" / "model.pth"
+    result = run_cli("--dry-run", "--out", out, "--data-dir", DATA_DIR, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and out.with_name("metrics.json").is_file()
+    assert "parameters, receptive field" in result.stdout
+    assert (sorted(models_dir.iterdir()) if models_dir.exists() else []) == before
+
+
+def test_help_shows_defaults():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "(default: 128)" in result.stdout and "--min-accuracy" in result.stdout
+
+
+def test_workflow_matches_githubs_schema():
+    workflow = ROOT / ".github" / "workflows" / "ml-pipeline.yml"
+    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
+                             str(workflow)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = workflow.read_text()
+    assert "upload-artifact@v3" not in text and "name: trained-model" in text
+
+
+def test_bench_quick_mode(tmp_path):
+    result = run_cli("bench", "--quick", "--seeds", 0, 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "benchmark.json").read_text())
+    assert set(results["models"]) == {"default", "compact", "classic"}
+    assert [run["seed"] for run in results["models"]["default"]["runs"]] == [0, 1]
+    assert results["models"]["classic"]["runs"][0]["parameters"] == 10_602
+    assert "train_time_vs_classic" in results["models"]["compact"]["summary"]
+    assert "| classic |" in (tmp_path / "benchmark.md").read_text()
+
+
+# --- Using a trained model: predict, evaluate, export, pictures -------------------------------------
+
+def render_like_a_user(image, label_index):
+    """A 28x28 MNIST digit as a user might supply it: black ink on white, scaled up, off-centre."""
+    pixels = ((image.squeeze() * STD + MEAN).clamp(0, 1) * 255).round().byte().numpy()
+    digit = Image.fromarray(255 - pixels)
+    scale = (2, 3, 5, 8)[label_index % 4]
+    digit = digit.resize((28 * scale, 28 * scale), Image.BICUBIC)
+    canvas = Image.new("L", (digit.width * 2 + 17 * label_index % 50, digit.height + 40), 255)
+    canvas.paste(digit, (label_index * 13 % (canvas.width - digit.width), 7 + label_index % 30))
+    return canvas.convert("RGB") if label_index % 2 else canvas
+
+
+@pytest.fixture(scope="session")
+def user_images(mnist, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("user_images")
+    images, labels = mnist["test"]
+    paths = []
+    for i in range(PREDICT_SAMPLES):
+        path = folder / f"digit_{i}.{('png', 'jpg', 'bmp')[i % 3]}"
+        render_like_a_user(images[i], i).save(path)
+        paths.append(path)
+    return paths, labels[:PREDICT_SAMPLES].tolist()
+
+
+def predict_json(model_path, *paths):
+    result = run_cli("predict", "--model", model_path, "--json", *paths)
+    return result, json.loads(result.stdout)
+
+
+def test_predict_recovers_labels_of_rendered_mnist_digits(trained, user_images):
+    paths, labels = user_images
+    result, predictions = predict_json(trained[0], *paths)
+    assert result.returncode == 0, result.stderr
+    correct = sum(p["digit"] == label for p, label in zip(predictions, labels))
+    assert correct / len(labels) >= PREDICT_FLOOR, f"{correct}/{len(labels)}"
+    assert all(len(p["top3"]) == 3 and 0 < p["confidence"] <= 100 for p in predictions)
+
+
+def test_predict_prints_one_line_per_file(trained, user_images):
+    paths = user_images[0][:3]
+    result = run_cli("predict", "--model", trained[0], *paths)
+    assert result.returncode == 0
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3 and all(str(p) in line and "top 3" in line for p, line in zip(paths, lines))
+
+
+def test_predict_accepts_16_bit_palette_and_alpha_images(trained, mnist, tmp_path):
+    digit = ((mnist["test"][0][0].squeeze() * STD + MEAN).clamp(0, 1) * 255).round().byte().numpy()
+    seven = Image.fromarray(digit).resize((112, 112))  # test image 0 is a 7
+    sixteen_bit = Image.fromarray(np.asarray(seven, dtype=np.uint16) * 257)
+    transparent = Image.new("LA", seven.size, 0)
+    transparent.putalpha(seven)
+    files = {"16bit.png": sixteen_bit, "palette.png": seven.convert("P"), "alpha.png": transparent}
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    result, predictions = predict_json(trained[0], *(tmp_path / name for name in files))
+    assert result.returncode == 0, result.stderr
+    assert [p["digit"] for p in predictions] == [7, 7, 7]
+
+
+def test_predict_reports_bad_files_and_still_predicts_the_others(trained, user_images, tmp_path):
+    good = user_images[0][0]
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "cut.png").write_bytes(good.read_bytes()[:200] if good.suffix == ".png" else b"")
+    write_huge_png(tmp_path / "huge.png", 20_000, 20_000)
+    bad = ["missing.png", "blank.png", "notes.png", "cut.png", "huge.png"]
+    result, predictions = predict_json(trained[0], good, *(tmp_path / name for name in bad))
+    assert result.returncode == 1
+    assert "digit" in predictions[0]
+    errors = [p["error"] for p in predictions[1:]]
+    assert "no such file" in errors[0]
+    assert "blank" in errors[1]
+    assert "not an image" in errors[2]
+    assert "truncated" in errors[3]
+    assert "megapixel limit" in errors[4]
+    assert "Traceback" not in result.stderr
+
+
+def write_huge_png(path, width, height):
+    """A real, valid greyscale PNG of width x height, written row by row without holding it in memory."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    compressor, row = zlib.compressobj(9), b"\0" * (width + 1)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
+def test_evaluate_prints_accuracy_and_confusion_matrix(trained):
+    result = run_cli("evaluate", "--model", trained[0], "--data-dir", DATA_DIR, "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["accuracy"] == pytest.approx(trained[1]["accuracy"])
+    assert sum(map(sum, metrics["confusion_matrix"])) == 10_000 and len(metrics["per_class_accuracy"]) == 10
+    text = run_cli("evaluate", "--model", trained[0], "--data-dir", DATA_DIR).stdout
+    assert "confusion matrix" in text and "per-class accuracy" in text
+
+
+def test_run_writes_real_pngs_beside_the_model(trained):
+    for name in ("training_curves.png", "confusion_matrix.png", "misclassified.png", "augmentation.png"):
+        path = trained[0].with_name(name)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        with Image.open(path) as image:
+            assert image.width >= 200 and image.height >= 200, name
+        assert 5_000 < path.stat().st_size < 2_000_000, name
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_matches_pytorch_at_any_batch_size(trained, mnist, tmp_path, fmt):
+    out = tmp_path / f"model.{fmt}"
+    result = run_cli("export", "--format", fmt, "--model", trained[0], "--out", out)
+    assert result.returncode == 0, result.stderr
+    model = load_model(trained[0])
+    for n in (1, 37):
+        images = mnist["test"][0][:n]
+        with torch.no_grad():
+            expected = model(images)
+        if fmt == "onnx":
+            session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+            got = torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
+        else:
+            got = torch.jit.load(str(out))(images).detach()
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+# --- Bad input and faults: a one-line error, a non-zero exit, nothing saved lost ---------------------
+
+RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses
+
+
+def run_cli_env(*args, env=None, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error[0], error[0]
+
+
+def test_missing_data_offline_names_the_files_and_folder(tmp_path):
+    result = run_cli_env("--dry-run", "--data-dir", tmp_path / "empty", "--out", tmp_path / "m.pth", env=OFFLINE)
+    assert_one_line_error(result, 2, *RAW_NAMES, str(tmp_path / "empty" / "MNIST" / "raw"))
+    assert not (tmp_path / "m.pth").exists()
+
+
+def data_dir_with(tmp_path, name, content):
+    """A data folder linking the real files, but with `name` replaced by `content`."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for other in RAW_NAMES:
+        (raw / other).symlink_to((DATA_DIR / "MNIST" / "raw" / other).resolve())
+    (raw / name).unlink()
+    (raw / name).write_bytes(content)
+    return raw.parent.parent
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("train-images-idx3-ubyte", "truncated"),
+    ("t10k-labels-idx1-ubyte", "bad magic"),
+    ("train-labels-idx1-ubyte", "count mismatch"),
+])
+def test_corrupt_data_names_the_bad_file(tmp_path, name, damage):
+    original = (DATA_DIR / "MNIST" / "raw" / name).read_bytes()
+    content = {
+        "truncated": original[:len(original) // 3],
+        "bad magic": b"\x00\x00\x09\x09" + original[4:],
+        "count mismatch": original[:4] + struct.pack(">I", 59_999) + original[8:-1],
+    }[damage]
+    data_dir = data_dir_with(tmp_path, name, content)
+    result = run_cli_env("--dry-run", "--data-dir", data_dir, "--out", tmp_path / "m.pth")
+    assert_one_line_error(result, 2, name)
+    assert not (tmp_path / "m.pth").exists()
+
+
+def snapshot(folder):
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).rglob("*"))
+
+
+def test_data_folder_is_only_read(tmp_path):
+    before = snapshot(DATA_DIR)
+    result = run_cli_env("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / "m.pth")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(DATA_DIR) == before
+
+
+@pytest.fixture
+def previous_run(trained, tmp_path):
+    """A models folder holding a finished run, and the bytes each of its files holds."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("mnist_model.pth", "metrics.json"):
+        (folder / name).write_bytes(trained[0].with_name(name).read_bytes())
+    return folder / "mnist_model.pth", {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def assert_unchanged(folder, contents):
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == contents
+
+
+def test_ctrl_c_mid_training_keeps_the_previous_model(previous_run):
+    out, contents = previous_run
+    process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--out", str(out), "--data-dir", str(DATA_DIR)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:  # wait until training has begun
+        if line.startswith("MNISTModel("):
+            break
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    assert_unchanged(out.parent, contents)
+
+
+KILL_MID_SAVE = """
+import sys, time
+from pathlib import Path
+from checkpoint import atomic_write
+def write_slowly(temporary):
+    with open(temporary, "wb") as f:
+        f.write(b"half a model")
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+atomic_write(sys.argv[1], write_slowly)
+"""
+
+
+def test_a_run_killed_mid_save_keeps_the_previous_model(previous_run):
+    out, contents = previous_run
+    process = subprocess.Popen([sys.executable, "-c", KILL_MID_SAVE, str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "writing\n"
+    process.kill()
+    process.wait(timeout=30)
+    assert load_model(out) is not None
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir() if not p.name.endswith(".tmp")} == contents
+
+
+def test_checkpoint_problems_are_named(trained, tmp_path):
+    good = trained[0].read_bytes()
+    compact = tmp_path / "compact_renamed.pth"
+    torch.save({k: v for k, v in MNISTModel("compact").state_dict().items() if "classifier" not in k}, compact)
+    cases = {
+        "corrupt": (b"\x00garbage" * 100, "corrupt"),
+        "truncated": (good[:len(good) // 2], "corrupt or truncated"),
+        "other architecture": (compact.read_bytes(), "different architecture"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / f"{name}.pth"
+        path.write_bytes(content)
+        assert_one_line_error(run_cli_env("evaluate", "--model", path, "--data-dir", DATA_DIR), 2, message)
+    assert_one_line_error(run_cli_env("evaluate", "--model", tmp_path / "absent.pth"), 2, "no model file")
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (exec, (f"open({str(MARKER)!r}, 'w').write('ran')",))
+
+
+MARKER = Path(tempfile.gettempdir()) / f"mnist-pickle-ran-{os.getpid()}"
+
+
+def test_a_pickle_carrying_code_is_refused_and_never_runs(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "payload": RunsCode()}, path)
+    MARKER.unlink(missing_ok=True)
+    result = run_cli_env("predict", "--model", path, tmp_path / "any.png")
+    assert_one_line_error(result, 2, "refused")
+    assert not MARKER.exists()
+
+
+def test_a_diverging_loss_stops_without_saving(tmp_path):
+    result = run_cli_env("--dry-run", "--lr", "1e6", "--data-dir", DATA_DIR, "--out", tmp_path / "m.pth")
+    assert_one_line_error(result, 1, "diverged")
+    assert not (tmp_path / "m.pth").exists()
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--batch-size", "0"), ("--lr", "-0.1"), ("--epochs", "0"), ("--device", "tpu"), ("--device", "cuda:7"),
+])
+def test_invalid_options_are_usage_errors(option, value, tmp_path):
+    result = run_cli_env(option, value, "--data-dir", tmp_path / "never-read", "--out", tmp_path / "m.pth")
+    assert result.returncode == 2
+    assert f"argument {option}" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "never-read").exists()
+
+
+def test_two_runs_to_the_same_out_leave_one_complete_model(tmp_path):
+    out = tmp_path / "m.pth"
+    command = [sys.executable, str(ROOT / "main.py"), "--dry-run", "--data-dir", str(DATA_DIR), "--out", str(out)]
+    runs = [subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for seed in (1, 2)]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    state = torch.load(out, weights_only=True)
+    candidates = [_short_run_cli_state(tmp_path, seed) for seed in (1, 2)]
+    assert any(all(torch.equal(state[k], c[k]) for k in state) for c in candidates)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def _short_run_cli_state(tmp_path, seed):
+    out = tmp_path / f"alone_{seed}" / "m.pth"
+    assert run_cli("--dry-run", "--seed", seed, "--data-dir", DATA_DIR, "--out", out).returncode == 0
+    return torch.load(out, weights_only=True)
+
+
+def test_same_seed_gives_bitwise_identical_cli_runs(tmp_path):
+    outs = [tmp_path / name / "m.pth" for name in ("a", "b")]
+    for out in outs:
+        assert run_cli("--dry-run", "--seed", 5, "--data-dir", DATA_DIR, "--out", out).returncode == 0
+    first, second = (torch.load(out, weights_only=True) for out in outs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    timing = {"train_seconds", "train_images_per_second", "test_seconds", "test_images_per_second"}
+    metrics = [{k: v for k, v in json.loads(out.with_name("metrics.json").read_text()).items() if k not in timing}
+               for out in outs]
+    assert metrics[0] == metrics[1]
