@@ -185,6 +185,8 @@ def main(argv=None):
         parser.exit(2, f"error: {error}\n")
     except (TrainingDiverged, AccuracyBelowGate) as error:
         parser.exit(1, f"error: {error}\n")
+    except OSError as error:  # an output that cannot be written: a folder in the way, no permission, a full disk
+        parser.exit(1, f"error: {error}\n")
     except KeyboardInterrupt:
         parser.exit(130, "interrupted: nothing was saved\n")
 

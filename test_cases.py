@@ -24,10 +24,11 @@ from PIL import Image
 
 from checkpoint import load_model
 from data import MEAN, STD, load_split, resolve_data_dir
+from main import DRY_RUN_STEPS
 from model import MNISTModel, count_parameters, receptive_field
 from test import evaluate
 from train import TrainConfig, train, train_step
-from train_pipeline import run
+from train_pipeline import run, train_and_evaluate
 
 ROOT = Path(__file__).parent
 DATA_DIR = resolve_data_dir().resolve()
@@ -178,6 +179,23 @@ def test_dry_run_cli_writes_only_where_told(tmp_path):
     assert out.is_file() and out.with_name("metrics.json").is_file()
     assert "parameters, receptive field" in result.stdout
     assert (sorted(models_dir.iterdir()) if models_dir.exists() else []) == before
+
+
+def test_model_script_prints_the_layer_table():
+    result = subprocess.run([sys.executable, str(ROOT / "model.py"), "--arch", "compact"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"**{count_parameters(MNISTModel('compact')):,}**" in result.stdout
+    assert "| Conv2d 1->8 4x4, stride 2, pad 1 | (8, 14, 14) |" in result.stdout
+
+
+def test_test_script_evaluates_a_saved_model_alone(trained):
+    result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--model", str(trained[0]), "--data-dir",
+                             str(DATA_DIR)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"test accuracy {trained[1]['accuracy']:.2f}%" in result.stdout
+    missing = subprocess.run([sys.executable, str(ROOT / "test.py"), "--model", "absent.pth"], capture_output=True,
+                             text=True)
+    assert missing.returncode == 2 and "no model file" in missing.stderr
 
 
 def test_help_shows_defaults():
@@ -502,22 +520,24 @@ def test_invalid_options_are_usage_errors(option, value, tmp_path):
     assert not (tmp_path / "never-read").exists()
 
 
-def test_two_runs_to_the_same_out_leave_one_complete_model(tmp_path):
+def test_an_unwritable_out_is_a_one_line_error(tmp_path):
+    (tmp_path / "taken").mkdir()
+    result = run_cli_env("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / "taken")
+    assert_one_line_error(result, 1, str(tmp_path / "taken"))
+
+
+def test_two_runs_to_the_same_out_leave_one_complete_model(tmp_path, mnist):
     out = tmp_path / "m.pth"
     command = [sys.executable, str(ROOT / "main.py"), "--dry-run", "--data-dir", str(DATA_DIR), "--out", str(out)]
     runs = [subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             for seed in (1, 2)]
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
-    state = torch.load(out, weights_only=True)
-    candidates = [_short_run_cli_state(tmp_path, seed) for seed in (1, 2)]
-    assert any(all(torch.equal(state[k], c[k]) for k in state) for c in candidates)
-    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
-
-
-def _short_run_cli_state(tmp_path, seed):
-    out = tmp_path / f"alone_{seed}" / "m.pth"
-    assert run_cli("--dry-run", "--seed", seed, "--data-dir", DATA_DIR, "--out", out).returncode == 0
-    return torch.load(out, weights_only=True)
+    saved = torch.load(out, weights_only=True)
+    # The same dry runs in this process: the file must be exactly one of them, not a mix.
+    candidates = [train_and_evaluate("default", replace(TrainConfig(seed=seed), max_steps=DRY_RUN_STEPS), CPU, mnist)
+                  .model.state_dict() for seed in (1, 2)]
+    assert sum(all(torch.equal(saved[k], c[k]) for k in saved) for c in candidates) == 1
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_same_seed_gives_bitwise_identical_cli_runs(tmp_path):
