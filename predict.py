@@ -4,10 +4,12 @@ MNIST digits are white on black, scaled to fit 20x20 with their aspect ratio kep
 28x28 with their centre of mass at the centre. `prepare` does the same to any PNG, JPEG or BMP:
 colour or grey, 8- or 16-bit, palette or alpha, ink on paper or light on dark.
 """
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from data import normalize
 
@@ -23,17 +25,12 @@ class ImageError(Exception):
 def read_ink(path):
     """The image as a float array in 0..1 where ink is high and the background is 0."""
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageError(f"image is {image.width}x{image.height}, over the "
-                                 f"{MAX_PIXELS // 1_000_000}-megapixel limit")
-            image.load()
-            ink = _gray_or_alpha(image)
+        ink = _load_gray_or_alpha(path)
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except UnidentifiedImageError:
         raise ImageError("not an image PIL can read (PNG, JPEG or BMP)") from None
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"image is over the {MAX_PIXELS // 1_000_000}-megapixel limit") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"unreadable or truncated image ({error})") from None
@@ -44,6 +41,16 @@ def read_ink(path):
     if contrast < MIN_CONTRAST:
         raise ImageError("no digit found: the image is blank")
     return np.clip((ink - background) / contrast, 0, 1)
+
+
+def _load_gray_or_alpha(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own size alarm: refuse, don't warn
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(f"image is {image.width}x{image.height}, over the "
+                                 f"{MAX_PIXELS // 1_000_000}-megapixel limit")
+            return _gray_or_alpha(ImageOps.exif_transpose(image))  # phone photos carry their rotation in EXIF
 
 
 def _gray_or_alpha(image):

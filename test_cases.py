@@ -434,7 +434,8 @@ def assert_unchanged(folder, contents):
 def test_ctrl_c_mid_training_keeps_the_previous_model(previous_run):
     out, contents = previous_run
     process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--out", str(out), "--data-dir", str(DATA_DIR)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in process.stdout:  # wait until training has begun
         if line.startswith("MNISTModel("):
             break
