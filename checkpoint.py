@@ -6,6 +6,8 @@ import torch
 
 from model import ARCHITECTURES, MNISTModel
 
+DEFAULT_MODEL_PATH = "models/mnist_model.pth"
+
 
 class CheckpointError(Exception):
     """A model file is missing, damaged, unsafe, or not one of this project's architectures."""
@@ -41,7 +43,7 @@ def load_state_dict(path):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        if "weights_only" in str(error) or "Weights only" in str(error):
+        if "weights only load failed" in str(error).lower():
             raise CheckpointError(f"{path} holds pickled code or objects, not only tensors; "
                                   "refused to load it") from None
         raise CheckpointError(f"{path} is corrupt or truncated ({type(error).__name__})") from None
@@ -50,7 +52,7 @@ def load_state_dict(path):
     return state
 
 
-def load_model(path, device="cpu"):
+def load_model(path):
     """The MNISTModel whose architecture matches the state dict at path, with its weights, in eval mode."""
     state = load_state_dict(path)
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
@@ -58,6 +60,6 @@ def load_model(path, device="cpu"):
         model = MNISTModel(arch)
         if shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}:
             model.load_state_dict(state)
-            return model.to(device).eval()
+            return model.eval()
     raise CheckpointError(f"{path} is from a different architecture: its layers match none of "
                           f"{', '.join(ARCHITECTURES)}")

@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 
 from bench import run_benchmark
-from checkpoint import CheckpointError, load_model
+from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, load_model
 from data import DataError, load_split, resolve_data_dir
 from export import DEFAULT_PATHS, export
 from model import ARCHITECTURES
@@ -24,7 +24,6 @@ from train import TrainConfig, TrainingDiverged
 from train_pipeline import AccuracyBelowGate, run
 
 DEFAULTS = TrainConfig()
-DEFAULT_MODEL_PATH = "models/mnist_model.pth"
 DRY_RUN_STEPS = 10
 
 

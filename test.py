@@ -7,10 +7,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from checkpoint import CheckpointError, load_model
+from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, load_model
 from data import DataError, load_split, resolve_data_dir
 from model import NUM_CLASSES
-
 
 EVAL_BATCH_SIZE = 500  # measured fastest on a 2-core CPU: larger batches fall out of cache
 
@@ -33,7 +32,7 @@ def metrics_from_logits(logits, labels):
     confusion.index_put_((labels.cpu(), predictions.cpu()), torch.ones_like(labels.cpu()), accumulate=True)
     per_class = confusion.diag() / confusion.sum(1).clamp(min=1) * 100
     return {
-        "accuracy": (predictions == labels).float().mean().item() * 100,
+        "accuracy": (predictions == labels).sum().item() / len(labels) * 100,
         "per_class_accuracy": {str(c): round(a, 2) for c, a in enumerate(per_class.tolist())},
         "test_loss": F.cross_entropy(logits, labels).item(),
         "confusion_matrix": confusion.tolist(),
@@ -48,7 +47,7 @@ def format_report(metrics):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Evaluate a saved state dict on the MNIST test set.")
-    parser.add_argument("--model", default="models/mnist_model.pth", help="state dict (default: models/mnist_model.pth)")
+    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"state dict (default: {DEFAULT_MODEL_PATH})")
     parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
     args = parser.parse_args(argv)
     try:
