@@ -52,14 +52,15 @@ def _show(ax, image, title):
 
 
 def misclassified(images, labels, predictions, limit=32):
-    wrong = (predictions != labels).nonzero().flatten()[:limit].tolist()
+    all_wrong = (predictions != labels).nonzero().flatten()
+    wrong = all_wrong[:limit].tolist()
     rows = max(1, -(-len(wrong) // GRID_COLUMNS))
     figure, axes = plt.subplots(rows, GRID_COLUMNS, figsize=(GRID_COLUMNS * 1.1, rows * 1.3), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, i in zip(axes.flat, wrong):
         _show(ax, images[i], f"true {labels[i].item()}, got {predictions[i].item()}")
-    figure.suptitle(f"misclassified test digits (first {len(wrong)} of {len((predictions != labels).nonzero())})")
+    figure.suptitle(f"misclassified test digits (first {len(wrong)} of {len(all_wrong)})")
     return figure
 
 
