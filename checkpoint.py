@@ -9,6 +9,10 @@ from model import ARCHITECTURES, MNISTModel
 DEFAULT_MODEL_PATH = "models/mnist_model.pth"
 
 
+def add_model_option(parser):
+    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"saved state dict (default: {DEFAULT_MODEL_PATH})")
+
+
 class CheckpointError(Exception):
     """A model file is missing, damaged, unsafe, or not one of this project's architectures."""
 

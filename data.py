@@ -35,6 +35,11 @@ def resolve_data_dir(data_dir=None):
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
+def add_data_option(parser):
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw; downloaded there if missing "
+                        f"(default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR})")
+
+
 def raw_folder(data_dir):
     return Path(data_dir) / "MNIST" / "raw"
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 import torch
 
 from bench import run_benchmark
-from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, load_model
-from data import DataError, load_split, resolve_data_dir
+from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, add_model_option, load_model
+from data import DataError, add_data_option, load_split, resolve_data_dir
 from export import DEFAULT_PATHS, export
 from model import ARCHITECTURES
 from predict import format_result, predict_files
@@ -65,15 +65,6 @@ def parse_device(name):
 def add_device_option(parser):
     parser.add_argument("--device", type=parse_device, default="auto",
                         help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
-
-
-def add_data_option(parser):
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw; downloaded there if missing "
-                        "(default: $MNIST_DATA_DIR, else ./data)")
-
-
-def add_model_option(parser):
-    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"saved state dict (default: {DEFAULT_MODEL_PATH})")
 
 
 def build_parser():

@@ -7,8 +7,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, load_model
-from data import DataError, load_split, resolve_data_dir
+from checkpoint import CheckpointError, add_model_option, load_model
+from data import DataError, add_data_option, load_split, resolve_data_dir
 from model import NUM_CLASSES
 
 EVAL_BATCH_SIZE = 500  # measured fastest on a 2-core CPU: larger batches fall out of cache
@@ -47,8 +47,8 @@ def format_report(metrics):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Evaluate a saved state dict on the MNIST test set.")
-    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"state dict (default: {DEFAULT_MODEL_PATH})")
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
+    add_model_option(parser)
+    add_data_option(parser)
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model)
