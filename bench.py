@@ -20,7 +20,8 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from checkpoint import atomic_write
-from data import MEAN, STD
+from data import AUGMENTATIONS, DEFAULT_AUGMENT, EARLIER_AUGMENT, MEAN, STD
+from robustness import evaluate_robustness
 from train_pipeline import load_data, synchronize, train_and_evaluate, write_json
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
@@ -44,7 +45,7 @@ class ClassicNet(nn.Module):
         return self.fc(self.features(x).flatten(1))
 
 
-def classic_run(seed, device, data_dir, max_steps=None):
+def classic_run(seed, device, data_dir, data, max_steps=None):
     """Train and evaluate the classic baseline exactly as it was built; returns its figures."""
     torch.manual_seed(seed)
     normalize = transforms.Normalize((MEAN,), (STD,))
@@ -76,29 +77,40 @@ def classic_run(seed, device, data_dir, max_steps=None):
             correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
     synchronize(device)
     test_seconds = time.perf_counter() - start
-    return _figures(seed, correct / len(test_set) * 100, train_seconds, seen, len(test_set) / test_seconds,
-                    sum(p.numel() for p in model.parameters()))
+    accuracy = correct / len(test_set) * 100
+    corruptions = evaluate_robustness(model, data["corrupted"], data["test"][1], accuracy)["corruptions"]
+    return _figures(seed, accuracy, train_seconds, seen, len(test_set) / test_seconds,
+                    sum(p.numel() for p in model.parameters()), {name: c["accuracy"] for name, c in corruptions.items()})
 
 
-def preset_run(arch, seed, config, device, data):
-    result = train_and_evaluate(arch, replace(config, seed=seed), device, data)
+def preset_run(arch, augment, seed, config, device, data):
+    config = replace(config, seed=seed, augmentation=AUGMENTATIONS[augment])
+    result = train_and_evaluate(arch, config, device, data)
     metrics = result.metrics
     return _figures(seed, metrics["accuracy"], metrics["train_seconds"], result.history[-1]["seen"],
-                    metrics["test_images_per_second"], metrics["parameters"])
+                    metrics["test_images_per_second"], metrics["parameters"], metrics["corruption_accuracy"])
 
 
-def _figures(seed, accuracy, train_seconds, images, test_images_per_second, parameters):
+def _figures(seed, accuracy, train_seconds, images, test_images_per_second, parameters, corruptions):
+    corruption_accuracy = {name: round(accuracy, 2) for name, accuracy in corruptions.items()}
     return {"seed": seed, "accuracy": round(accuracy, 2), "train_seconds": round(train_seconds, 2),
             "train_images_per_second": round(images / train_seconds), "test_images_per_second":
-            round(test_images_per_second), "parameters": parameters}
+            round(test_images_per_second), "parameters": parameters,
+            "mean_corruption_accuracy": round(statistics.fmean(corruption_accuracy.values()), 2),
+            "corruption_accuracy": corruption_accuracy}
 
 
 def summarize(runs):
     accuracies = [run["accuracy"] for run in runs]
+    corrupted = [run["mean_corruption_accuracy"] for run in runs]
     return {
         "accuracy_mean": round(statistics.mean(accuracies), 3),
         "accuracy_min": min(accuracies),
         "accuracy_std": round(statistics.pstdev(accuracies), 3),
+        "mean_corruption_accuracy_mean": round(statistics.mean(corrupted), 3),
+        "mean_corruption_accuracy_min": min(corrupted),
+        "corruption_accuracy_mean": {name: round(statistics.mean(run["corruption_accuracy"][name] for run in runs), 2)
+                                     for name in runs[0]["corruption_accuracy"]},
         "train_seconds_mean": round(statistics.mean(run["train_seconds"] for run in runs), 2),
         "test_images_per_second_mean": round(statistics.mean(run["test_images_per_second"] for run in runs)),
     }
@@ -116,24 +128,24 @@ def machine(device):
             "torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
-def run_benchmark(archs, seeds, config, device, data_dir, out_dir, quick=False, classic=True):
+def model_name(arch, augment):
+    """The default recipe's runs are named by their preset alone; others also by their augmentation."""
+    return arch if augment == DEFAULT_AUGMENT else f"{arch}-{augment}"
+
+
+def run_benchmark(archs, augments, seeds, config, device, data_dir, out_dir, quick=False, classic=True):
     if quick:
         config = replace(config, max_steps=QUICK_STEPS)
     results = {"machine": machine(device), "quick": quick, "models": {}}
     data = load_data(data_dir, device)
     for arch in archs:
-        runs = [preset_run(arch, seed, config, device, data) for seed in seeds]
-        results["models"][arch] = {"runs": runs, "summary": summarize(runs)}
+        for augment in augments:
+            runs = [preset_run(arch, augment, seed, config, device, data) for seed in seeds]
+            results["models"][model_name(arch, augment)] = {"runs": runs, "summary": summarize(runs)}
     if classic:
-        runs = [classic_run(seed, device, data_dir, QUICK_STEPS if quick else None) for seed in seeds]
+        runs = [classic_run(seed, device, data_dir, data, QUICK_STEPS if quick else None) for seed in seeds]
         results["models"]["classic"] = {"runs": runs, "summary": summarize(runs)}
-        base = results["models"]["classic"]["summary"]
-        for arch in archs:
-            summary = results["models"][arch]["summary"]
-            summary["train_time_vs_classic"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
-            summary["accuracy_vs_classic"] = round(summary["accuracy_mean"] - base["accuracy_mean"], 3)
-            summary["inference_speed_vs_classic"] = round(
-                summary["test_images_per_second_mean"] / base["test_images_per_second_mean"], 2)
+    compare(results["models"], archs, augments)
     results["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if device.type == "cuda":
         results["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
@@ -146,27 +158,57 @@ def run_benchmark(archs, seeds, config, device, data_dir, out_dir, quick=False, 
     return results
 
 
+def compare(models, archs, augments):
+    """Each preset's summary against the classic baseline and, for the default recipe, against the earlier one."""
+    for arch in archs:
+        for augment in augments:
+            summary = models[model_name(arch, augment)]["summary"]
+            if "classic" in models:
+                base = models["classic"]["summary"]
+                summary["train_time_vs_classic"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
+                summary["accuracy_vs_classic"] = round(summary["accuracy_mean"] - base["accuracy_mean"], 3)
+                summary["inference_speed_vs_classic"] = round(
+                    summary["test_images_per_second_mean"] / base["test_images_per_second_mean"], 2)
+            earlier = models.get(model_name(arch, EARLIER_AUGMENT))
+            if augment == DEFAULT_AUGMENT and earlier:
+                base = earlier["summary"]
+                summary["corruption_error_vs_mild"] = round(
+                    (100 - summary["mean_corruption_accuracy_mean"]) / (100 - base["mean_corruption_accuracy_mean"]), 3)
+                summary["train_time_vs_mild"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
+
+
 def markdown_table(results):
     m = results["machine"]
     where = m["gpu"] or f"{m['cpu']}, {m['torch_threads']} threads"
     lines = [f"Measured on {where}; Python {m['python']}, torch {m['torch']}"
              f"{' (quick mode: not real figures)' if results['quick'] else ''}.", "",
-             "| model | parameters | seed | test accuracy % | train s | train images/s | inference images/s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | parameters | seed | test accuracy % | mean corruption accuracy % | train s | train images/s "
+             "| inference images/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, model in results["models"].items():
         for run in model["runs"]:
             lines.append(f"| {name} | {run['parameters']:,} | {run['seed']} | {run['accuracy']:.2f} | "
-                         f"{run['train_seconds']:.2f} | {run['train_images_per_second']:,} | "
-                         f"{run['test_images_per_second']:,} |")
-    lines += ["", "| model | mean accuracy % | min | std | mean train s | train time vs classic | "
-              "accuracy vs classic (points) | inference speed vs classic |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                         f"{run['mean_corruption_accuracy']:.2f} | {run['train_seconds']:.2f} | "
+                         f"{run['train_images_per_second']:,} | {run['test_images_per_second']:,} |")
+    lines += ["", "| model | mean accuracy % | min | std | mean corruption accuracy % | min | corruption error vs mild "
+              "| mean train s | train time vs mild | train time vs classic | accuracy vs classic (points) "
+              "| inference speed vs classic |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, model in results["models"].items():
         s = model["summary"]
         lines.append(f"| {name} | {s['accuracy_mean']:.2f} | {s['accuracy_min']:.2f} | {s['accuracy_std']:.3f} | "
-                     f"{s['train_seconds_mean']:.2f} | {_ratio(s, 'train_time_vs_classic', 'x')} | "
+                     f"{s['mean_corruption_accuracy_mean']:.2f} | {s['mean_corruption_accuracy_min']:.2f} | "
+                     f"{_ratio(s, 'corruption_error_vs_mild', 'x')} | {s['train_seconds_mean']:.2f} | "
+                     f"{_ratio(s, 'train_time_vs_mild', 'x')} | {_ratio(s, 'train_time_vs_classic', 'x')} | "
                      f"{_ratio(s, 'accuracy_vs_classic', '', signed=True)} | "
                      f"{_ratio(s, 'inference_speed_vs_classic', 'x')} |")
+    names = list(results["models"])
+    lines += ["", "Accuracy (%) under each corruption, mean over the seeds:", "",
+              "| corruption | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    first = results["models"][names[0]]["summary"]["corruption_accuracy_mean"]
+    for corruption in first:
+        lines.append(f"| {corruption} | " + " | ".join(
+            f"{results['models'][name]['summary']['corruption_accuracy_mean'][corruption]:.2f}" for name in names) + " |")
     memory = f"Peak memory: {results['peak_memory_mib']:,} MiB resident"
     if "peak_gpu_memory_mib" in results:
         memory += f", {results['peak_gpu_memory_mib']:,} MiB on the GPU"

@@ -24,10 +24,26 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Ranges of the random affine transform; each image draws its own values from them."""
+    """Random changes applied to each training image, each drawing its own amounts from these ranges."""
+
     degrees: float = 5.0  # rotation, +/- degrees
     translate: float = 0.05  # shift, +/- fraction of the image side
     scale: float = 0.05  # zoom, +/- fraction
+    stroke: float = 0.0  # fraction of images whose ink is grown or shrunk by up to a pixel
+    resolution: float = 0.0  # fraction of images scanned small (7 to 16 pixels a side), then scaled back up
+    clean_tail: float = 0.0  # fraction of the final training steps that see unaugmented images
+
+
+DEFAULT_AUGMENT = "robust"
+EARLIER_AUGMENT = "mild"  # the recipe the default replaced, kept for the benchmark's comparison
+AUGMENTATIONS = {
+    # Chosen on 5,000 images held out from the training set, never on the test set (README, Robustness):
+    # stroke and resolution jitter carry most of the gain under corruption; the wider shift keeps the
+    # model steady under translation; the clean tail gives back most of the clean accuracy they cost.
+    "robust": Augmentation(translate=0.08, stroke=0.4, resolution=0.2, clean_tail=0.4),
+    "mild": Augmentation(),  # the recipe before the robustness work: small affine changes only
+    "none": None,
+}
 
 
 def resolve_data_dir(data_dir=None):
@@ -89,6 +105,42 @@ def _last_line(error):
 def normalize(images):
     """uint8 (N, 28, 28) or (N, 1, 28, 28) pixels -> float (N, 1, 28, 28) with the MNIST mean and std."""
     return ((images.float() / 255 - MEAN) / STD).reshape(-1, 1, 28, 28)
+
+
+def pixels(images):
+    """Normalised images back on the 0..1 pixel scale."""
+    return (images * STD + MEAN).clamp(0, 1)
+
+
+def augment(images, aug, generator=None):
+    """One batched step: stroke-width and resolution jitter, then rotation, shift and zoom."""
+    if aug.stroke:
+        images = stroke_jitter(images, aug.stroke, generator)
+    if aug.resolution:
+        images = resolution_jitter(images, aug.resolution, generator)
+    return random_affine(images, aug, generator)
+
+
+def _per_image(images, generator):
+    """One uniform 0..1 number per image, shaped to broadcast over its pixels."""
+    return torch.rand(len(images), 1, 1, 1, device=images.device, generator=generator)
+
+
+def stroke_jitter(images, fraction, generator):
+    """Grow (grey dilation) or shrink (grey erosion) the ink of a fraction of the images by up to a pixel."""
+    grown = F.max_pool2d(images, 3, stride=1, padding=1)
+    shrunk = -F.max_pool2d(-images, 3, stride=1, padding=1)
+    target = torch.where(_per_image(images, generator) < 0.5, grown, shrunk)
+    changed = images + _per_image(images, generator) * (target - images)
+    return torch.where(_per_image(images, generator) < fraction, changed, images)
+
+
+def resolution_jitter(images, fraction, generator):
+    """Scan a fraction of the images at a lower resolution (one random size per batch), then scale them back up."""
+    size = int(torch.randint(7, 17, (1,), device=images.device, generator=generator))
+    small = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    rescanned = F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False)
+    return torch.where(_per_image(images, generator) < fraction, rescanned, images)
 
 
 def random_affine(images, aug, generator=None):

@@ -4,24 +4,28 @@
     python main.py evaluate --model PATH        accuracy, per-class accuracy, confusion matrix
     python main.py predict IMAGE [IMAGE ...]    the digit in each of your own image files
     python main.py export --format onnx         a model file that runs without this project
+    python main.py robustness --model PATH      accuracy under each corruption of the suite
     python main.py bench [--quick]              presets over seeds 0-4 against the classic baseline
 """
 import argparse
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from bench import run_benchmark
 from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, add_model_option, load_model
-from data import DataError, add_data_option, load_split, resolve_data_dir
+from data import AUGMENTATIONS, DEFAULT_AUGMENT, EARLIER_AUGMENT, DataError, add_data_option, load_split, resolve_data_dir
 from export import DEFAULT_PATHS, export
 from model import ARCHITECTURES
+from plots import save_figure
 from predict import format_result, predict_files
+from robustness import SUITE_SEED, corrupted_test_set, evaluate_robustness, format_table, robustness_figure
 from test import evaluate, format_report
 from train import TrainConfig, TrainingDiverged
-from train_pipeline import AccuracyBelowGate, run
+from train_pipeline import AccuracyBelowGate, run, write_json
 
 DEFAULTS = TrainConfig()
 DRY_RUN_STEPS = 10
@@ -31,7 +35,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends each option's default, except where there is none to show (flags, defaults told in words)."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or "default:" in action.help:
+        if action.default is None or action.default is False or "default:" in action.help:
             return action.help
         return super()._get_help_string(action)
 
@@ -79,12 +83,14 @@ def build_parser():
     add_device_option(parser)
     add_data_option(parser)
     parser.add_argument("--out", default=DEFAULT_MODEL_PATH, help="model path; metrics.json is written beside it")
-    parser.add_argument("--no-augment", action="store_true", help="train without random rotation/shift/zoom")
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENT,
+                        help="augmentation preset: robust (stroke, resolution and affine jitter), "
+                        "mild (the earlier recipe: small affine changes only) or none")
     parser.add_argument("--min-accuracy", type=float, default=95.0,
                         help="fail (exit 1, nothing saved) below this test accuracy in %%")
     parser.add_argument("--dry-run", action="store_true",
                         help=f"smoke run: {DRY_RUN_STEPS} training steps, no accuracy gate")
-    commands = parser.add_subparsers(dest="command", metavar="{predict,evaluate,export,bench}",
+    commands = parser.add_subparsers(dest="command", metavar="{predict,evaluate,robustness,export,bench}",
                                      help="use a saved model instead of training (see COMMAND --help)")
 
     predict_parser = commands.add_parser("predict", help="predict the digit in your own PNG, JPEG or BMP files",
@@ -99,6 +105,14 @@ def build_parser():
     add_data_option(evaluate_parser)
     evaluate_parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
+    robustness_parser = commands.add_parser(
+        "robustness", help="accuracy under each corruption; writes robustness.json and .png beside the model",
+        formatter_class=HelpFormatter)
+    add_model_option(robustness_parser)
+    add_data_option(robustness_parser)
+    robustness_parser.add_argument("--seed", type=int, default=SUITE_SEED, help="seed of the corrupted images")
+    robustness_parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
     export_parser = commands.add_parser("export", help="write the model as ONNX or TorchScript",
                                         formatter_class=HelpFormatter)
     export_parser.add_argument("--format", required=True, choices=DEFAULT_PATHS, help="file format")
@@ -110,6 +124,8 @@ def build_parser():
                                        formatter_class=HelpFormatter)
     bench_parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES),
                               help="presets to benchmark")
+    bench_parser.add_argument("--augment", nargs="+", choices=AUGMENTATIONS, default=[DEFAULT_AUGMENT, EARLIER_AUGMENT],
+                              help="augmentation presets to benchmark each preset with")
     bench_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="one run per seed")
     bench_parser.add_argument("--quick", action="store_true",
                               help="smoke run: a few training steps per run; the figures mean nothing")
@@ -122,7 +138,7 @@ def build_parser():
 
 def train_command(args):
     config = replace(DEFAULTS, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     augmentation=None if args.no_augment else DEFAULTS.augmentation,
+                     augmentation=AUGMENTATIONS[args.augment],
                      max_steps=DRY_RUN_STEPS if args.dry_run else None)
     run(args.arch, config, args.device, resolve_data_dir(args.data_dir), args.out,
         min_accuracy=0.0 if args.dry_run else args.min_accuracy)
@@ -151,6 +167,20 @@ def predict_command(args):
     return 0
 
 
+def robustness_command(args):
+    model = load_model(args.model)
+    images, labels = load_split(resolve_data_dir(args.data_dir), "test")
+    suite = corrupted_test_set(images, args.seed)
+    clean_accuracy = evaluate(model, images, labels)["accuracy"]
+    report = {"model": str(args.model), "seed": args.seed,
+              **evaluate_robustness(model, suite, labels, clean_accuracy)}
+    folder = Path(args.model).parent
+    write_json(folder / "robustness.json", report)
+    save_figure(robustness_figure(model, images, labels, suite), folder / "robustness.png")
+    print(json.dumps(report, indent=2) if args.json else
+          f"{format_table(report)}\nwrote robustness.json and robustness.png in {folder}")
+
+
 def export_command(args):
     out = args.out or DEFAULT_PATHS[args.format]
     export(load_model(args.model), args.format, out)
@@ -158,12 +188,12 @@ def export_command(args):
 
 
 def bench_command(args):
-    run_benchmark(args.arch, args.seeds, DEFAULTS, args.device, resolve_data_dir(args.data_dir), args.out_dir,
+    run_benchmark(args.arch, args.augment, args.seeds, DEFAULTS, args.device, resolve_data_dir(args.data_dir), args.out_dir,
                   quick=args.quick, classic=not args.no_classic)
 
 
 COMMANDS = {None: train_command, "predict": predict_command, "evaluate": evaluate_command,
-            "export": export_command, "bench": bench_command}
+            "robustness": robustness_command, "export": export_command, "bench": bench_command}
 
 
 def main(argv=None):

@@ -6,25 +6,49 @@ Importing this module has no side effects; building a model prints nothing. Call
 import torch
 from torch import nn
 
-# Each architecture: a stem, a 4x4 convolution with stride 2 (28x28 -> 14x14), then the body, as
-# output channels of 3x3 convolutions (padding 1) with "M" for a 2x2 max-pool (14 -> 7 -> 3), then
-# the head, a 3x3 convolution without padding (3x3 -> 1x1), and a 1x1 convolution to the 10 logits.
+from data import MEAN, STD
+
+# Each architecture: a contrast stretch, a stem, a 4x4 convolution with stride 2 (28x28 -> 14x14),
+# then the body, as output channels of 3x3 convolutions (padding 1) with "M" for a 2x2 max-pool
+# (14 -> 7 -> 3), then the head, a 3x3 convolution without padding (3x3 -> 1x1) with GroupNorm, and a
+# 1x1 convolution to the 10 logits.
 ARCHITECTURES = {
     "default": {"stem": 16, "body": (16, 32, "M", 32, "M"), "head": 24},  # 23,786 parameters
     "compact": {"stem": 8, "body": (8, 16, "M", 20, "M"), "head": 16},  # 7,922 parameters
 }
 NUM_CLASSES = 10
+HEAD_GROUPS = 4  # GroupNorm groups in the head: 6 channels each in default, 4 in compact
 STEM_KERNEL = 4  # a strided stem never builds 28x28 feature maps: 1.7 s less per CPU epoch than conv + pool
 
 
-def conv_block(in_channels, out_channels, kernel=3, stride=1, padding=1, pool=False):
-    # Pooling before BatchNorm and ReLU runs them on a quarter of the pixels: the same function
+class ContrastStretch(nn.Module):
+    """Stretch each image's pixels to span the full range of MNIST's: darkest to 0, brightest to 1.
+
+    MNIST's digits already do, so clean inputs pass unchanged; a grey background (a brighter scan, a
+    fog) or faint ink no longer shifts every activation downstream. Works on normalised images.
+    """
+
+    def forward(self, x):
+        low = x.amin((1, 2, 3), keepdim=True)
+        high = x.amax((1, 2, 3), keepdim=True)
+        black = -MEAN / STD
+        return black + (x - low) / (high - low).clamp(min=1e-6) * (1 / STD)
+
+
+def conv_block(in_channels, out_channels, kernel=3, stride=1, padding=1, pool=False, norm=nn.BatchNorm2d):
+    # Pooling before the norm and ReLU runs them on a quarter of the pixels: the same function
     # (max-pool commutes with ReLU), and faster on a CPU.
     layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=False)]
     if pool:
         layers.append(nn.MaxPool2d(2))
-    layers += [nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
-    return layers
+    return [*layers, norm(out_channels), nn.ReLU(inplace=True)]
+
+
+def head_norm(channels):
+    # The head's map is 1x1. A BatchNorm there sees one value per channel per image, so it cannot train
+    # on a batch of one; GroupNorm normalises each image over groups of channels. Measured on held-out
+    # training images, it also made the model far steadier under corruption at the same clean accuracy.
+    return nn.GroupNorm(HEAD_GROUPS, channels)
 
 
 class MNISTModel(nn.Module):
@@ -37,13 +61,13 @@ class MNISTModel(nn.Module):
         self.arch = arch
         spec = ARCHITECTURES[arch]
         channels = spec["stem"]
-        layers = conv_block(1, channels, kernel=STEM_KERNEL, stride=2)
+        layers = [ContrastStretch(), *conv_block(1, channels, kernel=STEM_KERNEL, stride=2)]
         body = spec["body"]
         for i, width in enumerate(body):
             if width != "M":
                 layers += conv_block(channels, width, pool=body[i + 1:i + 2] == ("M",))
                 channels = width
-        layers += conv_block(channels, spec["head"], padding=0)
+        layers += conv_block(channels, spec["head"], padding=0, norm=head_norm)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Conv2d(spec["head"], NUM_CLASSES, 1)
 

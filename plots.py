@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 from checkpoint import atomic_write  # noqa: E402
-from data import MEAN, STD, random_affine  # noqa: E402
+from data import augment, pixels  # noqa: E402
 
 GRID_COLUMNS = 8
 
@@ -46,7 +46,7 @@ def confusion_matrix(confusion):
 
 
 def _show(ax, image, title):
-    ax.imshow((image.squeeze().cpu() * STD + MEAN).clamp(0, 1).numpy(), cmap="gray_r", vmin=0, vmax=1)
+    ax.imshow(pixels(image).squeeze().cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
@@ -67,9 +67,30 @@ def misclassified(images, labels, predictions, limit=32):
 def augmentation(images, aug, generator, copies=3):
     """Each original in the first column, then `copies` random augmentations of it."""
     figure, axes = plt.subplots(len(images), copies + 1, figsize=((copies + 1) * 1.1, len(images) * 1.1))
-    versions = [images] + [random_affine(images, aug, generator) for _ in range(copies)]
+    versions = [images] + [augment(images, aug, generator) for _ in range(copies)]
     for row, originals_and_copies in enumerate(zip(*versions)):
         for column, image in enumerate(originals_and_copies):
             title = ("original" if column == 0 else f"augmented {column}") if row == 0 else ""
             _show(axes[row, column], image, title)
+    return figure
+
+
+def robustness(clean, labels, suite, answers):
+    """One row per corruption (clean first): the same test digits, each titled with the model's answer.
+
+    clean: normalised images; suite: {name: 8-bit images}; answers: {name: predicted digits}, "clean" too.
+    """
+    rows = {"clean": pixels(clean), **{name: images.float() / 255 for name, images in suite.items()}}
+    columns = len(labels)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.9, len(rows) * 0.95), squeeze=False,
+                                layout="constrained")
+    for row, (name, images) in enumerate(rows.items()):
+        for column in range(columns):
+            ax, answer, truth = axes[row, column], int(answers[name][column]), int(labels[column])
+            ax.imshow(images[column].squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(str(answer), fontsize=8, color="tab:green" if answer == truth else "tab:red", pad=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(name.replace("_", " "), rotation=0, ha="right", va="center", fontsize=8)
+    figure.suptitle("the model's answer above each digit: green right, red wrong")
     return figure

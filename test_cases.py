@@ -20,21 +20,25 @@ import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageFilter, ImageOps
 
 from checkpoint import load_model
-from data import MEAN, STD, load_split, resolve_data_dir
+from corruptions import SUITE, corrupt
+from data import normalize, pixels, resolve_data_dir
 from main import DRY_RUN_STEPS
 from model import MNISTModel, count_parameters, receptive_field
 from test import evaluate
 from train import TrainConfig, train, train_step
-from train_pipeline import run, train_and_evaluate
+from train_pipeline import load_data, run, train_and_evaluate
 
 ROOT = Path(__file__).parent
 DATA_DIR = resolve_data_dir().resolve()
 CPU = torch.device("cpu")
 PREDICT_SAMPLES = 60  # rendered test digits put through `predict`
 PREDICT_FLOOR = 0.95  # fraction it must get right; measured: 60/60 here, 989/1000 on a larger render
+CORRUPTION_FLOOR = 0.0  # mean corruption accuracy (%) of the default recipe, seed 0; set from measurement
+USER_STYLE_OFFSET, USER_STYLE_SAMPLES = 100, 200  # test digits drawn in each user style
+USER_STYLE_FLOORS = {"thick_marker": 0.0, "thin_pen": 0.0, "small_scan": 0.0}  # set from measurement below
 
 
 def run_cli(*args, cwd=ROOT):
@@ -44,7 +48,8 @@ def run_cli(*args, cwd=ROOT):
 
 @pytest.fixture(scope="session")
 def mnist():
-    return {split: load_split(DATA_DIR, split) for split in ("train", "test")}
+    """Both splits on the CPU, and the corrupted test set, as `python main.py` loads them."""
+    return load_data(DATA_DIR, CPU)
 
 
 @pytest.fixture(scope="session")
@@ -99,12 +104,25 @@ def test_inference_probabilities_sum_to_one(batch):
     assert (probabilities >= 0).all()
 
 
-def test_every_parameter_gets_a_nonzero_gradient(batch):
+@pytest.mark.parametrize("size", [64, 1])
+@pytest.mark.parametrize("arch", ["default", "compact"])
+def test_every_parameter_gets_a_nonzero_gradient(batch, arch, size):
+    """In training mode too with a single image: no BatchNorm may see one value per channel."""
     torch.manual_seed(0)
-    model = MNISTModel()
-    F.cross_entropy(model(batch[0]), batch[1]).backward()
+    model = MNISTModel(arch).train()
+    F.cross_entropy(model(batch[0][:size]), batch[1][:size]).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_contrast_stretch_leaves_mnist_alone_and_undoes_a_grey_background(mnist):
+    model = MNISTModel().eval()
+    images = mnist["test"][0][:256]
+    brighter = normalize((pixels(images) * 0.5 + 0.5) * 255)  # the ink on a mid-grey background
+    with torch.no_grad():
+        stretched, restored = model.features[0](images), model.features[0](brighter)
+    torch.testing.assert_close(stretched, images, atol=0.05, rtol=0)
+    torch.testing.assert_close(restored, stretched, atol=0.05, rtol=0)
 
 
 @pytest.mark.parametrize("device", [
@@ -151,7 +169,8 @@ def test_metrics_json_holds_the_run(trained):
     assert saved == json.loads(json.dumps(metrics))
     for key in ("accuracy", "per_class_accuracy", "test_loss", "parameters", "receptive_field", "epochs",
                 "batch_size", "learning_rate", "seed", "augmentation", "train_seconds", "train_images_per_second",
-                "device", "torch_version", "torchvision_version", "python_version"):
+                "device", "torch_version", "torchvision_version", "python_version", "mean_corruption_accuracy",
+                "corruption_accuracy"):
         assert key in saved, key
     assert len(saved["per_class_accuracy"]) == 10
 
@@ -217,19 +236,72 @@ def test_bench_quick_mode(tmp_path):
     result = run_cli("bench", "--quick", "--seeds", 0, 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "benchmark.json").read_text())
-    assert set(results["models"]) == {"default", "compact", "classic"}
+    assert set(results["models"]) == {"default", "compact", "default-mild", "compact-mild", "classic"}
     assert [run["seed"] for run in results["models"]["default"]["runs"]] == [0, 1]
     assert results["models"]["classic"]["runs"][0]["parameters"] == 10_602
-    assert "train_time_vs_classic" in results["models"]["compact"]["summary"]
-    assert "| classic |" in (tmp_path / "benchmark.md").read_text()
+    for model in results["models"].values():
+        assert set(model["runs"][0]["corruption_accuracy"]) == set(SUITE)
+        assert 0 <= model["summary"]["mean_corruption_accuracy_mean"] <= 100
+    summary = results["models"]["compact"]["summary"]
+    assert {"train_time_vs_classic", "corruption_error_vs_mild", "train_time_vs_mild"} <= set(summary)
+    table = (tmp_path / "benchmark.md").read_text()
+    assert "| classic |" in table and "| low_resolution_8 |" in table
+
+
+# --- Robustness: the corruption suite and the robustness command -----------------------------------
+
+UNSEEDED = {"scale", "brightness", "stripe", "canny_edges", "thick_strokes", "thin_strokes", "low_resolution_8",
+            "low_resolution_12"}  # corruptions that draw no random numbers
+
+
+def test_corruption_suite_is_seeded_and_keeps_shape_and_range(mnist):
+    images = pixels(mnist["test"][0][:64])
+    original = (images * 255).round().byte()
+    assert len(SUITE) == 19
+    for name in SUITE:
+        first, again, other = (corrupt(images, name, seed) for seed in (0, 0, 1))
+        assert first.dtype == torch.uint8 and first.shape == images.shape, name
+        assert torch.equal(first, again), name
+        assert (first != original).float().mean() > 0.01, name
+        assert torch.equal(first, other) == (name in UNSEEDED), name
+
+
+def test_trained_model_holds_up_under_corruption(trained):
+    metrics = trained[1]
+    assert set(metrics["corruption_accuracy"]) == set(SUITE)
+    assert metrics["mean_corruption_accuracy"] == pytest.approx(np.mean(list(metrics["corruption_accuracy"].values())))
+    assert metrics["mean_corruption_accuracy"] >= CORRUPTION_FLOOR
+
+
+def test_robustness_command_prints_and_writes_the_report(trained, tmp_path):
+    model = tmp_path / "mnist_model.pth"
+    model.write_bytes(trained[0].read_bytes())
+    result = run_cli("robustness", "--model", model, "--data-dir", DATA_DIR, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report == json.loads((tmp_path / "robustness.json").read_text())
+    assert report["clean_accuracy"] == pytest.approx(trained[1]["accuracy"])
+    assert list(report["corruptions"]) == list(SUITE)
+    accuracies = {name: row["accuracy"] for name, row in report["corruptions"].items()}
+    assert accuracies == pytest.approx(trained[1]["corruption_accuracy"])  # the same suite as training's report
+    assert report["mean_corruption_accuracy"] == pytest.approx(trained[1]["mean_corruption_accuracy"])
+    with Image.open(tmp_path / "robustness.png") as picture:
+        assert picture.height > picture.width / 2  # a row per corruption
+    text = run_cli("robustness", "--model", model, "--data-dir", DATA_DIR, "--seed", 1)
+    assert text.returncode == 0, text.stderr
+    assert all(name in text.stdout for name in SUITE) and "mean corruption accuracy" in text.stdout
+    assert json.loads((tmp_path / "robustness.json").read_text())["seed"] == 1
 
 
 # --- Using a trained model: predict, evaluate, export, pictures -------------------------------------
 
+def as_8bit(image):
+    return (pixels(image).squeeze() * 255).round().byte().numpy()
+
+
 def render_like_a_user(image, label_index):
     """A 28x28 MNIST digit as a user might supply it: black ink on white, scaled up, off-centre."""
-    pixels = ((image.squeeze() * STD + MEAN).clamp(0, 1) * 255).round().byte().numpy()
-    digit = Image.fromarray(255 - pixels)
+    digit = Image.fromarray(255 - as_8bit(image))
     scale = (2, 3, 5, 8)[label_index % 4]
     digit = digit.resize((28 * scale, 28 * scale), Image.BICUBIC)
     canvas = Image.new("L", (digit.width * 2 + 17 * label_index % 50, digit.height + 40), 255)
@@ -247,6 +319,43 @@ def user_images(mnist, tmp_path_factory):
         render_like_a_user(images[i], i).save(path)
         paths.append(path)
     return paths, labels[:PREDICT_SAMPLES].tolist()
+
+
+def draw_like_a_user(image, style):
+    """A test digit the way users make theirs: dark on white, drawn 4x larger with a thick marker or a thin
+    pen, or scanned small (12x12)."""
+    ink = Image.fromarray(as_8bit(image)).resize((112, 112), Image.BICUBIC)
+    if style == "thick_marker":
+        ink = ink.filter(ImageFilter.MaxFilter(11))  # strokes grow by 5 px a side: 1.25 px at MNIST's scale
+    elif style == "thin_pen":
+        ink = ink.filter(ImageFilter.MinFilter(5))  # strokes shrink by 2 px a side: half a pixel at MNIST's scale
+    else:
+        ink = ink.resize((12, 12), Image.BOX)
+    return ImageOps.invert(ink)
+
+
+@pytest.fixture(scope="session")
+def user_styled_images(mnist, tmp_path_factory):
+    """{style: (paths, labels)}: USER_STYLE_SAMPLES test digits in each style of draw_like_a_user."""
+    folder = tmp_path_factory.mktemp("user_styles")
+    images, labels = mnist["test"]
+    chosen = range(USER_STYLE_OFFSET, USER_STYLE_OFFSET + USER_STYLE_SAMPLES)
+    styles = {}
+    for style in USER_STYLE_FLOORS:
+        paths = [folder / f"{style}_{i}.png" for i in chosen]
+        for i, path in zip(chosen, paths):
+            draw_like_a_user(images[i], style).save(path)
+        styles[style] = paths, labels[chosen.start:chosen.stop].tolist()
+    return styles
+
+
+def test_predict_reads_thick_thin_and_small_digits(trained, user_styled_images):
+    for style, (paths, labels) in user_styled_images.items():
+        result, predictions = predict_json(trained[0], *paths)
+        assert result.returncode == 0, result.stderr
+        correct = sum(p["digit"] == label for p, label in zip(predictions, labels))
+        print(f"predict on {style}: {correct}/{len(labels)}")
+        assert correct / len(labels) >= USER_STYLE_FLOORS[style], f"{style}: {correct}/{len(labels)}"
 
 
 def predict_json(model_path, *paths):
@@ -272,7 +381,7 @@ def test_predict_prints_one_line_per_file(trained, user_images):
 
 
 def test_predict_accepts_16_bit_palette_and_alpha_images(trained, mnist, tmp_path):
-    digit = ((mnist["test"][0][0].squeeze() * STD + MEAN).clamp(0, 1) * 255).round().byte().numpy()
+    digit = as_8bit(mnist["test"][0][0])
     seven = Image.fromarray(digit).resize((112, 112))  # test image 0 is a 7
     sixteen_bit = Image.fromarray(np.asarray(seven, dtype=np.uint16) * 257)
     transparent = Image.new("LA", seven.size, 0)
@@ -325,7 +434,8 @@ def test_evaluate_prints_accuracy_and_confusion_matrix(trained):
 
 
 def test_run_writes_real_pngs_beside_the_model(trained):
-    for name in ("training_curves.png", "confusion_matrix.png", "misclassified.png", "augmentation.png"):
+    for name in ("training_curves.png", "confusion_matrix.png", "misclassified.png", "augmentation.png",
+                 "robustness.png"):
         path = trained[0].with_name(name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         with Image.open(path) as image:

@@ -1,12 +1,12 @@
 """One-epoch training: the whole training set on the device, augmented per batch, OneCycle SGD."""
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import Augmentation, random_affine
+from data import AUGMENTATIONS, DEFAULT_AUGMENT, Augmentation, augment
 
 
 @dataclass
@@ -20,7 +20,7 @@ class TrainConfig:
     warmup: float = 0.25  # fraction of all steps spent rising to the peak learning rate
     label_smoothing: float = 0.1  # probability mass spread evenly over the 10 classes
     seed: int = 0  # seeds the initial weights, the shuffling and the augmentation
-    augmentation: Augmentation | None = field(default_factory=Augmentation)  # None: no augmentation
+    augmentation: Augmentation | None = AUGMENTATIONS[DEFAULT_AUGMENT]  # None: no augmentation
     max_steps: int | None = None  # stop early after this many steps (for --dry-run)
     log_every: int = 100  # steps between log lines
 
@@ -41,6 +41,8 @@ def train(model, images, labels, config):
                                 weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
                                                    pct_start=config.warmup)
+    augmentation = config.augmentation
+    augmented_steps = round(total_steps * (1 - augmentation.clean_tail)) if augmentation else 0
     history, seen = [], 0
     model.train()
     with tqdm(total=total_steps, desc="train", unit="step", leave=False) as bar:
@@ -49,8 +51,8 @@ def train(model, images, labels, config):
                 order = torch.randperm(len(images), device=device, generator=generator)
             batch = order[(step % steps_per_epoch) * config.batch_size:][:config.batch_size]
             x, y = images[batch], labels[batch]
-            if config.augmentation:
-                x = random_affine(x, config.augmentation, generator)
+            if augmentation and step < augmented_steps:
+                x = augment(x, augmentation, generator)
             lr = schedule.get_last_lr()[0]
             loss, accuracy = train_step(model, optimizer, x, y, config.label_smoothing)
             schedule.step()

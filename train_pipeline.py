@@ -12,6 +12,7 @@ import plots
 from checkpoint import atomic_write, save_model
 from data import load_split
 from model import MNISTModel, count_parameters, describe, receptive_field
+from robustness import corrupted_test_set, evaluate_robustness, robustness_figure
 from test import format_report, metrics_from_logits, predict_logits
 from train import train
 
@@ -36,8 +37,11 @@ def synchronize(device):
 
 
 def load_data(data_dir, device):
-    """{"train": (images, labels), "test": (images, labels)}, on the device."""
-    return {split: tuple(t.to(device) for t in load_split(data_dir, split)) for split in ("train", "test")}
+    """{"train": (images, labels), "test": (images, labels)} on the device, and "corrupted": the test
+    images under each corruption of the suite, as 8-bit images on the CPU."""
+    data = {split: tuple(t.to(device) for t in load_split(data_dir, split)) for split in ("train", "test")}
+    data["corrupted"] = corrupted_test_set(data["test"][0].cpu())
+    return data
 
 
 def train_and_evaluate(arch, config, device, data):
@@ -58,7 +62,10 @@ def train_and_evaluate(arch, config, device, data):
     synchronize(device)
     test_seconds = time.perf_counter() - start
     metrics = metrics_from_logits(logits, test_labels)
+    report = evaluate_robustness(model, data["corrupted"], test_labels, metrics["accuracy"])
     metrics.update(
+        mean_corruption_accuracy=report["mean_corruption_accuracy"],
+        corruption_accuracy={name: row["accuracy"] for name, row in report["corruptions"].items()},
         architecture=arch,
         parameters=count_parameters(model),
         receptive_field=receptive_field(model),
@@ -87,6 +94,8 @@ def run(arch, config, device, data_dir, out, min_accuracy):
     result = train_and_evaluate(arch, config, device, data)
     metrics = result.metrics
     print(format_report(metrics))
+    print(f"mean corruption accuracy {metrics['mean_corruption_accuracy']:.2f}% over {len(data['corrupted'])} "
+          "corruptions (python main.py robustness shows each)")
     print(f"trained in {metrics['train_seconds']:.1f} s ({metrics['train_images_per_second']:,.0f} images/s) "
           f"on {device}")
     if metrics["accuracy"] < min_accuracy:
@@ -106,6 +115,7 @@ def write_plots(folder, result, data, config):
         "training_curves.png": plots.training_curves(result.history),
         "confusion_matrix.png": plots.confusion_matrix(result.metrics["confusion_matrix"]),
         "misclassified.png": plots.misclassified(test_images, test_labels, result.predictions),
+        "robustness.png": robustness_figure(result.model, test_images, test_labels, data["corrupted"]),
     }
     if config.augmentation:
         generator = torch.Generator(test_images.device).manual_seed(config.seed)
