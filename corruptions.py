@@ -124,19 +124,20 @@ def impulse_noise(x, generator):
 
 def glass_blur(x, generator):
     sigma, max_delta, iterations = 0.7, 1, 2  # severity 1
-    x = (gaussian_blur(x, sigma) * 255).floor()[:, 0]  # the reference shuffles 8-bit pixels
-    n, images = len(x), torch.arange(len(x))
+    pixels = (gaussian_blur(x, sigma) * 255).floor().flatten(1).numpy()  # the reference shuffles 8-bit pixels
+    n, images = len(pixels), np.arange(len(pixels))
+    positions = [(h, w) for h in range(SIDE - max_delta, max_delta, -1) for w in range(SIDE - max_delta, max_delta, -1)]
     # Each pixel, in the reference's order, swaps with a random neighbour in half of the images.
     # numpy's randint(-d, d) excludes d, so the neighbour is always up or left: kept as it is.
-    for _ in range(iterations):
-        for h in range(SIDE - max_delta, max_delta, -1):
-            for w in range(SIDE - max_delta, max_delta, -1):
-                swap = random_integers(n, 0, 2, generator).bool()
-                dx, dy = (random_integers(n, -max_delta, max_delta, generator) for _ in range(2))
-                here, there = x[images, h, w], x[images, h + dy, w + dx]
-                x[images, h, w] = torch.where(swap, there, here)
-                x[images, h + dy, w + dx] = torch.where(swap, here, there)
-    return gaussian_blur(x.unsqueeze(1) / 255, sigma)
+    swaps = torch.randint(0, 2, (iterations, len(positions), n), generator=generator).bool().numpy()
+    shifts = torch.randint(-max_delta, max_delta, (iterations, len(positions), 2, n), generator=generator).numpy()
+    for swap_at, shift_at in zip(swaps, shifts):
+        for (h, w), swap, (dx, dy) in zip(positions, swap_at, shift_at):
+            here, neighbour = h * SIDE + w, (h + dy) * SIDE + w + dx
+            mine, theirs = pixels[:, here].copy(), pixels[images, neighbour]
+            pixels[:, here] = np.where(swap, theirs, mine)
+            pixels[images, neighbour] = np.where(swap, mine, theirs)
+    return gaussian_blur(torch.from_numpy(pixels).view(-1, 1, SIDE, SIDE) / 255, sigma)
 
 
 def motion_blur(x, generator):
@@ -276,7 +277,8 @@ SUITE = {corruption.__name__: corruption for corruption in MNIST_C + USERS}
 
 def corrupt(images, name, seed=0):
     """images (N, 1, 28, 28) on the 0..1 scale, corrupted by SUITE[name], as 8-bit pixels like MNIST-C's files."""
-    generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(name.encode()))
+    # One 32-bit seed per (seed, corruption): the CPU generator keeps only the low 32 bits of its seed.
+    generator = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{name}".encode()))
     corrupted = SUITE[name](images.cpu().float(), generator)
     return (corrupted.clamp(0, 1) * 255).round().to(torch.uint8)
 

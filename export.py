@@ -1,26 +1,61 @@
-"""Export a trained model to ONNX or TorchScript: files that run without this project's code."""
+"""Export a trained model as ONNX or as a torch.export program (pt2): files that run without this project.
+
+Both are made on PyTorch's maintained paths (torch.export, and the ONNX exporter built on it), with a
+dynamic batch dimension, and both carry the metadata a user needs to feed them.
+"""
+
+import json
+
 import torch
 
 from checkpoint import atomic_write
+from data import MEAN, STD
+from model import NUM_CLASSES, count_parameters
 
+OPSET = 18  # ONNX opset of the exported graph
 EXAMPLE_BATCH = torch.zeros(2, 1, 28, 28)
+DYNAMIC_BATCH = {"x": {0: torch.export.Dim("batch", min=1, max=65_536)}}  # keyed by MNISTModel.forward's argument
+METADATA_FILE = "metadata.json"  # the pt2 archive's extra file holding the metadata
+DEFAULT_PATHS = {"onnx": "models/mnist_model.onnx", "pt2": "models/mnist_model.pt2"}
 
 
-def _write_onnx(model, path):
-    # The TorchScript-based exporter needs no packages beyond onnx; the batch axis stays dynamic.
-    torch.onnx.export(model, (EXAMPLE_BATCH,), path, input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+def metadata(model):
+    """What a user needs to feed the exported file, as strings (ONNX metadata holds only strings)."""
+    return {
+        "input_layout": "(N, 1, 28, 28) float32: N images, 1 channel, 28x28 pixels, white digit on black",
+        "normalization": f"(pixel / 255 - {MEAN}) / {STD}",
+        "mean": str(MEAN),
+        "std": str(STD),
+        "classes": ",".join(str(digit) for digit in range(NUM_CLASSES)),
+        "output": "logits (N, 10), one per class in the order of `classes`; softmax gives probabilities",
+        "architecture": model.arch,
+        "parameters": str(count_parameters(model)),
+    }
 
 
-def _write_torchscript(model, path):
-    torch.jit.script(model).save(path)
+def _write_onnx(model, path, info):
+    import onnx  # only for this format: the check and the metadata
+
+    program = torch.onnx.export(model, (EXAMPLE_BATCH,), dynamo=True, input_names=["image"],
+                                output_names=["logits"], dynamic_shapes=DYNAMIC_BATCH, opset_version=OPSET)
+    proto = program.model_proto
+    for key, value in info.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, path)
 
 
-WRITERS = {"onnx": _write_onnx, "torchscript": _write_torchscript}
-DEFAULT_PATHS = {"onnx": "models/mnist_model.onnx", "torchscript": "models/mnist_model.torchscript.pt"}
+def _write_pt2(model, path, info):
+    program = torch.export.export(model, (EXAMPLE_BATCH,), dynamic_shapes=DYNAMIC_BATCH)
+    torch.export.save(program, path, extra_files={METADATA_FILE: json.dumps(info)})
+
+
+WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
 
 
 def export(model, fmt, out):
-    """Write model to out in the given format; any batch size runs through the exported file."""
+    """Write model to out in the given format; any batch size runs through the exported file. Returns the metadata."""
     model = model.cpu().eval()
-    atomic_write(out, lambda temporary: WRITERS[fmt](model, temporary))
+    info = metadata(model)
+    atomic_write(out, lambda temporary: WRITERS[fmt](model, temporary, info))
+    return info

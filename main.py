@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from bench import run_benchmark
+from bench import RECIPES, run_benchmark
 from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, add_model_option, load_model
-from data import AUGMENTATIONS, DEFAULT_AUGMENT, EARLIER_AUGMENT, DataError, add_data_option, load_split, resolve_data_dir
+from data import AUGMENTATIONS, DEFAULT_AUGMENT, DataError, add_data_option, load_split, resolve_data_dir
 from export import DEFAULT_PATHS, export
 from model import ARCHITECTURES
 from plots import save_figure
@@ -113,9 +113,10 @@ def build_parser():
     robustness_parser.add_argument("--seed", type=int, default=SUITE_SEED, help="seed of the corrupted images")
     robustness_parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    export_parser = commands.add_parser("export", help="write the model as ONNX or TorchScript",
+    export_parser = commands.add_parser("export", help="write the model as ONNX or a torch.export program (pt2)",
                                         formatter_class=HelpFormatter)
-    export_parser.add_argument("--format", required=True, choices=DEFAULT_PATHS, help="file format")
+    export_parser.add_argument("--format", required=True, type=export_format, metavar="{onnx,pt2}",
+                               help="file format: onnx, or pt2 for torch.export.load")
     add_model_option(export_parser)
     export_parser.add_argument("--out", help="output path (default: " + ", ".join(
         f"{path} for {fmt}" for fmt, path in DEFAULT_PATHS.items()) + ")")
@@ -124,8 +125,9 @@ def build_parser():
                                        formatter_class=HelpFormatter)
     bench_parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES),
                               help="presets to benchmark")
-    bench_parser.add_argument("--augment", nargs="+", choices=AUGMENTATIONS, default=[DEFAULT_AUGMENT, EARLIER_AUGMENT],
-                              help="augmentation presets to benchmark each preset with")
+    bench_parser.add_argument("--recipe", nargs="+", choices=RECIPES, default=["robust", "earlier"],
+                              help="training recipes: robust (the default), mild (--augment mild) or earlier "
+                              "(the default before the robustness work: mild, without the contrast stretch)")
     bench_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="one run per seed")
     bench_parser.add_argument("--quick", action="store_true",
                               help="smoke run: a few training steps per run; the figures mean nothing")
@@ -181,15 +183,25 @@ def robustness_command(args):
           f"{format_table(report)}\nwrote robustness.json and robustness.png in {folder}")
 
 
+def export_format(name):
+    if name == "torchscript":
+        raise argparse.ArgumentTypeError("torchscript is no longer written (PyTorch deprecated it): use --format pt2, "
+                                         "a torch.export program that torch.export.load runs")
+    if name not in DEFAULT_PATHS:
+        raise argparse.ArgumentTypeError(f"unknown format {name!r}; choose onnx or pt2")
+    return name
+
+
 def export_command(args):
     out = args.out or DEFAULT_PATHS[args.format]
-    export(load_model(args.model), args.format, out)
+    info = export(load_model(args.model), args.format, out)
     print(f"wrote {out}")
+    print("\n".join(f"  {key}: {value}" for key, value in info.items()))
 
 
 def bench_command(args):
-    run_benchmark(args.arch, args.augment, args.seeds, DEFAULTS, args.device, resolve_data_dir(args.data_dir), args.out_dir,
-                  quick=args.quick, classic=not args.no_classic)
+    run_benchmark(args.arch, args.recipe, args.seeds, DEFAULTS, args.device, resolve_data_dir(args.data_dir),
+                  args.out_dir, quick=args.quick, classic=not args.no_classic)
 
 
 COMMANDS = {None: train_command, "predict": predict_command, "evaluate": evaluate_command,

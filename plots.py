@@ -3,6 +3,7 @@ import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -76,21 +77,26 @@ def augmentation(images, aug, generator, copies=3):
 
 
 def robustness(clean, labels, suite, answers):
-    """One row per corruption (clean first): the same test digits, each titled with the model's answer.
+    """One row per corruption (clean first): the same test digits, each marked with the model's answer.
 
     clean: normalised images; suite: {name: 8-bit images}; answers: {name: predicted digits}, "clean" too.
     """
     rows = {"clean": pixels(clean), **{name: images.float() / 255 for name, images in suite.items()}}
-    columns = len(labels)
-    figure, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.9, len(rows) * 0.95), squeeze=False,
-                                layout="constrained")
-    for row, (name, images) in enumerate(rows.items()):
+    columns, cell = len(labels), 28 + 2  # one 2-pixel gap after each digit
+    # One mosaic in one axes: a grid of 200 axes takes matplotlib seconds to draw.
+    mosaic = np.ones((len(rows) * cell, columns * cell))
+    for row, images in enumerate(rows.values()):
         for column in range(columns):
-            ax, answer, truth = axes[row, column], int(answers[name][column]), int(labels[column])
-            ax.imshow(images[column].squeeze().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(str(answer), fontsize=8, color="tab:green" if answer == truth else "tab:red", pad=2)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[row, 0].set_ylabel(name.replace("_", " "), rotation=0, ha="right", va="center", fontsize=8)
-    figure.suptitle("the model's answer above each digit: green right, red wrong")
+            mosaic[row * cell:row * cell + 28, column * cell:column * cell + 28] = images[column].squeeze().cpu().numpy()
+    figure, ax = plt.subplots(figsize=(columns * 0.75 + 1.5, len(rows) * 0.75))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1)
+    for row, name in enumerate(rows):
+        for column in range(columns):
+            answer = int(answers[name][column])
+            right = answer == int(labels[column])
+            ax.text(column * cell + 26, row * cell + 2, str(answer), ha="right", va="top", fontsize=8,
+                    fontweight="bold", color="limegreen" if right else "red")
+    ax.set_yticks([row * cell + 14 for row in range(len(rows))], [name.replace("_", " ") for name in rows])
+    ax.set_xticks([])
+    ax.set_title("the model's answer in each corner: green right, red wrong", fontsize=9)
     return figure

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -25,6 +26,7 @@ from PIL import Image, ImageFilter, ImageOps
 from checkpoint import load_model
 from corruptions import SUITE, corrupt
 from data import normalize, pixels, resolve_data_dir
+from export import export
 from main import DRY_RUN_STEPS
 from model import MNISTModel, count_parameters, receptive_field
 from test import evaluate
@@ -36,9 +38,11 @@ DATA_DIR = resolve_data_dir().resolve()
 CPU = torch.device("cpu")
 PREDICT_SAMPLES = 60  # rendered test digits put through `predict`
 PREDICT_FLOOR = 0.95  # fraction it must get right; measured: 60/60 here, 989/1000 on a larger render
-CORRUPTION_FLOOR = 0.0  # mean corruption accuracy (%) of the default recipe, seed 0; set from measurement
+CORRUPTION_FLOOR = 87.0  # mean corruption accuracy (%) of one default run; measured 88.58 to 90.00 over seeds 0-4
 USER_STYLE_OFFSET, USER_STYLE_SAMPLES = 100, 200  # test digits drawn in each user style
-USER_STYLE_FLOORS = {"thick_marker": 0.0, "thin_pen": 0.0, "small_scan": 0.0}  # set from measurement below
+# Fractions predict must get right; measured on these 200 (seed 0): 193, 196 and 198, where the earlier
+# model got 190, 194 and 194; on 1,000 of each: 94.5 %, 97.9 % and 97.8 % (earlier 93.4, 96.5, 96.6).
+USER_STYLE_FLOORS = {"thick_marker": 0.93, "thin_pen": 0.95, "small_scan": 0.95}
 
 
 def run_cli(*args, cwd=ROOT):
@@ -120,7 +124,7 @@ def test_contrast_stretch_leaves_mnist_alone_and_undoes_a_grey_background(mnist)
     images = mnist["test"][0][:256]
     brighter = normalize((pixels(images) * 0.5 + 0.5) * 255)  # the ink on a mid-grey background
     with torch.no_grad():
-        stretched, restored = model.features[0](images), model.features[0](brighter)
+        stretched, restored = model.stretch(images), model.stretch(brighter)
     torch.testing.assert_close(stretched, images, atol=0.05, rtol=0)
     torch.testing.assert_close(restored, stretched, atol=0.05, rtol=0)
 
@@ -233,17 +237,18 @@ def test_workflow_matches_githubs_schema():
 
 
 def test_bench_quick_mode(tmp_path):
-    result = run_cli("bench", "--quick", "--seeds", 0, 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
+    result = run_cli("bench", "--quick", "--arch", "compact", "--seeds", 0, 1, "--data-dir", DATA_DIR,
+                     "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "benchmark.json").read_text())
-    assert set(results["models"]) == {"default", "compact", "default-mild", "compact-mild", "classic"}
-    assert [run["seed"] for run in results["models"]["default"]["runs"]] == [0, 1]
+    assert set(results["models"]) == {"compact", "compact-earlier", "classic"}
+    assert [run["seed"] for run in results["models"]["compact"]["runs"]] == [0, 1]
     assert results["models"]["classic"]["runs"][0]["parameters"] == 10_602
     for model in results["models"].values():
         assert set(model["runs"][0]["corruption_accuracy"]) == set(SUITE)
         assert 0 <= model["summary"]["mean_corruption_accuracy_mean"] <= 100
     summary = results["models"]["compact"]["summary"]
-    assert {"train_time_vs_classic", "corruption_error_vs_mild", "train_time_vs_mild"} <= set(summary)
+    assert {"train_time_vs_classic", "corruption_error_vs_earlier", "train_time_vs_earlier"} <= set(summary)
     table = (tmp_path / "benchmark.md").read_text()
     assert "| classic |" in table and "| low_resolution_8 |" in table
 
@@ -443,22 +448,57 @@ def test_run_writes_real_pngs_beside_the_model(trained):
         assert 5_000 < path.stat().st_size < 2_000_000, name
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def run_exported(path, fmt, images):
+    """Logits from an exported file, loaded the way a user without this project's code would."""
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
+    with torch.no_grad():
+        return torch.export.load(path).module()(images)
+
+
+def exported_metadata(path, fmt):
+    if fmt == "onnx":
+        return {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+    files = {"metadata.json": ""}
+    torch.export.load(path, extra_files=files)
+    return json.loads(files["metadata.json"])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
 def test_export_matches_pytorch_at_any_batch_size(trained, mnist, tmp_path, fmt):
     out = tmp_path / f"model.{fmt}"
     result = run_cli("export", "--format", fmt, "--model", trained[0], "--out", out)
     assert result.returncode == 0, result.stderr
+    assert "input_layout: (N, 1, 28, 28)" in result.stdout and "Warning" not in result.stderr
     model = load_model(trained[0])
     for n in (1, 37):
         images = mnist["test"][0][:n]
         with torch.no_grad():
             expected = model(images)
-        if fmt == "onnx":
-            session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-            got = torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
-        else:
-            got = torch.jit.load(str(out))(images).detach()
-        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+        torch.testing.assert_close(run_exported(out, fmt, images), expected, atol=1e-4, rtol=0)
+    info = exported_metadata(out, fmt)
+    assert info["mean"] == "0.1307" and info["std"] == "0.3081" and info["classes"] == "0,1,2,3,4,5,6,7,8,9"
+    assert info["architecture"] == "default" and info["parameters"] == str(count_parameters(model))
+    assert info["input_layout"].startswith("(N, 1, 28, 28)")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_export_of_a_compact_model(mnist, tmp_path, fmt):
+    """In-process, so that a deprecation warning from this project's own calls fails the test (pytest.ini)."""
+    model = MNISTModel("compact").eval()
+    info = export(model, fmt, tmp_path / f"compact.{fmt}")
+    assert info["architecture"] == "compact" and info["parameters"] == str(count_parameters(model))
+    images = mnist["test"][0][:5]
+    with torch.no_grad():
+        expected = model(images)
+    torch.testing.assert_close(run_exported(tmp_path / f"compact.{fmt}", fmt, images), expected, atol=1e-4, rtol=0)
+
+
+def test_torchscript_export_is_refused_naming_pt2(trained, tmp_path):
+    result = run_cli_env("export", "--format", "torchscript", "--model", trained[0], "--out", tmp_path / "m.pt")
+    assert_one_line_error(result, 2, "pt2")
+    assert not (tmp_path / "m.pt").exists()
 
 
 # --- Bad input and faults: a one-line error, a non-zero exit, nothing saved lost ---------------------

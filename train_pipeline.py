@@ -44,10 +44,10 @@ def load_data(data_dir, device):
     return data
 
 
-def train_and_evaluate(arch, config, device, data):
-    """Train a fresh model on data["train"] and evaluate it on data["test"]."""
+def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
+    """Train a fresh model on data["train"] and evaluate it on data["test"], clean and corrupted."""
     torch.manual_seed(config.seed)
-    model = MNISTModel(arch).to(device, memory_format=torch.channels_last)
+    model = MNISTModel(arch, contrast_stretch).to(device, memory_format=torch.channels_last)
     print(describe(model))
 
     synchronize(device)
