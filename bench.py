@@ -20,16 +20,12 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from checkpoint import atomic_write
-from data import AUGMENTATIONS, DEFAULT_AUGMENT, MEAN, STD
+from data import AUGMENTATIONS, MEAN, STD
 from robustness import evaluate_robustness
+from train import RECIPES
 from train_pipeline import load_data, synchronize, train_and_evaluate, write_json
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
-RECIPES = {  # name: (augmentation preset, contrast stretch in the model)
-    "robust": (DEFAULT_AUGMENT, True),  # this project's default
-    "mild": ("mild", True),  # `python main.py --augment mild`
-    "earlier": ("mild", False),  # the default before the robustness work, exactly
-}
 DEFAULT_RECIPE = "robust"
 
 

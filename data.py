@@ -6,8 +6,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.datasets import MNIST
-from torchvision.datasets.mnist import read_image_file, read_label_file
 
 MEAN, STD = 0.1307, 0.3081  # training-set pixel statistics, on the 0..1 scale
 DATA_DIR_ENV = "MNIST_DATA_DIR"
@@ -69,8 +67,8 @@ def load_split(data_dir, split):
     if not all((folder / name).is_file() for names in RAW_FILES.values() for name in names):
         _download(data_dir)
     image_path, label_path = (folder / name for name in RAW_FILES[split])
-    images = _read(read_image_file, image_path)
-    labels = _read(read_label_file, label_path)
+    images = read_idx(image_path, dimensions=3)
+    labels = read_idx(label_path, dimensions=1)
     if tuple(images.shape[1:]) != (28, 28):
         raise DataError(f"{image_path} holds images of shape {tuple(images.shape[1:])}, not 28x28")
     if len(images) != len(labels):
@@ -81,6 +79,9 @@ def load_split(data_dir, split):
 
 
 def _download(data_dir):
+    # torchvision only here: it knows the mirrors and checks the MD5s, and takes over a second to import.
+    from torchvision.datasets import MNIST
+
     names = ", ".join(name for names in RAW_FILES.values() for name in names)
     try:
         MNIST(str(data_dir), download=True)
@@ -89,11 +90,21 @@ def _download(data_dir):
                         f"and downloading them failed ({_last_line(error)})") from None
 
 
-def _read(reader, path):
-    try:
-        return reader(str(path))
-    except Exception as error:
-        raise DataError(f"{path} is truncated or corrupt ({type(error).__name__}: {_last_line(error)})") from None
+def read_idx(path, dimensions):
+    """An IDX file of unsigned bytes (MNIST's format) as a uint8 tensor.
+
+    The format is a big-endian header, magic number 0x0800 + dimensions then one 32-bit size per
+    dimension, followed by the raw bytes.
+    """
+    data = Path(path).read_bytes()
+    header = 4 * (1 + dimensions)
+    if len(data) < header or int.from_bytes(data[:4], "big") != 0x0800 + dimensions:
+        raise DataError(f"{path} is truncated or corrupt (not an IDX file of {dimensions}-dimensional bytes)")
+    shape = [int.from_bytes(data[i:i + 4], "big") for i in range(4, header, 4)]
+    if len(data) - header != math.prod(shape):
+        raise DataError(f"{path} is truncated or corrupt ({len(data) - header:,} bytes of data where its header "
+                        f"promises {math.prod(shape):,})")
+    return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 
 def _last_line(error):

@@ -14,7 +14,7 @@ from model import NUM_CLASSES, count_parameters
 
 OPSET = 18  # ONNX opset of the exported graph
 EXAMPLE_BATCH = torch.zeros(2, 1, 28, 28)
-DYNAMIC_BATCH = {"x": {0: torch.export.Dim("batch", min=1, max=65_536)}}  # keyed by MNISTModel.forward's argument
+MAX_BATCH = 65_536  # the exported files take any batch from 1 to this
 METADATA_FILE = "metadata.json"  # the pt2 archive's extra file holding the metadata
 DEFAULT_PATHS = {"onnx": "models/mnist_model.onnx", "pt2": "models/mnist_model.pt2"}
 
@@ -33,11 +33,16 @@ def metadata(model):
     }
 
 
+def dynamic_batch():
+    # Made on demand: torch.export.Dim imports sympy, half a second that other commands need not pay.
+    return {"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}  # keyed by MNISTModel.forward's argument
+
+
 def _write_onnx(model, path, info):
     import onnx  # only for this format: the check and the metadata
 
     program = torch.onnx.export(model, (EXAMPLE_BATCH,), dynamo=True, input_names=["image"],
-                                output_names=["logits"], dynamic_shapes=DYNAMIC_BATCH, opset_version=OPSET)
+                                output_names=["logits"], dynamic_shapes=dynamic_batch(), opset_version=OPSET)
     proto = program.model_proto
     for key, value in info.items():
         proto.metadata_props.add(key=key, value=value)
@@ -46,7 +51,7 @@ def _write_onnx(model, path, info):
 
 
 def _write_pt2(model, path, info):
-    program = torch.export.export(model, (EXAMPLE_BATCH,), dynamic_shapes=DYNAMIC_BATCH)
+    program = torch.export.export(model, (EXAMPLE_BATCH,), dynamic_shapes=dynamic_batch())
     torch.export.save(program, path, extra_files={METADATA_FILE: json.dumps(info)})
 
 

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
-from bench import RECIPES, run_benchmark
 from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, add_model_option, load_model
+from corruptions import SUITE_SEED
 from data import AUGMENTATIONS, DEFAULT_AUGMENT, DataError, add_data_option, load_split, resolve_data_dir
-from export import DEFAULT_PATHS, export
+from export import DEFAULT_PATHS
 from model import ARCHITECTURES
-from plots import save_figure
-from predict import format_result, predict_files
-from robustness import SUITE_SEED, corrupted_test_set, evaluate_robustness, format_table, robustness_figure
 from test import evaluate, format_report
-from train import TrainConfig, TrainingDiverged
-from train_pipeline import AccuracyBelowGate, run, write_json
+from train import RECIPES, AccuracyBelowGate, TrainConfig, TrainingDiverged
+
+# The commands' own modules (training, plots, the corruption suite, the benchmark, the exporters,
+# predict) are imported inside each command function: `--help` and `predict` start in a fraction of
+# the time when matplotlib, torchvision and the rest stay unloaded.
 
 DEFAULTS = TrainConfig()
 DRY_RUN_STEPS = 10
@@ -139,6 +139,7 @@ def build_parser():
 
 
 def train_command(args):
+    from train_pipeline import run
     config = replace(DEFAULTS, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      augmentation=AUGMENTATIONS[args.augment],
                      max_steps=DRY_RUN_STEPS if args.dry_run else None)
@@ -160,6 +161,7 @@ def evaluate_command(args):
 
 
 def predict_command(args):
+    from predict import format_result, predict_files
     results = predict_files(load_model(args.model), args.images)
     print(json.dumps(results, indent=2) if args.json else "\n".join(map(format_result, results)))
     failed = sum("error" in result for result in results)
@@ -170,6 +172,9 @@ def predict_command(args):
 
 
 def robustness_command(args):
+    from plots import save_figure
+    from robustness import corrupted_test_set, evaluate_robustness, format_table, robustness_figure
+    from train_pipeline import write_json
     model = load_model(args.model)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     suite = corrupted_test_set(images, args.seed)
@@ -193,6 +198,7 @@ def export_format(name):
 
 
 def export_command(args):
+    from export import export
     out = args.out or DEFAULT_PATHS[args.format]
     info = export(load_model(args.model), args.format, out)
     print(f"wrote {out}")
@@ -200,6 +206,7 @@ def export_command(args):
 
 
 def bench_command(args):
+    from bench import run_benchmark
     run_benchmark(args.arch, args.recipe, args.seeds, DEFAULTS, args.device, resolve_data_dir(args.data_dir),
                   args.out_dir, quick=args.quick, classic=not args.no_classic)
 

@@ -6,11 +6,10 @@ The mean corruption accuracy is the mean over the suite's 19 corruptions, clean 
 import math
 
 import plots
-from corruptions import corrupt_all
+from corruptions import SUITE_SEED, corrupt_all
 from data import normalize, pixels
 from test import predict_logits
 
-SUITE_SEED = 0  # the suite's images are a function of this seed and the test set alone
 FIGURE_SAMPLES = 10  # test digits shown under each corruption in robustness.png
 
 

@@ -227,6 +227,26 @@ def test_help_shows_defaults():
     assert "(default: 128)" in result.stdout and "--min-accuracy" in result.stdout
 
 
+IMPORTS_SEEN = """
+import runpy, sys
+sys.argv = ["main.py", *sys.argv[1:]]
+try:
+    runpy.run_path("main.py", run_name="__main__")
+except SystemExit:
+    pass
+print(sorted({name.split(".")[0] for name in sys.modules}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", ["help", "predict"])
+def test_help_and_predict_leave_torchvision_and_matplotlib_unloaded(command, trained, user_images):
+    args = ["--help"] if command == "help" else ["predict", str(user_images[0][0]), "--model", str(trained[0])]
+    result = subprocess.run([sys.executable, "-c", IMPORTS_SEEN, *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stderr.strip().splitlines()[-1].replace("'", '"')))
+    assert "torch" in loaded and not loaded & {"torchvision", "matplotlib", "skimage", "onnx", "sympy"}
+
+
 def test_workflow_matches_githubs_schema():
     workflow = ROOT / ".github" / "workflows" / "ml-pipeline.yml"
     result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",

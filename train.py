@@ -25,8 +25,19 @@ class TrainConfig:
     log_every: int = 100  # steps between log lines
 
 
+RECIPES = {  # the benchmark's recipes: (augmentation preset, contrast stretch in the model)
+    "robust": (DEFAULT_AUGMENT, True),  # this project's default
+    "mild": ("mild", True),  # `python main.py --augment mild`
+    "earlier": ("mild", False),  # the default before the robustness work, exactly
+}
+
+
 class TrainingDiverged(Exception):
     """The loss stopped being a finite number."""
+
+
+class AccuracyBelowGate(Exception):
+    """The trained model missed --min-accuracy."""
 
 
 def train(model, images, labels, config):

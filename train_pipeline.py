@@ -2,11 +2,11 @@
 import json
 import platform
 import time
+from importlib.metadata import version
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 
 import plots
 from checkpoint import atomic_write, save_model
@@ -14,13 +14,9 @@ from data import load_split
 from model import MNISTModel, count_parameters, describe, receptive_field
 from robustness import corrupted_test_set, evaluate_robustness, robustness_figure
 from test import format_report, metrics_from_logits, predict_logits
-from train import train
+from train import AccuracyBelowGate, train
 
 AUGMENTATION_SAMPLES = 8  # training digits shown in augmentation.png
-
-
-class AccuracyBelowGate(Exception):
-    """The trained model missed --min-accuracy."""
 
 
 @dataclass
@@ -82,7 +78,7 @@ def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
         test_images_per_second=round(len(test_images) / test_seconds, 1),
         device=str(device),
         torch_version=torch.__version__,
-        torchvision_version=torchvision.__version__,
+        torchvision_version=version("torchvision"),
         python_version=platform.python_version(),
     )
     return TrainedRun(model, history, metrics, logits.argmax(1))
