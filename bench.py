@@ -183,20 +183,20 @@ def compare(models, archs, recipes):
 def markdown_table(results):
     m = results["machine"]
     where = m["gpu"] or f"{m['cpu']}, {m['torch_threads']} threads"
-    lines = [f"Measured on {where}; Python {m['python']}, torch {m['torch']}"
-             f"{' (quick mode: not real figures)' if results['quick'] else ''}.", "",
-             "| model | parameters | seed | test accuracy % | mean corruption accuracy % | train s | train images/s "
-             "| inference images/s |",
+    quick = " (quick mode: not real figures)" if results["quick"] else ""
+    lines = [f"Measured on {where}; Python {m['python']}, torch {m['torch']}{quick}.", "",
+             ("| model | parameters | seed | test accuracy % | mean corruption accuracy % | train s | train images/s | "
+              "inference images/s |"),
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, model in results["models"].items():
         for run in model["runs"]:
             lines.append(f"| {name} | {run['parameters']:,} | {run['seed']} | {run['accuracy']:.2f} | "
                          f"{run['mean_corruption_accuracy']:.2f} | {run['train_seconds']:.2f} | "
                          f"{run['train_images_per_second']:,} | {run['test_images_per_second']:,} |")
-    lines += ["", "| model | mean accuracy % | min | std | mean corruption accuracy % | min | corruption error vs earlier "
-              "| mean train s | train time vs earlier | train time vs classic | accuracy vs classic (points) "
-              "| inference speed vs classic |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    summary_header = ("| model | mean accuracy % | min | std | mean corruption accuracy % | min | corruption error vs "
+                      "earlier | mean train s | train time vs earlier | train time vs classic | accuracy vs classic "
+                      "(points) | inference speed vs classic |")
+    lines += ["", summary_header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, model in results["models"].items():
         s = model["summary"]
         lines.append(f"| {name} | {s['accuracy_mean']:.2f} | {s['accuracy_min']:.2f} | {s['accuracy_std']:.3f} | "

@@ -132,8 +132,8 @@ def glass_blur(x, generator):
     # numpy's randint(-d, d) excludes d, so the neighbour is always up or left: kept as it is.
     swaps = torch.randint(0, 2, (iterations, len(positions), n), generator=generator).bool().numpy()
     shifts = torch.randint(-max_delta, max_delta, (iterations, len(positions), 2, n), generator=generator).numpy()
-    for swap_at, shift_at in zip(swaps, shifts):
-        for (h, w), swap, (dx, dy) in zip(positions, swap_at, shift_at):
+    for swap_at, shift_at in zip(swaps, shifts, strict=True):
+        for (h, w), swap, (dx, dy) in zip(positions, swap_at, shift_at, strict=True):
             here, neighbour = h * SIDE + w, (h + dy) * SIDE + w + dx
             mine, theirs = pixels[:, here].copy(), pixels[images, neighbour]
             pixels[:, here] = np.where(swap, theirs, mine)

@@ -85,7 +85,7 @@ def _download(data_dir):
     names = ", ".join(name for names in RAW_FILES.values() for name in names)
     try:
         MNIST(str(data_dir), download=True)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001  a download fails in many ways (network, proxy, disk, checksum)
         raise DataError(f"MNIST not found: {names} belong in {raw_folder(data_dir)}, "
                         f"and downloading them failed ({_last_line(error)})") from None
 

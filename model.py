@@ -130,7 +130,7 @@ def layer_table(model):
     x = torch.zeros(1, 1, 28, 28)
     model.eval()
     with torch.no_grad():
-        for layer, field in zip(layers, receptive_fields(layers)):
+        for layer, field in zip(layers, receptive_fields(layers), strict=True):
             x = layer(x)
             params = sum(p.numel() for p in layer.parameters())
             lines.append(f"| {_layer_name(layer)} | {tuple(x.shape[1:])} | {params:,} | {field} |")

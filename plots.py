@@ -6,10 +6,10 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import matplotlib.pyplot as plt
 
-from checkpoint import atomic_write  # noqa: E402
-from data import augment, pixels  # noqa: E402
+from checkpoint import atomic_write
+from data import augment, pixels
 
 GRID_COLUMNS = 8
 
@@ -24,8 +24,8 @@ def save_figure(figure, path):
 def training_curves(history):
     steps = [row["step"] for row in history]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    for ax, key, label in zip(axes, ("loss", "accuracy", "lr"), ("training loss", "batch accuracy (%)",
-                                                                    "learning rate")):
+    titles = {"loss": "training loss", "accuracy": "batch accuracy (%)", "lr": "learning rate"}
+    for ax, (key, label) in zip(axes, titles.items(), strict=True):
         ax.plot(steps, [row[key] for row in history], linewidth=0.8)
         ax.set(xlabel="step", title=label)
         ax.grid(alpha=0.3)
@@ -59,7 +59,7 @@ def misclassified(images, labels, predictions, limit=32):
     figure, axes = plt.subplots(rows, GRID_COLUMNS, figsize=(GRID_COLUMNS * 1.1, rows * 1.3), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, wrong):
+    for ax, i in zip(axes.flat, wrong, strict=False):  # the grid's last row may be part empty
         _show(ax, images[i], f"true {labels[i].item()}, got {predictions[i].item()}")
     figure.suptitle(f"misclassified test digits (first {len(wrong)} of {len(all_wrong)})")
     return figure
@@ -69,7 +69,7 @@ def augmentation(images, aug, generator, copies=3):
     """Each original in the first column, then `copies` random augmentations of it."""
     figure, axes = plt.subplots(len(images), copies + 1, figsize=((copies + 1) * 1.1, len(images) * 1.1))
     versions = [images] + [augment(images, aug, generator) for _ in range(copies)]
-    for row, originals_and_copies in enumerate(zip(*versions)):
+    for row, originals_and_copies in enumerate(zip(*versions, strict=True)):
         for column, image in enumerate(originals_and_copies):
             title = ("original" if column == 0 else f"augmented {column}") if row == 0 else ""
             _show(axes[row, column], image, title)

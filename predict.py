@@ -101,7 +101,7 @@ def predict_files(model, paths):
             "digit": int(top.indices[0]),
             "confidence": round(float(top.values[0]) * 100, 2),
             "top3": [{"digit": int(d), "probability": round(float(p) * 100, 2)}
-                     for d, p in zip(top.indices, top.values)],
+                     for d, p in zip(top.indices, top.values, strict=True)],
         })
     return results
 

@@ -368,7 +368,7 @@ def user_styled_images(mnist, tmp_path_factory):
     styles = {}
     for style in USER_STYLE_FLOORS:
         paths = [folder / f"{style}_{i}.png" for i in chosen]
-        for i, path in zip(chosen, paths):
+        for i, path in zip(chosen, paths, strict=True):
             draw_like_a_user(images[i], style).save(path)
         styles[style] = paths, labels[chosen.start:chosen.stop].tolist()
     return styles
@@ -378,7 +378,7 @@ def test_predict_reads_thick_thin_and_small_digits(trained, user_styled_images):
     for style, (paths, labels) in user_styled_images.items():
         result, predictions = predict_json(trained[0], *paths)
         assert result.returncode == 0, result.stderr
-        correct = sum(p["digit"] == label for p, label in zip(predictions, labels))
+        correct = sum(p["digit"] == label for p, label in zip(predictions, labels, strict=True))
         print(f"predict on {style}: {correct}/{len(labels)}")
         assert correct / len(labels) >= USER_STYLE_FLOORS[style], f"{style}: {correct}/{len(labels)}"
 
@@ -392,7 +392,7 @@ def test_predict_recovers_labels_of_rendered_mnist_digits(trained, user_images):
     paths, labels = user_images
     result, predictions = predict_json(trained[0], *paths)
     assert result.returncode == 0, result.stderr
-    correct = sum(p["digit"] == label for p, label in zip(predictions, labels))
+    correct = sum(p["digit"] == label for p, label in zip(predictions, labels, strict=True))
     assert correct / len(labels) >= PREDICT_FLOOR, f"{correct}/{len(labels)}"
     assert all(len(p["top3"]) == 3 and 0 < p["confidence"] <= 100 for p in predictions)
 
@@ -402,7 +402,7 @@ def test_predict_prints_one_line_per_file(trained, user_images):
     result = run_cli("predict", "--model", trained[0], *paths)
     assert result.returncode == 0
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 3 and all(str(p) in line and "top 3" in line for p, line in zip(paths, lines))
+    assert len(lines) == 3 and all(str(p) in line and "top 3" in line for p, line in zip(paths, lines, strict=True))
 
 
 def test_predict_accepts_16_bit_palette_and_alpha_images(trained, mnist, tmp_path):

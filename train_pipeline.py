@@ -2,8 +2,8 @@
 import json
 import platform
 import time
-from importlib.metadata import version
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
