@@ -4,6 +4,7 @@ The classic baseline is the design this project started from: a 10.6k-parameter 
 DataLoader that applies PIL RandomRotation(7), ToTensor and Normalize image by image, batch 64,
 Adam at 1e-3, one epoch. Run with `python main.py bench`; results go to JSON and a Markdown table.
 """
+
 import platform
 import resource
 import statistics
@@ -35,10 +36,16 @@ class ClassicNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3), nn.ReLU(),
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3),
+            nn.ReLU(),
             nn.Conv2d(32, 32, 2),
         )
         self.fc = nn.Linear(32, 10)
@@ -51,8 +58,11 @@ def classic_run(seed, device, data_dir, data, max_steps=None):
     """Train and evaluate the classic baseline exactly as it was built; returns its figures."""
     torch.manual_seed(seed)
     normalize = transforms.Normalize((MEAN,), (STD,))
-    train_set = MNIST(str(data_dir), train=True, transform=transforms.Compose(
-        [transforms.RandomRotation(7), transforms.ToTensor(), normalize]))
+    train_set = MNIST(
+        str(data_dir),
+        train=True,
+        transform=transforms.Compose([transforms.RandomRotation(7), transforms.ToTensor(), normalize]),
+    )
     test_set = MNIST(str(data_dir), train=False, transform=transforms.Compose([transforms.ToTensor(), normalize]))
     model = ClassicNet().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -81,8 +91,15 @@ def classic_run(seed, device, data_dir, data, max_steps=None):
     test_seconds = time.perf_counter() - start
     accuracy = correct / len(test_set) * 100
     corruptions = evaluate_robustness(model, data["corrupted"], data["test"][1], accuracy)["corruptions"]
-    return _figures(seed, accuracy, train_seconds, seen, len(test_set) / test_seconds,
-                    sum(p.numel() for p in model.parameters()), {name: c["accuracy"] for name, c in corruptions.items()})
+    return _figures(
+        seed,
+        accuracy,
+        train_seconds,
+        seen,
+        len(test_set) / test_seconds,
+        sum(p.numel() for p in model.parameters()),
+        {name: c["accuracy"] for name, c in corruptions.items()},
+    )
 
 
 def preset_run(arch, recipe, seed, config, device, data):
@@ -90,17 +107,29 @@ def preset_run(arch, recipe, seed, config, device, data):
     config = replace(config, seed=seed, augmentation=AUGMENTATIONS[augment])
     result = train_and_evaluate(arch, config, device, data, contrast_stretch)
     metrics = result.metrics
-    return _figures(seed, metrics["accuracy"], metrics["train_seconds"], result.history[-1]["seen"],
-                    metrics["test_images_per_second"], metrics["parameters"], metrics["corruption_accuracy"])
+    return _figures(
+        seed,
+        metrics["accuracy"],
+        metrics["train_seconds"],
+        result.history[-1]["seen"],
+        metrics["test_images_per_second"],
+        metrics["parameters"],
+        metrics["corruption_accuracy"],
+    )
 
 
 def _figures(seed, accuracy, train_seconds, images, test_images_per_second, parameters, corruptions):
     corruption_accuracy = {name: round(accuracy, 2) for name, accuracy in corruptions.items()}
-    return {"seed": seed, "accuracy": round(accuracy, 2), "train_seconds": round(train_seconds, 2),
-            "train_images_per_second": round(images / train_seconds), "test_images_per_second":
-            round(test_images_per_second), "parameters": parameters,
-            "mean_corruption_accuracy": round(statistics.fmean(corruption_accuracy.values()), 2),
-            "corruption_accuracy": corruption_accuracy}
+    return {
+        "seed": seed,
+        "accuracy": round(accuracy, 2),
+        "train_seconds": round(train_seconds, 2),
+        "train_images_per_second": round(images / train_seconds),
+        "test_images_per_second": round(test_images_per_second),
+        "parameters": parameters,
+        "mean_corruption_accuracy": round(statistics.fmean(corruption_accuracy.values()), 2),
+        "corruption_accuracy": corruption_accuracy,
+    }
 
 
 def summarize(runs):
@@ -112,8 +141,10 @@ def summarize(runs):
         "accuracy_std": round(statistics.pstdev(accuracies), 3),
         "mean_corruption_accuracy_mean": round(statistics.mean(corrupted), 3),
         "mean_corruption_accuracy_min": min(corrupted),
-        "corruption_accuracy_mean": {name: round(statistics.mean(run["corruption_accuracy"][name] for run in runs), 2)
-                                     for name in runs[0]["corruption_accuracy"]},
+        "corruption_accuracy_mean": {
+            name: round(statistics.mean(run["corruption_accuracy"][name] for run in runs), 2)
+            for name in runs[0]["corruption_accuracy"]
+        },
         "train_seconds_mean": round(statistics.mean(run["train_seconds"] for run in runs), 2),
         "test_images_per_second_mean": round(statistics.mean(run["test_images_per_second"] for run in runs)),
     }
@@ -123,12 +154,19 @@ def machine(device):
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
-    return {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "cpu": cpu, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__}
+    return {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": cpu,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
 
 
 def model_name(arch, recipe):
@@ -171,12 +209,14 @@ def compare(models, archs, recipes):
                 summary["train_time_vs_classic"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
                 summary["accuracy_vs_classic"] = round(summary["accuracy_mean"] - base["accuracy_mean"], 3)
                 summary["inference_speed_vs_classic"] = round(
-                    summary["test_images_per_second_mean"] / base["test_images_per_second_mean"], 2)
+                    summary["test_images_per_second_mean"] / base["test_images_per_second_mean"], 2
+                )
             earlier = models.get(model_name(arch, "earlier"))
             if recipe == DEFAULT_RECIPE and earlier:
                 base = earlier["summary"]
                 summary["corruption_error_vs_earlier"] = round(
-                    (100 - summary["mean_corruption_accuracy_mean"]) / (100 - base["mean_corruption_accuracy_mean"]), 3)
+                    (100 - summary["mean_corruption_accuracy_mean"]) / (100 - base["mean_corruption_accuracy_mean"]), 3
+                )
                 summary["train_time_vs_earlier"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
 
 
@@ -184,34 +224,59 @@ def markdown_table(results):
     m = results["machine"]
     where = m["gpu"] or f"{m['cpu']}, {m['torch_threads']} threads"
     quick = " (quick mode: not real figures)" if results["quick"] else ""
-    lines = [f"Measured on {where}; Python {m['python']}, torch {m['torch']}{quick}.", "",
-             ("| model | parameters | seed | test accuracy % | mean corruption accuracy % | train s | train images/s | "
-              "inference images/s |"),
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"Measured on {where}; Python {m['python']}, torch {m['torch']}{quick}.",
+        "",
+        (
+            "| model | parameters | seed | test accuracy % | mean corruption accuracy % | train s | train images/s | "
+            "inference images/s |"
+        ),
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, model in results["models"].items():
         for run in model["runs"]:
-            lines.append(f"| {name} | {run['parameters']:,} | {run['seed']} | {run['accuracy']:.2f} | "
-                         f"{run['mean_corruption_accuracy']:.2f} | {run['train_seconds']:.2f} | "
-                         f"{run['train_images_per_second']:,} | {run['test_images_per_second']:,} |")
-    summary_header = ("| model | mean accuracy % | min | std | mean corruption accuracy % | min | corruption error vs "
-                      "earlier | mean train s | train time vs earlier | train time vs classic | accuracy vs classic "
-                      "(points) | inference speed vs classic |")
-    lines += ["", summary_header, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {name} | {run['parameters']:,} | {run['seed']} | {run['accuracy']:.2f} | "
+                f"{run['mean_corruption_accuracy']:.2f} | {run['train_seconds']:.2f} | "
+                f"{run['train_images_per_second']:,} | {run['test_images_per_second']:,} |"
+            )
+    summary_header = (
+        "| model | mean accuracy % | min | std | mean corruption accuracy % | min | corruption error vs "
+        "earlier | mean train s | train time vs earlier | train time vs classic | accuracy vs classic "
+        "(points) | inference speed vs classic |"
+    )
+    lines += [
+        "",
+        summary_header,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, model in results["models"].items():
         s = model["summary"]
-        lines.append(f"| {name} | {s['accuracy_mean']:.2f} | {s['accuracy_min']:.2f} | {s['accuracy_std']:.3f} | "
-                     f"{s['mean_corruption_accuracy_mean']:.2f} | {s['mean_corruption_accuracy_min']:.2f} | "
-                     f"{_ratio(s, 'corruption_error_vs_earlier', 'x')} | {s['train_seconds_mean']:.2f} | "
-                     f"{_ratio(s, 'train_time_vs_earlier', 'x')} | {_ratio(s, 'train_time_vs_classic', 'x')} | "
-                     f"{_ratio(s, 'accuracy_vs_classic', '', signed=True)} | "
-                     f"{_ratio(s, 'inference_speed_vs_classic', 'x')} |")
+        lines.append(
+            f"| {name} | {s['accuracy_mean']:.2f} | {s['accuracy_min']:.2f} | {s['accuracy_std']:.3f} | "
+            f"{s['mean_corruption_accuracy_mean']:.2f} | {s['mean_corruption_accuracy_min']:.2f} | "
+            f"{_ratio(s, 'corruption_error_vs_earlier', 'x')} | {s['train_seconds_mean']:.2f} | "
+            f"{_ratio(s, 'train_time_vs_earlier', 'x')} | {_ratio(s, 'train_time_vs_classic', 'x')} | "
+            f"{_ratio(s, 'accuracy_vs_classic', '', signed=True)} | "
+            f"{_ratio(s, 'inference_speed_vs_classic', 'x')} |"
+        )
     names = list(results["models"])
-    lines += ["", "Accuracy (%) under each corruption, mean over the seeds:", "",
-              "| corruption | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    lines += [
+        "",
+        "Accuracy (%) under each corruption, mean over the seeds:",
+        "",
+        "| corruption | " + " | ".join(names) + " |",
+        "| --- |" + " ---: |" * len(names),
+    ]
     first = results["models"][names[0]]["summary"]["corruption_accuracy_mean"]
     for corruption in first:
-        lines.append(f"| {corruption} | " + " | ".join(
-            f"{results['models'][name]['summary']['corruption_accuracy_mean'][corruption]:.2f}" for name in names) + " |")
+        lines.append(
+            f"| {corruption} | "
+            + " | ".join(
+                f"{results['models'][name]['summary']['corruption_accuracy_mean'][corruption]:.2f}" for name in names
+            )
+            + " |"
+        )
     memory = f"Peak memory: {results['peak_memory_mib']:,} MiB resident"
     if "peak_gpu_memory_mib" in results:
         memory += f", {results['peak_gpu_memory_mib']:,} MiB on the GPU"
@@ -222,4 +287,3 @@ def _ratio(summary, key, unit, signed=False):
     if key not in summary:
         return "-"
     return f"{summary[key]:+.2f}" if signed else f"{summary[key]:.2f}{unit}"
-

@@ -1,4 +1,5 @@
 """Saving run outputs atomically, and loading state dicts safely (weights_only=True, checked shapes)."""
+
 import os
 from pathlib import Path
 
@@ -48,8 +49,9 @@ def load_state_dict(path):
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001  torch.load raises whatever its unpickler or zip reader meets
         if "weights only load failed" in str(error).lower():
-            raise CheckpointError(f"{path} holds pickled code or objects, not only tensors; "
-                                  "refused to load it") from None
+            raise CheckpointError(
+                f"{path} holds pickled code or objects, not only tensors; refused to load it"
+            ) from None
         raise CheckpointError(f"{path} is corrupt or truncated ({type(error).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a state dict of tensors")
@@ -65,5 +67,6 @@ def load_model(path):
         if shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}:
             model.load_state_dict(state)
             return model.eval()
-    raise CheckpointError(f"{path} is from a different architecture: its layers match none of "
-                          f"{', '.join(ARCHITECTURES)}")
+    raise CheckpointError(
+        f"{path} is from a different architecture: its layers match none of {', '.join(ARCHITECTURES)}"
+    )

@@ -95,12 +95,8 @@ def plasma_fractal(n, generator, decay, mapsize=PLASMA_SIZE):
         squares = corners + corners.roll(-1, 1)
         heights[:, half::step, half::step] = wibbled_mean(squares + squares.roll(-1, 2))
         centres, corners = heights[:, half::step, half::step], heights[:, ::step, ::step]
-        heights[:, ::step, half::step] = wibbled_mean(
-            centres + centres.roll(1, 1) + corners + corners.roll(-1, 2)
-        )
-        heights[:, half::step, ::step] = wibbled_mean(
-            centres + centres.roll(1, 2) + corners + corners.roll(-1, 1)
-        )
+        heights[:, ::step, half::step] = wibbled_mean(centres + centres.roll(1, 1) + corners + corners.roll(-1, 2))
+        heights[:, half::step, ::step] = wibbled_mean(centres + centres.roll(1, 2) + corners + corners.roll(-1, 1))
         step //= 2
         wibble /= decay
     flat = heights.flatten(1)
@@ -229,7 +225,9 @@ def zigzag(x, generator):
     last_row = teeth[-1][1]
     whole = 2 * length * torch.floor(straight / (2 * length))
     columns = torch.stack([torch.zeros(n), *(torch.full((n,), c) for c, _ in teeth), straight], 1)
-    rows = torch.stack([torch.zeros(n), *(torch.full((n,), r) for _, r in teeth), last_row / (2 * (straight - whole))], 1)
+    rows = torch.stack(
+        [torch.zeros(n), *(torch.full((n,), r) for _, r in teeth), last_row / (2 * (straight - whole))], 1
+    )
     cos, sin = torch.cos(theta).view(-1, 1), torch.sin(theta).view(-1, 1)
     cs, rs = cos * columns - sin * rows + start, sin * columns + cos * rows + r0.view(-1, 1)
     for i in range(1, cs.shape[1]):
@@ -287,4 +285,3 @@ def corrupt(images, name, seed=0):
 def corrupt_all(images, seed=0):
     """{name: corrupted 8-bit images} for the whole suite, in the suite's order."""
     return {name: corrupt(images, name, seed) for name in SUITE}
-

@@ -1,4 +1,5 @@
 """MNIST held as tensors in memory, and per-batch augmentation done with tensor ops."""
+
 import math
 import os
 from dataclasses import dataclass
@@ -49,8 +50,11 @@ def resolve_data_dir(data_dir=None):
 
 
 def add_data_option(parser):
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw; downloaded there if missing "
-                        f"(default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR})")
+    parser.add_argument(
+        "--data-dir",
+        help="folder holding MNIST/raw; downloaded there if missing "
+        f"(default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR})",
+    )
 
 
 def raw_folder(data_dir):
@@ -86,8 +90,10 @@ def _download(data_dir):
     try:
         MNIST(str(data_dir), download=True)
     except Exception as error:  # noqa: BLE001  a download fails in many ways (network, proxy, disk, checksum)
-        raise DataError(f"MNIST not found: {names} belong in {raw_folder(data_dir)}, "
-                        f"and downloading them failed ({_last_line(error)})") from None
+        raise DataError(
+            f"MNIST not found: {names} belong in {raw_folder(data_dir)}, "
+            f"and downloading them failed ({_last_line(error)})"
+        ) from None
 
 
 def read_idx(path, dimensions):
@@ -100,10 +106,12 @@ def read_idx(path, dimensions):
     header = 4 * (1 + dimensions)
     if len(data) < header or int.from_bytes(data[:4], "big") != 0x0800 + dimensions:
         raise DataError(f"{path} is truncated or corrupt (not an IDX file of {dimensions}-dimensional bytes)")
-    shape = [int.from_bytes(data[i:i + 4], "big") for i in range(4, header, 4)]
+    shape = [int.from_bytes(data[i : i + 4], "big") for i in range(4, header, 4)]
     if len(data) - header != math.prod(shape):
-        raise DataError(f"{path} is truncated or corrupt ({len(data) - header:,} bytes of data where its header "
-                        f"promises {math.prod(shape):,})")
+        raise DataError(
+            f"{path} is truncated or corrupt ({len(data) - header:,} bytes of data where its header "
+            f"promises {math.prod(shape):,})"
+        )
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 

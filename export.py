@@ -41,8 +41,15 @@ def dynamic_batch():
 def _write_onnx(model, path, info):
     import onnx  # only for this format: the check and the metadata
 
-    program = torch.onnx.export(model, (EXAMPLE_BATCH,), dynamo=True, input_names=["image"],
-                                output_names=["logits"], dynamic_shapes=dynamic_batch(), opset_version=OPSET)
+    program = torch.onnx.export(
+        model,
+        (EXAMPLE_BATCH,),
+        dynamo=True,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=dynamic_batch(),
+        opset_version=OPSET,
+    )
     proto = program.model_proto
     for key, value in info.items():
         proto.metadata_props.add(key=key, value=value)

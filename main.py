@@ -1,12 +1,13 @@
 """Command line: `python main.py` trains, evaluates and saves; subcommands use a saved model.
 
-    python main.py [options]                    train one epoch, evaluate, save models/mnist_model.pth
-    python main.py evaluate --model PATH        accuracy, per-class accuracy, confusion matrix
-    python main.py predict IMAGE [IMAGE ...]    the digit in each of your own image files
-    python main.py export --format onnx         a model file that runs without this project
-    python main.py robustness --model PATH      accuracy under each corruption of the suite
-    python main.py bench [--quick]              presets over seeds 0-4 against the classic baseline
+python main.py [options]                    train one epoch, evaluate, save models/mnist_model.pth
+python main.py evaluate --model PATH        accuracy, per-class accuracy, confusion matrix
+python main.py predict IMAGE [IMAGE ...]    the digit in each of your own image files
+python main.py export --format onnx         a model file that runs without this project
+python main.py robustness --model PATH      accuracy under each corruption of the suite
+python main.py bench [--quick]              presets over seeds 0-4 against the classic baseline
 """
+
 import argparse
 import json
 import sys
@@ -49,6 +50,7 @@ def positive(kind):
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
         return value
+
     return parse
 
 
@@ -61,20 +63,24 @@ def parse_device(name):
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not present.get(device.type, False) or (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()):
+    if not present.get(device.type, False) or (
+        device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()
+    ):
         raise argparse.ArgumentTypeError(f"device {name!r} is not present on this machine")
     return device
 
 
 def add_device_option(parser):
-    parser.add_argument("--device", type=parse_device, default="auto",
-                        help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    parser.add_argument(
+        "--device", type=parse_device, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+    )
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         description="Train a <25k-parameter CNN on MNIST for one epoch, evaluate it and save it.",
-        formatter_class=HelpFormatter)
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="model preset")
     parser.add_argument("--epochs", type=positive(int), default=DEFAULTS.epochs, help="passes over the training set")
     parser.add_argument("--batch-size", type=positive(int), default=DEFAULTS.batch_size, help="images per step")
@@ -83,54 +89,83 @@ def build_parser():
     add_device_option(parser)
     add_data_option(parser)
     parser.add_argument("--out", default=DEFAULT_MODEL_PATH, help="model path; metrics.json is written beside it")
-    parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULT_AUGMENT,
-                        help="augmentation preset: robust (stroke, resolution and affine jitter), "
-                        "mild (the earlier recipe: small affine changes only) or none")
-    parser.add_argument("--min-accuracy", type=float, default=95.0,
-                        help="fail (exit 1, nothing saved) below this test accuracy in %%")
-    parser.add_argument("--dry-run", action="store_true",
-                        help=f"smoke run: {DRY_RUN_STEPS} training steps, no accuracy gate")
-    commands = parser.add_subparsers(dest="command", metavar="{predict,evaluate,robustness,export,bench}",
-                                     help="use a saved model instead of training (see COMMAND --help)")
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        default=DEFAULT_AUGMENT,
+        help="augmentation preset: robust (stroke, resolution and affine jitter), "
+        "mild (the earlier recipe: small affine changes only) or none",
+    )
+    parser.add_argument(
+        "--min-accuracy", type=float, default=95.0, help="fail (exit 1, nothing saved) below this test accuracy in %%"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help=f"smoke run: {DRY_RUN_STEPS} training steps, no accuracy gate"
+    )
+    commands = parser.add_subparsers(
+        dest="command",
+        metavar="{predict,evaluate,robustness,export,bench}",
+        help="use a saved model instead of training (see COMMAND --help)",
+    )
 
-    predict_parser = commands.add_parser("predict", help="predict the digit in your own PNG, JPEG or BMP files",
-                                         formatter_class=HelpFormatter)
+    predict_parser = commands.add_parser(
+        "predict", help="predict the digit in your own PNG, JPEG or BMP files", formatter_class=HelpFormatter
+    )
     predict_parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, any size, colour or grey")
     add_model_option(predict_parser)
     predict_parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    evaluate_parser = commands.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix",
-                                          formatter_class=HelpFormatter)
+    evaluate_parser = commands.add_parser(
+        "evaluate", help="accuracy, per-class accuracy and confusion matrix", formatter_class=HelpFormatter
+    )
     add_model_option(evaluate_parser)
     add_data_option(evaluate_parser)
     evaluate_parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
     robustness_parser = commands.add_parser(
-        "robustness", help="accuracy under each corruption; writes robustness.json and .png beside the model",
-        formatter_class=HelpFormatter)
+        "robustness",
+        help="accuracy under each corruption; writes robustness.json and .png beside the model",
+        formatter_class=HelpFormatter,
+    )
     add_model_option(robustness_parser)
     add_data_option(robustness_parser)
     robustness_parser.add_argument("--seed", type=int, default=SUITE_SEED, help="seed of the corrupted images")
     robustness_parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    export_parser = commands.add_parser("export", help="write the model as ONNX or a torch.export program (pt2)",
-                                        formatter_class=HelpFormatter)
-    export_parser.add_argument("--format", required=True, type=export_format, metavar="{onnx,pt2}",
-                               help="file format: onnx, or pt2 for torch.export.load")
+    export_parser = commands.add_parser(
+        "export", help="write the model as ONNX or a torch.export program (pt2)", formatter_class=HelpFormatter
+    )
+    export_parser.add_argument(
+        "--format",
+        required=True,
+        type=export_format,
+        metavar="{onnx,pt2}",
+        help="file format: onnx, or pt2 for torch.export.load",
+    )
     add_model_option(export_parser)
-    export_parser.add_argument("--out", help="output path (default: " + ", ".join(
-        f"{path} for {fmt}" for fmt, path in DEFAULT_PATHS.items()) + ")")
+    export_parser.add_argument(
+        "--out",
+        help="output path (default: " + ", ".join(f"{path} for {fmt}" for fmt, path in DEFAULT_PATHS.items()) + ")",
+    )
 
-    bench_parser = commands.add_parser("bench", help="benchmark the presets against the classic baseline",
-                                       formatter_class=HelpFormatter)
-    bench_parser.add_argument("--arch", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES),
-                              help="presets to benchmark")
-    bench_parser.add_argument("--recipe", nargs="+", choices=RECIPES, default=["robust", "earlier"],
-                              help="training recipes: robust (the default), mild (--augment mild) or earlier "
-                              "(the default before the robustness work: mild, without the contrast stretch)")
+    bench_parser = commands.add_parser(
+        "bench", help="benchmark the presets against the classic baseline", formatter_class=HelpFormatter
+    )
+    bench_parser.add_argument(
+        "--arch", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES), help="presets to benchmark"
+    )
+    bench_parser.add_argument(
+        "--recipe",
+        nargs="+",
+        choices=RECIPES,
+        default=["robust", "earlier"],
+        help="training recipes: robust (the default), mild (--augment mild) or earlier "
+        "(the default before the robustness work: mild, without the contrast stretch)",
+    )
     bench_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="one run per seed")
-    bench_parser.add_argument("--quick", action="store_true",
-                              help="smoke run: a few training steps per run; the figures mean nothing")
+    bench_parser.add_argument(
+        "--quick", action="store_true", help="smoke run: a few training steps per run; the figures mean nothing"
+    )
     bench_parser.add_argument("--no-classic", action="store_true", help="skip the classic baseline")
     bench_parser.add_argument("--out-dir", default="models", help="folder for benchmark.json and benchmark.md")
     add_device_option(bench_parser)
@@ -140,11 +175,24 @@ def build_parser():
 
 def train_command(args):
     from train_pipeline import run
-    config = replace(DEFAULTS, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     augmentation=AUGMENTATIONS[args.augment],
-                     max_steps=DRY_RUN_STEPS if args.dry_run else None)
-    run(args.arch, config, args.device, resolve_data_dir(args.data_dir), args.out,
-        min_accuracy=0.0 if args.dry_run else args.min_accuracy)
+
+    config = replace(
+        DEFAULTS,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        augmentation=AUGMENTATIONS[args.augment],
+        max_steps=DRY_RUN_STEPS if args.dry_run else None,
+    )
+    run(
+        args.arch,
+        config,
+        args.device,
+        resolve_data_dir(args.data_dir),
+        args.out,
+        min_accuracy=0.0 if args.dry_run else args.min_accuracy,
+    )
 
 
 def evaluate_command(args):
@@ -162,6 +210,7 @@ def evaluate_command(args):
 
 def predict_command(args):
     from predict import format_result, predict_files
+
     results = predict_files(load_model(args.model), args.images)
     print(json.dumps(results, indent=2) if args.json else "\n".join(map(format_result, results)))
     failed = sum("error" in result for result in results)
@@ -175,23 +224,28 @@ def robustness_command(args):
     from plots import save_figure
     from robustness import corrupted_test_set, evaluate_robustness, format_table, robustness_figure
     from train_pipeline import write_json
+
     model = load_model(args.model)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     suite = corrupted_test_set(images, args.seed)
     clean_accuracy = evaluate(model, images, labels)["accuracy"]
-    report = {"model": str(args.model), "seed": args.seed,
-              **evaluate_robustness(model, suite, labels, clean_accuracy)}
+    report = {"model": str(args.model), "seed": args.seed, **evaluate_robustness(model, suite, labels, clean_accuracy)}
     folder = Path(args.model).parent
     write_json(folder / "robustness.json", report)
     save_figure(robustness_figure(model, images, labels, suite), folder / "robustness.png")
-    print(json.dumps(report, indent=2) if args.json else
-          f"{format_table(report)}\nwrote robustness.json and robustness.png in {folder}")
+    print(
+        json.dumps(report, indent=2)
+        if args.json
+        else f"{format_table(report)}\nwrote robustness.json and robustness.png in {folder}"
+    )
 
 
 def export_format(name):
     if name == "torchscript":
-        raise argparse.ArgumentTypeError("torchscript is no longer written (PyTorch deprecated it): use --format pt2, "
-                                         "a torch.export program that torch.export.load runs")
+        raise argparse.ArgumentTypeError(
+            "torchscript is no longer written (PyTorch deprecated it): use --format pt2, "
+            "a torch.export program that torch.export.load runs"
+        )
     if name not in DEFAULT_PATHS:
         raise argparse.ArgumentTypeError(f"unknown format {name!r}; choose onnx or pt2")
     return name
@@ -199,6 +253,7 @@ def export_format(name):
 
 def export_command(args):
     from export import export
+
     out = args.out or DEFAULT_PATHS[args.format]
     info = export(load_model(args.model), args.format, out)
     print(f"wrote {out}")
@@ -207,12 +262,28 @@ def export_command(args):
 
 def bench_command(args):
     from bench import run_benchmark
-    run_benchmark(args.arch, args.recipe, args.seeds, DEFAULTS, args.device, resolve_data_dir(args.data_dir),
-                  args.out_dir, quick=args.quick, classic=not args.no_classic)
+
+    run_benchmark(
+        args.arch,
+        args.recipe,
+        args.seeds,
+        DEFAULTS,
+        args.device,
+        resolve_data_dir(args.data_dir),
+        args.out_dir,
+        quick=args.quick,
+        classic=not args.no_classic,
+    )
 
 
-COMMANDS = {None: train_command, "predict": predict_command, "evaluate": evaluate_command,
-            "robustness": robustness_command, "export": export_command, "bench": bench_command}
+COMMANDS = {
+    None: train_command,
+    "predict": predict_command,
+    "evaluate": evaluate_command,
+    "robustness": robustness_command,
+    "export": export_command,
+    "bench": bench_command,
+}
 
 
 def main(argv=None):

@@ -3,6 +3,7 @@
 Importing this module has no side effects; building a model prints nothing. Callers report
 `describe(model)` (parameters and receptive field) when they build one.
 """
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,7 +77,7 @@ class MNISTModel(nn.Module):
         body = spec["body"]
         for i, width in enumerate(body):
             if width != "M":
-                layers += conv_block(channels, width, pool=body[i + 1:i + 2] == ("M",))
+                layers += conv_block(channels, width, pool=body[i + 1 : i + 2] == ("M",))
                 channels = width
         layers += conv_block(channels, spec["head"], padding=0, norm=HeadBatchNorm)
         self.features = nn.Sequential(*layers)
@@ -119,8 +120,10 @@ def _layer_name(layer):
 
 
 def describe(model):
-    return (f"MNISTModel({model.arch!r}): {count_parameters(model):,} parameters, "
-            f"receptive field {receptive_field(model)} px")
+    return (
+        f"MNISTModel({model.arch!r}): {count_parameters(model):,} parameters, "
+        f"receptive field {receptive_field(model)} px"
+    )
 
 
 def layer_table(model):

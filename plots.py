@@ -1,4 +1,5 @@
 """Pictures of a run, written as PNGs beside the model (matplotlib's Agg backend: no display needed)."""
+
 import io
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def training_curves(history):
         ax.plot(steps, [row[key] for row in history], linewidth=0.8)
         ax.set(xlabel="step", title=label)
         ax.grid(alpha=0.3)
-    axes[1].set_ylim(max(0, min(row["accuracy"] for row in history[len(history) // 5:]) - 2), 100.5)
+    axes[1].set_ylim(max(0, min(row["accuracy"] for row in history[len(history) // 5 :]) - 2), 100.5)
     return figure
 
 
@@ -39,10 +40,22 @@ def confusion_matrix(confusion):
     for true, row in enumerate(confusion):
         for predicted, count in enumerate(row):
             if count:
-                ax.text(predicted, true, count, ha="center", va="center", fontsize=7,
-                        color="white" if true == predicted else "black")
-    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true",
-           title="confusion matrix (10,000 test images)")
+                ax.text(
+                    predicted,
+                    true,
+                    count,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if true == predicted else "black",
+                )
+    ax.set(
+        xticks=range(10),
+        yticks=range(10),
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion matrix (10,000 test images)",
+    )
     return figure
 
 
@@ -87,15 +100,25 @@ def robustness(clean, labels, suite, answers):
     mosaic = np.ones((len(rows) * cell, columns * cell))
     for row, images in enumerate(rows.values()):
         for column in range(columns):
-            mosaic[row * cell:row * cell + 28, column * cell:column * cell + 28] = images[column].squeeze().cpu().numpy()
+            mosaic[row * cell : row * cell + 28, column * cell : column * cell + 28] = (
+                images[column].squeeze().cpu().numpy()
+            )
     figure, ax = plt.subplots(figsize=(columns * 0.75 + 1.5, len(rows) * 0.75))
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1)
     for row, name in enumerate(rows):
         for column in range(columns):
             answer = int(answers[name][column])
             right = answer == int(labels[column])
-            ax.text(column * cell + 26, row * cell + 2, str(answer), ha="right", va="top", fontsize=8,
-                    fontweight="bold", color="limegreen" if right else "red")
+            ax.text(
+                column * cell + 26,
+                row * cell + 2,
+                str(answer),
+                ha="right",
+                va="top",
+                fontsize=8,
+                fontweight="bold",
+                color="limegreen" if right else "red",
+            )
     ax.set_yticks([row * cell + 14 for row in range(len(rows))], [name.replace("_", " ") for name in rows])
     ax.set_xticks([])
     ax.set_title("the model's answer in each corner: green right, red wrong", fontsize=9)

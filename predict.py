@@ -4,6 +4,7 @@ MNIST digits are white on black, scaled to fit 20x20 with their aspect ratio kep
 28x28 with their centre of mass at the centre. `prepare` does the same to any PNG, JPEG or BMP:
 colour or grey, 8- or 16-bit, palette or alpha, ink on paper or light on dark.
 """
+
 import warnings
 
 import numpy as np
@@ -48,8 +49,9 @@ def _load_gray_or_alpha(path):
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own size alarm: refuse, don't warn
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise ImageError(f"image is {image.width}x{image.height}, over the "
-                                 f"{MAX_PIXELS // 1_000_000}-megapixel limit")
+                raise ImageError(
+                    f"image is {image.width}x{image.height}, over the {MAX_PIXELS // 1_000_000}-megapixel limit"
+                )
             return _gray_or_alpha(ImageOps.exif_transpose(image))  # phone photos carry their rotation in EXIF
 
 
@@ -68,7 +70,7 @@ def _gray_or_alpha(image):
 def prepare(ink):
     """Crop to the digit, fit it in 20x20 keeping its aspect ratio, centre its mass in 28x28."""
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
-    digit = torch.from_numpy(ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1].copy())
+    digit = torch.from_numpy(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].copy())
     height, width = digit.shape
     scale = 20 / max(height, width)
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
@@ -80,7 +82,7 @@ def prepare(ink):
     top, left = round(13.5 - centre_y.item()), round(13.5 - centre_x.item())
     canvas = torch.zeros(28, 28)
     top, left = min(max(top, 0), 28 - size[0]), min(max(left, 0), 28 - size[1])
-    canvas[top:top + size[0], left:left + size[1]] = digit
+    canvas[top : top + size[0], left : left + size[1]] = digit
     return canvas
 
 
@@ -96,13 +98,17 @@ def predict_files(model, paths):
         with torch.no_grad():
             probabilities = F.softmax(model.eval()(image), dim=1)[0]
         top = probabilities.topk(3)
-        results.append({
-            "file": str(path),
-            "digit": int(top.indices[0]),
-            "confidence": round(float(top.values[0]) * 100, 2),
-            "top3": [{"digit": int(d), "probability": round(float(p) * 100, 2)}
-                     for d, p in zip(top.indices, top.values, strict=True)],
-        })
+        results.append(
+            {
+                "file": str(path),
+                "digit": int(top.indices[0]),
+                "confidence": round(float(top.values[0]) * 100, 2),
+                "top3": [
+                    {"digit": int(d), "probability": round(float(p) * 100, 2)}
+                    for d, p in zip(top.indices, top.values, strict=True)
+                ],
+            }
+        )
     return results
 
 

@@ -2,6 +2,7 @@
 
 Runs alone too: python test.py --model models/mnist_model.pth
 """
+
 import argparse
 
 import torch
@@ -17,8 +18,12 @@ EVAL_BATCH_SIZE = 500  # measured fastest on a 2-core CPU: larger batches fall o
 @torch.no_grad()
 def predict_logits(model, images, batch_size=EVAL_BATCH_SIZE):
     model.eval()
-    return torch.cat([model(images[i:i + batch_size].contiguous(memory_format=torch.channels_last))
-                      for i in range(0, len(images), batch_size)])
+    return torch.cat(
+        [
+            model(images[i : i + batch_size].contiguous(memory_format=torch.channels_last))
+            for i in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def evaluate(model, images, labels):
@@ -41,8 +46,10 @@ def metrics_from_logits(logits, labels):
 
 def format_report(metrics):
     per_class = "  ".join(f"{c}:{a:.2f}" for c, a in metrics["per_class_accuracy"].items())
-    return (f"test accuracy {metrics['accuracy']:.2f}%  test loss {metrics['test_loss']:.4f}\n"
-            f"per-class accuracy (%)  {per_class}")
+    return (
+        f"test accuracy {metrics['accuracy']:.2f}%  test loss {metrics['test_loss']:.4f}\n"
+        f"per-class accuracy (%)  {per_class}"
+    )
 
 
 def main(argv=None):

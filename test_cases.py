@@ -3,6 +3,7 @@
 The data folder comes from $MNIST_DATA_DIR (CI points it at a read-only copy), else ./data.
 One real training run, shared by the tests that need a trained model, happens once per session.
 """
+
 import json
 import os
 import signal
@@ -46,8 +47,9 @@ USER_STYLE_FLOORS = {"thick_marker": 0.93, "thin_pen": 0.95, "small_scan": 0.95}
 
 
 def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="session")
@@ -129,11 +131,16 @@ def test_contrast_stretch_leaves_mnist_alone_and_undoes_a_grey_background(mnist)
     torch.testing.assert_close(restored, stretched, atol=0.05, rtol=0)
 
 
-@pytest.mark.parametrize("device", [
-    "cpu",
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
-    pytest.param("mps", marks=pytest.mark.skipif(not torch.backends.mps.is_available(), reason="no MPS device here")),
-])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
+        pytest.param(
+            "mps", marks=pytest.mark.skipif(not torch.backends.mps.is_available(), reason="no MPS device here")
+        ),
+    ],
+)
 def test_model_moves_between_devices(device, batch):
     model = MNISTModel().to(device).eval()
     with torch.no_grad():
@@ -171,10 +178,26 @@ def test_metrics_json_holds_the_run(trained):
     path, metrics = trained
     saved = json.loads(path.with_name("metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
-    for key in ("accuracy", "per_class_accuracy", "test_loss", "parameters", "receptive_field", "epochs",
-                "batch_size", "learning_rate", "seed", "augmentation", "train_seconds", "train_images_per_second",
-                "device", "torch_version", "torchvision_version", "python_version", "mean_corruption_accuracy",
-                "corruption_accuracy"):
+    for key in (
+        "accuracy",
+        "per_class_accuracy",
+        "test_loss",
+        "parameters",
+        "receptive_field",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "augmentation",
+        "train_seconds",
+        "train_images_per_second",
+        "device",
+        "torch_version",
+        "torchvision_version",
+        "python_version",
+        "mean_corruption_accuracy",
+        "corruption_accuracy",
+    ):
         assert key in saved, key
     assert len(saved["per_class_accuracy"]) == 10
 
@@ -205,19 +228,25 @@ def test_dry_run_cli_writes_only_where_told(tmp_path):
 
 
 def test_model_script_prints_the_layer_table():
-    result = subprocess.run([sys.executable, str(ROOT / "model.py"), "--arch", "compact"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "model.py"), "--arch", "compact"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert f"**{count_parameters(MNISTModel('compact')):,}**" in result.stdout
     assert "| Conv2d 1->8 4x4, stride 2, pad 1 | (8, 14, 14) |" in result.stdout
 
 
 def test_test_script_evaluates_a_saved_model_alone(trained):
-    result = subprocess.run([sys.executable, str(ROOT / "test.py"), "--model", str(trained[0]), "--data-dir",
-                             str(DATA_DIR)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "test.py"), "--model", str(trained[0]), "--data-dir", str(DATA_DIR)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert f"test accuracy {trained[1]['accuracy']:.2f}%" in result.stdout
-    missing = subprocess.run([sys.executable, str(ROOT / "test.py"), "--model", "absent.pth"], capture_output=True,
-                             text=True)
+    missing = subprocess.run(
+        [sys.executable, str(ROOT / "test.py"), "--model", "absent.pth"], capture_output=True, text=True
+    )
     assert missing.returncode == 2 and "no model file" in missing.stderr
 
 
@@ -249,16 +278,20 @@ def test_help_and_predict_leave_torchvision_and_matplotlib_unloaded(command, tra
 
 def test_workflow_matches_githubs_schema():
     workflow = ROOT / ".github" / "workflows" / "ml-pipeline.yml"
-    result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-                             str(workflow)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     text = workflow.read_text()
     assert "upload-artifact@v3" not in text and "name: trained-model" in text
 
 
 def test_bench_quick_mode(tmp_path):
-    result = run_cli("bench", "--quick", "--arch", "compact", "--seeds", 0, 1, "--data-dir", DATA_DIR,
-                     "--out-dir", tmp_path)
+    result = run_cli(
+        "bench", "--quick", "--arch", "compact", "--seeds", 0, 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path
+    )
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "benchmark.json").read_text())
     assert set(results["models"]) == {"compact", "compact-earlier", "classic"}
@@ -275,8 +308,16 @@ def test_bench_quick_mode(tmp_path):
 
 # --- Robustness: the corruption suite and the robustness command -----------------------------------
 
-UNSEEDED = {"scale", "brightness", "stripe", "canny_edges", "thick_strokes", "thin_strokes", "low_resolution_8",
-            "low_resolution_12"}  # corruptions that draw no random numbers
+UNSEEDED = {
+    "scale",
+    "brightness",
+    "stripe",
+    "canny_edges",
+    "thick_strokes",
+    "thin_strokes",
+    "low_resolution_8",
+    "low_resolution_12",
+}  # corruptions that draw no random numbers
 
 
 def test_corruption_suite_is_seeded_and_keeps_shape_and_range(mnist):
@@ -319,6 +360,7 @@ def test_robustness_command_prints_and_writes_the_report(trained, tmp_path):
 
 
 # --- Using a trained model: predict, evaluate, export, pictures -------------------------------------
+
 
 def as_8bit(image):
     return (pixels(image).squeeze() * 255).round().byte().numpy()
@@ -370,7 +412,7 @@ def user_styled_images(mnist, tmp_path_factory):
         paths = [folder / f"{style}_{i}.png" for i in chosen]
         for i, path in zip(chosen, paths, strict=True):
             draw_like_a_user(images[i], style).save(path)
-        styles[style] = paths, labels[chosen.start:chosen.stop].tolist()
+        styles[style] = paths, labels[chosen.start : chosen.stop].tolist()
     return styles
 
 
@@ -440,12 +482,18 @@ def test_predict_reports_bad_files_and_still_predicts_the_others(trained, user_i
 
 def write_huge_png(path, width, height):
     """A real, valid greyscale PNG of width x height, written row by row without holding it in memory."""
+
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
     compressor, row = zlib.compressobj(9), b"\0" * (width + 1)
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_evaluate_prints_accuracy_and_confusion_matrix(trained):
@@ -459,8 +507,13 @@ def test_evaluate_prints_accuracy_and_confusion_matrix(trained):
 
 
 def test_run_writes_real_pngs_beside_the_model(trained):
-    for name in ("training_curves.png", "confusion_matrix.png", "misclassified.png", "augmentation.png",
-                 "robustness.png"):
+    for name in (
+        "training_curves.png",
+        "confusion_matrix.png",
+        "misclassified.png",
+        "augmentation.png",
+        "robustness.png",
+    ):
         path = trained[0].with_name(name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         with Image.open(path) as image:
@@ -528,8 +581,14 @@ OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:
 
 
 def run_cli_env(*args, env=None, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "main.py"), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def assert_one_line_error(result, code, *fragments):
@@ -558,15 +617,18 @@ def data_dir_with(tmp_path, name, content):
     return raw.parent.parent
 
 
-@pytest.mark.parametrize("name, damage", [
-    ("train-images-idx3-ubyte", "truncated"),
-    ("t10k-labels-idx1-ubyte", "bad magic"),
-    ("train-labels-idx1-ubyte", "count mismatch"),
-])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("train-images-idx3-ubyte", "truncated"),
+        ("t10k-labels-idx1-ubyte", "bad magic"),
+        ("train-labels-idx1-ubyte", "count mismatch"),
+    ],
+)
 def test_corrupt_data_names_the_bad_file(tmp_path, name, damage):
     original = (DATA_DIR / "MNIST" / "raw" / name).read_bytes()
     content = {
-        "truncated": original[:len(original) // 3],
+        "truncated": original[: len(original) // 3],
         "bad magic": b"\x00\x00\x09\x09" + original[4:],
         "count mismatch": original[:4] + struct.pack(">I", 59_999) + original[8:-1],
     }[damage]
@@ -603,9 +665,13 @@ def assert_unchanged(folder, contents):
 
 def test_ctrl_c_mid_training_keeps_the_previous_model(previous_run):
     out, contents = previous_run
-    process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--out", str(out), "--data-dir", str(DATA_DIR)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "--out", str(out), "--data-dir", str(DATA_DIR)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     for line in process.stdout:  # wait until training has begun
         if line.startswith("MNISTModel("):
             break
@@ -633,8 +699,9 @@ atomic_write(sys.argv[1], write_slowly)
 
 def test_a_run_killed_mid_save_keeps_the_previous_model(previous_run):
     out, contents = previous_run
-    process = subprocess.Popen([sys.executable, "-c", KILL_MID_SAVE, str(out)], cwd=ROOT, stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILL_MID_SAVE, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert process.stdout.readline() == "writing\n"
     process.kill()
     process.wait(timeout=30)
@@ -648,7 +715,7 @@ def test_checkpoint_problems_are_named(trained, tmp_path):
     torch.save({k: v for k, v in MNISTModel("compact").state_dict().items() if "classifier" not in k}, compact)
     cases = {
         "corrupt": (b"\x00garbage" * 100, "corrupt"),
-        "truncated": (good[:len(good) // 2], "corrupt or truncated"),
+        "truncated": (good[: len(good) // 2], "corrupt or truncated"),
         "other architecture": (compact.read_bytes(), "different architecture"),
     }
     for name, (content, message) in cases.items():
@@ -681,9 +748,16 @@ def test_a_diverging_loss_stops_without_saving(tmp_path):
     assert not (tmp_path / "m.pth").exists()
 
 
-@pytest.mark.parametrize("option, value", [
-    ("--batch-size", "0"), ("--lr", "-0.1"), ("--epochs", "0"), ("--device", "tpu"), ("--device", "cuda:7"),
-])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--batch-size", "0"),
+        ("--lr", "-0.1"),
+        ("--epochs", "0"),
+        ("--device", "tpu"),
+        ("--device", "cuda:7"),
+    ],
+)
 def test_invalid_options_are_usage_errors(option, value, tmp_path):
     result = run_cli_env(option, value, "--data-dir", tmp_path / "never-read", "--out", tmp_path / "m.pth")
     assert result.returncode == 2
@@ -700,13 +774,19 @@ def test_an_unwritable_out_is_a_one_line_error(tmp_path):
 def test_two_runs_to_the_same_out_leave_one_complete_model(tmp_path, mnist):
     out = tmp_path / "m.pth"
     command = [sys.executable, str(ROOT / "main.py"), "--dry-run", "--data-dir", str(DATA_DIR), "--out", str(out)]
-    runs = [subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for seed in (1, 2)]
+    runs = [
+        subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for seed in (1, 2)
+    ]
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
     saved = torch.load(out, weights_only=True)
     # The same dry runs in this process: the file must be exactly one of them, not a mix.
-    candidates = [train_and_evaluate("default", replace(TrainConfig(seed=seed), max_steps=DRY_RUN_STEPS), CPU, mnist)
-                  .model.state_dict() for seed in (1, 2)]
+    candidates = [
+        train_and_evaluate(
+            "default", replace(TrainConfig(seed=seed), max_steps=DRY_RUN_STEPS), CPU, mnist
+        ).model.state_dict()
+        for seed in (1, 2)
+    ]
     assert sum(all(torch.equal(saved[k], c[k]) for k in saved) for c in candidates) == 1
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -718,6 +798,8 @@ def test_same_seed_gives_bitwise_identical_cli_runs(tmp_path):
     first, second = (torch.load(out, weights_only=True) for out in outs)
     assert all(torch.equal(first[k], second[k]) for k in first)
     timing = {"train_seconds", "train_images_per_second", "test_seconds", "test_images_per_second"}
-    metrics = [{k: v for k, v in json.loads(out.with_name("metrics.json").read_text()).items() if k not in timing}
-               for out in outs]
+    metrics = [
+        {k: v for k, v in json.loads(out.with_name("metrics.json").read_text()).items() if k not in timing}
+        for out in outs
+    ]
     assert metrics[0] == metrics[1]

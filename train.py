@@ -1,4 +1,5 @@
 """One-epoch training: the whole training set on the device, augmented per batch, OneCycle SGD."""
+
 import math
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from data import AUGMENTATIONS, DEFAULT_AUGMENT, Augmentation, augment
 @dataclass
 class TrainConfig:
     """Every training hyperparameter, with its default; main.py's options come from here."""
+
     epochs: int = 1
     batch_size: int = 128  # images per step
     lr: float = 0.6  # peak learning rate of the OneCycle schedule
@@ -48,10 +50,12 @@ def train(model, images, labels, config):
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
-                                weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
-                                                   pct_start=config.warmup)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup
+    )
     augmentation = config.augmentation
     augmented_steps = round(total_steps * (1 - augmentation.clean_tail)) if augmentation else 0
     history, seen = [], 0
@@ -60,7 +64,7 @@ def train(model, images, labels, config):
         for step in range(total_steps):
             if step % steps_per_epoch == 0:
                 order = torch.randperm(len(images), device=device, generator=generator)
-            batch = order[(step % steps_per_epoch) * config.batch_size:][:config.batch_size]
+            batch = order[(step % steps_per_epoch) * config.batch_size :][: config.batch_size]
             x, y = images[batch], labels[batch]
             if augmentation and step < augmented_steps:
                 x = augment(x, augmentation, generator)
@@ -69,15 +73,18 @@ def train(model, images, labels, config):
             schedule.step()
             seen += len(batch)
             if not math.isfinite(loss):
-                raise TrainingDiverged(f"training diverged: the loss became {loss} at step {step + 1}; "
-                                       f"try a lower --lr than {config.lr}")
+                raise TrainingDiverged(
+                    f"training diverged: the loss became {loss} at step {step + 1}; try a lower --lr than {config.lr}"
+                )
             history.append({"step": step + 1, "seen": seen, "loss": loss, "accuracy": accuracy, "lr": lr})
             bar.update()
             bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}%")
             if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
-                recent = history[-config.log_every:]
-                bar.write(f"step {step + 1}/{total_steps}  loss {_mean(recent, 'loss'):.4f}  "
-                          f"accuracy {_mean(recent, 'accuracy'):.2f}%  lr {lr:.4f}")
+                recent = history[-config.log_every :]
+                bar.write(
+                    f"step {step + 1}/{total_steps}  loss {_mean(recent, 'loss'):.4f}  "
+                    f"accuracy {_mean(recent, 'accuracy'):.2f}%  lr {lr:.4f}"
+                )
     return history
 
 

@@ -1,4 +1,5 @@
 """Build -> train -> evaluate -> save: the whole run behind `python main.py`."""
+
 import json
 import platform
 import time
@@ -90,13 +91,17 @@ def run(arch, config, device, data_dir, out, min_accuracy):
     result = train_and_evaluate(arch, config, device, data)
     metrics = result.metrics
     print(format_report(metrics))
-    print(f"mean corruption accuracy {metrics['mean_corruption_accuracy']:.2f}% over {len(data['corrupted'])} "
-          "corruptions (python main.py robustness shows each)")
-    print(f"trained in {metrics['train_seconds']:.1f} s ({metrics['train_images_per_second']:,.0f} images/s) "
-          f"on {device}")
+    print(
+        f"mean corruption accuracy {metrics['mean_corruption_accuracy']:.2f}% over {len(data['corrupted'])} "
+        "corruptions (python main.py robustness shows each)"
+    )
+    print(
+        f"trained in {metrics['train_seconds']:.1f} s ({metrics['train_images_per_second']:,.0f} images/s) on {device}"
+    )
     if metrics["accuracy"] < min_accuracy:
-        raise AccuracyBelowGate(f"test accuracy {metrics['accuracy']:.2f}% is below --min-accuracy "
-                                f"{min_accuracy}%; nothing was saved")
+        raise AccuracyBelowGate(
+            f"test accuracy {metrics['accuracy']:.2f}% is below --min-accuracy {min_accuracy}%; nothing was saved"
+        )
     out = Path(out)
     save_model(result.model, out)
     write_json(out.with_name("metrics.json"), metrics)
