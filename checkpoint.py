@@ -25,7 +25,8 @@ def atomic_write(path, write):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per process: concurrent runs never share
+    # One per process, so concurrent runs never share one; the suffix is kept for writers that check it (pt2).
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         write(temporary)
         with open(temporary, "rb") as written:

@@ -49,6 +49,7 @@ def _write_onnx(model, path, info):
         output_names=["logits"],
         dynamic_shapes=dynamic_batch(),
         opset_version=OPSET,
+        verbose=False,  # no progress lines: the command prints what it wrote
     )
     proto = program.model_proto
     for key, value in info.items():

@@ -543,7 +543,8 @@ def test_export_matches_pytorch_at_any_batch_size(trained, mnist, tmp_path, fmt)
     out = tmp_path / f"model.{fmt}"
     result = run_cli("export", "--format", fmt, "--model", trained[0], "--out", out)
     assert result.returncode == 0, result.stderr
-    assert "input_layout: (N, 1, 28, 28)" in result.stdout and "Warning" not in result.stderr
+    assert "input_layout: (N, 1, 28, 28)" in result.stdout
+    assert "warn" not in result.stderr.lower()  # neither Python warnings nor torch's logged ones
     model = load_model(trained[0])
     for n in (1, 37):
         images = mnist["test"][0][:n]
@@ -706,7 +707,7 @@ def test_a_run_killed_mid_save_keeps_the_previous_model(previous_run):
     process.kill()
     process.wait(timeout=30)
     assert load_model(out) is not None
-    assert {p.name: p.read_bytes() for p in out.parent.iterdir() if not p.name.endswith(".tmp")} == contents
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir() if ".tmp" not in p.name} == contents
 
 
 def test_checkpoint_problems_are_named(trained, tmp_path):
@@ -788,7 +789,7 @@ def test_two_runs_to_the_same_out_leave_one_complete_model(tmp_path, mnist):
         for seed in (1, 2)
     ]
     assert sum(all(torch.equal(saved[k], c[k]) for k in saved) for c in candidates) == 1
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp*"))
 
 
 def test_same_seed_gives_bitwise_identical_cli_runs(tmp_path):
