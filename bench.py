@@ -23,11 +23,10 @@ from torchvision.datasets import MNIST
 from checkpoint import atomic_write
 from data import AUGMENTATIONS, MEAN, STD
 from robustness import evaluate_robustness
-from train import RECIPES
+from train import DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES
 from train_pipeline import load_data, synchronize, train_and_evaluate, write_json
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
-DEFAULT_RECIPE = "robust"
 
 
 class ClassicNet(nn.Module):
@@ -211,7 +210,7 @@ def compare(models, archs, recipes):
                 summary["inference_speed_vs_classic"] = round(
                     summary["test_images_per_second_mean"] / base["test_images_per_second_mean"], 2
                 )
-            earlier = models.get(model_name(arch, "earlier"))
+            earlier = models.get(model_name(arch, EARLIER_RECIPE))
             if recipe == DEFAULT_RECIPE and earlier:
                 base = earlier["summary"]
                 summary["corruption_error_vs_earlier"] = round(

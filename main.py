@@ -22,7 +22,7 @@ from data import AUGMENTATIONS, DEFAULT_AUGMENT, DataError, add_data_option, loa
 from export import DEFAULT_PATHS
 from model import ARCHITECTURES
 from test import evaluate, format_report
-from train import RECIPES, AccuracyBelowGate, TrainConfig, TrainingDiverged
+from train import DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES, AccuracyBelowGate, TrainConfig, TrainingDiverged
 
 # The commands' own modules (training, plots, the corruption suite, the benchmark, the exporters,
 # predict) are imported inside each command function: `--help` and `predict` start in a fraction of
@@ -158,7 +158,7 @@ def build_parser():
         "--recipe",
         nargs="+",
         choices=RECIPES,
-        default=["robust", "earlier"],
+        default=[DEFAULT_RECIPE, EARLIER_RECIPE],
         help="training recipes: robust (the default), mild (--augment mild) or earlier "
         "(the default before the robustness work: mild, without the contrast stretch)",
     )

@@ -32,6 +32,7 @@ RECIPES = {  # the benchmark's recipes: (augmentation preset, contrast stretch i
     "mild": ("mild", True),  # `python main.py --augment mild`
     "earlier": ("mild", False),  # the default before the robustness work, exactly
 }
+DEFAULT_RECIPE, EARLIER_RECIPE = "robust", "earlier"  # the benchmark compares the first against the second
 
 
 class TrainingDiverged(Exception):
