@@ -89,7 +89,7 @@ def classic_run(seed, device, data_dir, data, max_steps=None):
     synchronize(device)
     test_seconds = time.perf_counter() - start
     accuracy = correct / len(test_set) * 100
-    corruptions = evaluate_robustness(model, data["corrupted"], data["test"][1], accuracy)["corruptions"]
+    corruptions = evaluate_robustness(model, data["corrupted"], data["eval"][1], accuracy)["corruptions"]
     return _figures(
         seed,
         accuracy,

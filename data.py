@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 MEAN, STD = 0.1307, 0.3081  # training-set pixel statistics, on the 0..1 scale
+VALIDATION_SIZE = 5_000  # training images held out to choose hyperparameters on (tune, --validation)
+VALIDATION_SEED = 0  # fixes which ones, so every trial and every worker holds out the same images
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
 RAW_FILES = {  # split -> (images, labels), as torchvision keeps them in DIR/MNIST/raw
@@ -64,11 +66,11 @@ def raw_folder(data_dir):
 def load_split(data_dir, split):
     """Images as normalised float (N, 1, 28, 28) and labels as int64 (N,), read from DIR/MNIST/raw.
 
-    Downloads the four files into DIR only when one is missing, so a read-only folder that holds them
-    is never written to.
+    Downloads the four files into DIR only when one of this split's is missing, so a read-only folder
+    that holds them is never written to, and reading the training split never opens the test files.
     """
     folder = raw_folder(data_dir)
-    if not all((folder / name).is_file() for names in RAW_FILES.values() for name in names):
+    if not all((folder / name).is_file() for name in RAW_FILES[split]):
         _download(data_dir)
     image_path, label_path = (folder / name for name in RAW_FILES[split])
     images = read_idx(image_path, dimensions=3)
@@ -80,6 +82,13 @@ def load_split(data_dir, split):
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise DataError(f"{label_path} holds labels outside 0..9")
     return normalize(images), labels.long()
+
+
+def validation_split(images, labels):
+    """(training images, labels), (validation images, labels): a fixed VALIDATION_SIZE held out of the training set."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(VALIDATION_SEED)).to(images.device)
+    held_out, kept = order[:VALIDATION_SIZE], order[VALIDATION_SIZE:]
+    return (images[kept], labels[kept]), (images[held_out], labels[held_out])
 
 
 def _download(data_dir):

@@ -6,6 +6,7 @@ python main.py predict IMAGE [IMAGE ...]    the digit in each of your own image 
 python main.py export --format onnx         a model file that runs without this project
 python main.py robustness --model PATH      accuracy under each corruption of the suite
 python main.py bench [--quick]              presets over seeds 0-4 against the classic baseline
+python main.py tune [--trials N]            search the recipe on Optuna, on data held out of the training set
 """
 
 import argparse
@@ -18,11 +19,28 @@ import torch
 
 from checkpoint import DEFAULT_MODEL_PATH, CheckpointError, add_model_option, load_model
 from corruptions import SUITE_SEED
-from data import AUGMENTATIONS, DEFAULT_AUGMENT, DataError, add_data_option, load_split, resolve_data_dir
+from data import (
+    AUGMENTATIONS,
+    DEFAULT_AUGMENT,
+    VALIDATION_SIZE,
+    DataError,
+    add_data_option,
+    load_split,
+    resolve_data_dir,
+)
 from export import DEFAULT_PATHS
 from model import ARCHITECTURES
 from test import evaluate, format_report
-from train import DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES, AccuracyBelowGate, TrainConfig, TrainingDiverged
+from train import (
+    DEFAULT_RECIPE,
+    EARLIER_RECIPE,
+    RECIPES,
+    AccuracyBelowGate,
+    ConfigError,
+    TrainConfig,
+    TrainingDiverged,
+    read_config,
+)
 
 # The commands' own modules (training, plots, the corruption suite, the benchmark, the exporters,
 # predict) are imported inside each command function: `--help` and `predict` start in a fraction of
@@ -30,6 +48,7 @@ from train import DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES, AccuracyBelowGate, Tr
 
 DEFAULTS = TrainConfig()
 DRY_RUN_STEPS = 10
+TUNE_TRIALS, TUNE_QUICK_TRIALS = 60, 2
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -86,6 +105,18 @@ def build_parser():
     parser.add_argument("--batch-size", type=positive(int), default=DEFAULTS.batch_size, help="images per step")
     parser.add_argument("--lr", type=positive(float), default=DEFAULTS.lr, help="peak OneCycle learning rate")
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="random seed; same seed, same weights on CPU")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="JSON file of TrainConfig fields (train.py), such as a recipe tune found; "
+        "options given on the command line override it",
+    )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help=f"train on the training images less {VALIDATION_SIZE:,} held out, and evaluate on those "
+        "instead of the test set (what tune scores)",
+    )
     add_device_option(parser)
     add_data_option(parser)
     parser.add_argument("--out", default=DEFAULT_MODEL_PATH, help="model path; metrics.json is written beside it")
@@ -97,14 +128,17 @@ def build_parser():
         "mild (the earlier recipe: small affine changes only) or none",
     )
     parser.add_argument(
-        "--min-accuracy", type=float, default=95.0, help="fail (exit 1, nothing saved) below this test accuracy in %%"
+        "--min-accuracy",
+        type=float,
+        default=95.0,
+        help="fail (exit 1, nothing saved) below this accuracy in %% (on the test set, or the validation split)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help=f"smoke run: {DRY_RUN_STEPS} training steps, no accuracy gate"
     )
     commands = parser.add_subparsers(
         dest="command",
-        metavar="{predict,evaluate,robustness,export,bench}",
+        metavar="{predict,evaluate,robustness,export,bench,tune}",
         help="use a saved model instead of training (see COMMAND --help)",
     )
 
@@ -170,20 +204,52 @@ def build_parser():
     bench_parser.add_argument("--out-dir", default="models", help="folder for benchmark.json and benchmark.md")
     add_device_option(bench_parser)
     add_data_option(bench_parser)
+
+    tune_parser = commands.add_parser(
+        "tune",
+        help="search the training recipe on Optuna, scored on data held out of the training set",
+        formatter_class=HelpFormatter,
+    )
+    tune_parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="model preset")
+    tune_parser.add_argument(
+        "--trials",
+        type=positive(int),
+        help=f"complete trials the study should hold, all workers together (default: {TUNE_TRIALS}, "
+        f"{TUNE_QUICK_TRIALS} with --quick)",
+    )
+    tune_parser.add_argument(
+        "--timeout", type=positive(float), help="stop starting trials after this many seconds (default: no limit)"
+    )
+    tune_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="one training run per seed per trial")
+    tune_parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL shared by the workers, such as postgresql://user@host/db "
+        "(default: the journal file OUT_DIR/tune.journal)",
+    )
+    tune_parser.add_argument("--study", default="mnist", help="study name; the same name joins the same study")
+    tune_parser.add_argument("--out-dir", default="models/tune", help="folder for tune.md, tune.json and the plots")
+    tune_parser.add_argument(
+        "--quick", action="store_true", help="smoke run: a few training steps per run; the figures mean nothing"
+    )
+    tune_parser.add_argument("--show", action="store_true", help="only write and print the report of the study")
+    add_device_option(tune_parser)
+    add_data_option(tune_parser)
     return parser
 
 
 def train_command(args):
     from train_pipeline import run
 
+    base = args.config or DEFAULTS
     config = replace(
-        DEFAULTS,
+        base,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         seed=args.seed,
-        augmentation=AUGMENTATIONS[args.augment],
-        max_steps=DRY_RUN_STEPS if args.dry_run else None,
+        augmentation=AUGMENTATIONS[args.augment] if args.augment else base.augmentation,
+        max_steps=DRY_RUN_STEPS if args.dry_run else base.max_steps,
     )
     run(
         args.arch,
@@ -192,6 +258,7 @@ def train_command(args):
         resolve_data_dir(args.data_dir),
         args.out,
         min_accuracy=0.0 if args.dry_run else args.min_accuracy,
+        validation=args.validation,
     )
 
 
@@ -276,6 +343,21 @@ def bench_command(args):
     )
 
 
+def tune_command(args):
+    from tune import StorageError, tune
+
+    args.trials = args.trials or (TUNE_QUICK_TRIALS if args.quick else TUNE_TRIALS)
+    try:
+        tune(args, DEFAULTS, args.device, resolve_data_dir(args.data_dir))
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the study keeps its finished trials; the same command continues it", file=sys.stderr)
+        return 130
+    return 0
+
+
 COMMANDS = {
     None: train_command,
     "predict": predict_command,
@@ -283,12 +365,25 @@ COMMANDS = {
     "robustness": robustness_command,
     "export": export_command,
     "bench": bench_command,
+    "tune": tune_command,
 }
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.config:
+        try:
+            config = read_config(args.config)
+        except ConfigError as error:
+            parser.exit(2, f"error: {error}\n")
+        # The file's values become the options' defaults, so options given on the command line still win;
+        # no --augment means the file's augmentation.
+        parser.set_defaults(
+            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed, augment=None
+        )
+        args = parser.parse_args(argv)
+        args.config = config
     try:
         return COMMANDS[args.command](args)
     except (DataError, CheckpointError) as error:

@@ -45,9 +45,10 @@ def metrics_from_logits(logits, labels):
 
 
 def format_report(metrics):
+    split = metrics.get("evaluated_on", "test")
     per_class = "  ".join(f"{c}:{a:.2f}" for c, a in metrics["per_class_accuracy"].items())
     return (
-        f"test accuracy {metrics['accuracy']:.2f}%  test loss {metrics['test_loss']:.4f}\n"
+        f"{split} accuracy {metrics['accuracy']:.2f}%  {split} loss {metrics['test_loss']:.4f}\n"
         f"per-class accuracy (%)  {per_class}"
     )
 

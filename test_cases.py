@@ -123,7 +123,7 @@ def test_every_parameter_gets_a_nonzero_gradient(batch, arch, size):
 
 def test_contrast_stretch_leaves_mnist_alone_and_undoes_a_grey_background(mnist):
     model = MNISTModel().eval()
-    images = mnist["test"][0][:256]
+    images = mnist["eval"][0][:256]
     brighter = normalize((pixels(images) * 0.5 + 0.5) * 255)  # the ink on a mid-grey background
     with torch.no_grad():
         stretched, restored = model.stretch(images), model.stretch(brighter)
@@ -151,7 +151,7 @@ def test_model_moves_between_devices(device, batch):
 
 def test_batch_invariance_in_eval_mode(trained, mnist):
     model = load_model(trained[0])
-    images = mnist["test"][0][:32]
+    images = mnist["eval"][0][:32]
     with torch.no_grad():
         alone = model(images[:1])
         in_16 = model(images[:16])[:1]
@@ -165,7 +165,7 @@ def test_one_real_epoch_reaches_98_5_percent(trained, mnist):
     assert metrics["accuracy"] >= 98.5
     assert metrics["epochs"] == 1 and metrics["steps"] == 469
     # The file on disk holds the same model: evaluating it again gives the same accuracy.
-    assert evaluate(load_model(path), *mnist["test"])["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert evaluate(load_model(path), *mnist["eval"])["accuracy"] == pytest.approx(metrics["accuracy"])
 
 
 def test_saved_file_loads_with_weights_only_into_a_fresh_model(trained):
@@ -321,7 +321,7 @@ UNSEEDED = {
 
 
 def test_corruption_suite_is_seeded_and_keeps_shape_and_range(mnist):
-    images = pixels(mnist["test"][0][:64])
+    images = pixels(mnist["eval"][0][:64])
     original = (images * 255).round().byte()
     assert len(SUITE) == 19
     for name in SUITE:
@@ -379,7 +379,7 @@ def render_like_a_user(image, label_index):
 @pytest.fixture(scope="session")
 def user_images(mnist, tmp_path_factory):
     folder = tmp_path_factory.mktemp("user_images")
-    images, labels = mnist["test"]
+    images, labels = mnist["eval"]
     paths = []
     for i in range(PREDICT_SAMPLES):
         path = folder / f"digit_{i}.{('png', 'jpg', 'bmp')[i % 3]}"
@@ -405,7 +405,7 @@ def draw_like_a_user(image, style):
 def user_styled_images(mnist, tmp_path_factory):
     """{style: (paths, labels)}: USER_STYLE_SAMPLES test digits in each style of draw_like_a_user."""
     folder = tmp_path_factory.mktemp("user_styles")
-    images, labels = mnist["test"]
+    images, labels = mnist["eval"]
     chosen = range(USER_STYLE_OFFSET, USER_STYLE_OFFSET + USER_STYLE_SAMPLES)
     styles = {}
     for style in USER_STYLE_FLOORS:
@@ -448,7 +448,7 @@ def test_predict_prints_one_line_per_file(trained, user_images):
 
 
 def test_predict_accepts_16_bit_palette_and_alpha_images(trained, mnist, tmp_path):
-    digit = as_8bit(mnist["test"][0][0])
+    digit = as_8bit(mnist["eval"][0][0])
     seven = Image.fromarray(digit).resize((112, 112))  # test image 0 is a 7
     sixteen_bit = Image.fromarray(np.asarray(seven, dtype=np.uint16) * 257)
     transparent = Image.new("LA", seven.size, 0)
@@ -547,7 +547,7 @@ def test_export_matches_pytorch_at_any_batch_size(trained, mnist, tmp_path, fmt)
     assert "warn" not in result.stderr.lower()  # neither Python warnings nor torch's logged ones
     model = load_model(trained[0])
     for n in (1, 37):
-        images = mnist["test"][0][:n]
+        images = mnist["eval"][0][:n]
         with torch.no_grad():
             expected = model(images)
         torch.testing.assert_close(run_exported(out, fmt, images), expected, atol=1e-4, rtol=0)
@@ -563,7 +563,7 @@ def test_export_of_a_compact_model(mnist, tmp_path, fmt):
     model = MNISTModel("compact").eval()
     info = export(model, fmt, tmp_path / f"compact.{fmt}")
     assert info["architecture"] == "compact" and info["parameters"] == str(count_parameters(model))
-    images = mnist["test"][0][:5]
+    images = mnist["eval"][0][:5]
     with torch.no_grad():
         expected = model(images)
     torch.testing.assert_close(run_exported(tmp_path / f"compact.{fmt}", fmt, images), expected, atol=1e-4, rtol=0)

@@ -1,7 +1,10 @@
 """One-epoch training: the whole training set on the device, augmented per batch, OneCycle SGD."""
 
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +36,80 @@ RECIPES = {  # the benchmark's recipes: (augmentation preset, contrast stretch i
     "earlier": ("mild", False),  # the default before the robustness work, exactly
 }
 DEFAULT_RECIPE, EARLIER_RECIPE = "robust", "earlier"  # the benchmark compares the first against the second
+
+
+RUN_CONTROLS = ("seed", "max_steps", "log_every")  # TrainConfig fields that belong to one run, not to a recipe
+
+
+class ConfigError(Exception):
+    """A --config file that cannot be read or holds something TrainConfig does not take."""
+
+
+def recipe_json(config):
+    """The recipe in config (every field but the run controls) as --config reads it."""
+    recipe = {key: value for key, value in asdict(config).items() if key not in RUN_CONTROLS}
+    return json.dumps(recipe, indent=2) + "\n"
+
+
+def read_config(path):
+    """TrainConfig's defaults with the fields that the JSON file at path sets; "augmentation" is an object of
+    Augmentation fields (missing ones take Augmentation's defaults), a preset name, or null."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read --config {path}: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"--config {path} is not JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} must hold a JSON object of TrainConfig fields")
+    _check_fields(path, values, TrainConfig, skip=("augmentation",))
+    if isinstance(values.get("augmentation"), dict):
+        _check_fields(path, values["augmentation"], Augmentation)
+        values["augmentation"] = Augmentation(**values["augmentation"])
+    elif isinstance(values.get("augmentation"), str):
+        if values["augmentation"] not in AUGMENTATIONS:
+            raise ConfigError(f"--config {path}: augmentation must be an object, null or one of {list(AUGMENTATIONS)}")
+        values["augmentation"] = AUGMENTATIONS[values["augmentation"]]
+    return replace(TrainConfig(), **values)
+
+
+LIMITS = {  # (lowest, highest) each field of a --config file may take; None: unbounded
+    "epochs": (1, None),
+    "batch_size": (1, None),
+    "lr": (1e-9, None),
+    "momentum": (0, 0.999),
+    "weight_decay": (0, None),
+    "warmup": (0.01, 0.99),  # OneCycle needs some steps on each side of the peak
+    "label_smoothing": (0, 0.99),
+    "max_steps": (1, None),
+    "log_every": (1, None),
+    "degrees": (0, 180),
+    "translate": (0, 1),
+    "scale": (0, 0.99),
+    "stroke": (0, 1),
+    "resolution": (0, 1),
+    "clean_tail": (0, 1),
+}
+
+
+def _check_fields(path, values, kind, skip=()):
+    """Every key is a field of the dataclass kind holding a number of its type within LIMITS, or null where allowed."""
+    types = {field.name: get_args(field.type) or (field.type,) for field in fields(kind)}
+    for key, value in values.items():
+        if key not in types:
+            raise ConfigError(f"--config {path}: unknown field {key!r}; {kind.__name__} has {', '.join(types)}")
+        if key in skip or (value is None and type(None) in types[key]):
+            continue
+        wanted = int if int in types[key] else float
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != wanted(value):
+            raise ConfigError(
+                f"--config {path}: {key} must be {'an integer' if wanted is int else 'a number'}, got {value!r}"
+            )
+        low, high = LIMITS.get(key, (None, None))
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"--config {path}: {key} must be {bounds}, got {value!r}")
+        values[key] = wanted(value)
 
 
 class TrainingDiverged(Exception):

@@ -11,7 +11,7 @@ import torch
 
 import plots
 from checkpoint import atomic_write, save_model
-from data import load_split
+from data import load_split, validation_split
 from model import MNISTModel, count_parameters, describe, receptive_field
 from robustness import corrupted_test_set, evaluate_robustness, robustness_figure
 from test import format_report, metrics_from_logits, predict_logits
@@ -33,16 +33,25 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def load_data(data_dir, device):
-    """{"train": (images, labels), "test": (images, labels)} on the device, and "corrupted": the test
-    images under each corruption of the suite, as 8-bit images on the CPU."""
-    data = {split: tuple(t.to(device) for t in load_split(data_dir, split)) for split in ("train", "test")}
-    data["corrupted"] = corrupted_test_set(data["test"][0].cpu())
+def load_data(data_dir, device, validation=False):
+    """{"train": (images, labels), "eval": (images, labels)} on the device, and "corrupted": the eval
+    images under each corruption of the suite, as 8-bit images on the CPU.
+
+    "eval" is MNIST's test set, or with validation=True the VALIDATION_SIZE images held out of the
+    training set (and "train" the rest): the test files are then never opened.
+    """
+    train_split = tuple(t.to(device) for t in load_split(data_dir, "train"))
+    if validation:
+        data = dict(zip(("train", "eval"), validation_split(*train_split), strict=True))
+    else:
+        data = {"train": train_split, "eval": tuple(t.to(device) for t in load_split(data_dir, "test"))}
+    data["evaluated_on"] = "validation" if validation else "test"
+    data["corrupted"] = corrupted_test_set(data["eval"][0].cpu())
     return data
 
 
 def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
-    """Train a fresh model on data["train"] and evaluate it on data["test"], clean and corrupted."""
+    """Train a fresh model on data["train"] and evaluate it on data["eval"], clean and corrupted."""
     torch.manual_seed(config.seed)
     model = MNISTModel(arch, contrast_stretch).to(device, memory_format=torch.channels_last)
     print(describe(model))
@@ -53,7 +62,7 @@ def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
     synchronize(device)
     train_seconds = time.perf_counter() - start
 
-    test_images, test_labels = data["test"]
+    test_images, test_labels = data["eval"]
     start = time.perf_counter()
     logits = predict_logits(model, test_images)
     synchronize(device)
@@ -63,6 +72,8 @@ def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
     metrics.update(
         mean_corruption_accuracy=report["mean_corruption_accuracy"],
         corruption_accuracy={name: row["accuracy"] for name, row in report["corruptions"].items()},
+        evaluated_on=data["evaluated_on"],
+        train_images=len(data["train"][0]),
         architecture=arch,
         parameters=count_parameters(model),
         receptive_field=receptive_field(model),
@@ -85,9 +96,9 @@ def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
     return TrainedRun(model, history, metrics, logits.argmax(1))
 
 
-def run(arch, config, device, data_dir, out, min_accuracy):
+def run(arch, config, device, data_dir, out, min_accuracy, validation=False):
     """The full pipeline. Saves the model, metrics.json and the plots only if the accuracy gate passes."""
-    data = load_data(data_dir, device)
+    data = load_data(data_dir, device, validation)
     result = train_and_evaluate(arch, config, device, data)
     metrics = result.metrics
     print(format_report(metrics))
@@ -100,7 +111,8 @@ def run(arch, config, device, data_dir, out, min_accuracy):
     )
     if metrics["accuracy"] < min_accuracy:
         raise AccuracyBelowGate(
-            f"test accuracy {metrics['accuracy']:.2f}% is below --min-accuracy {min_accuracy}%; nothing was saved"
+            f"{metrics['evaluated_on']} accuracy {metrics['accuracy']:.2f}% is below --min-accuracy {min_accuracy}%; "
+            "nothing was saved"
         )
     out = Path(out)
     save_model(result.model, out)
@@ -111,7 +123,7 @@ def run(arch, config, device, data_dir, out, min_accuracy):
 
 
 def write_plots(folder, result, data, config):
-    test_images, test_labels = data["test"]
+    test_images, test_labels = data["eval"]
     figures = {
         "training_curves.png": plots.training_curves(result.history),
         "confusion_matrix.png": plots.confusion_matrix(result.metrics["confusion_matrix"]),

@@ -1,0 +1,293 @@
+"""Hyperparameter search on Optuna: a multi-objective study scored on data held out of the training set.
+
+Each trial trains one epoch per seed on the training images less the validation split (data.py) and
+scores it there, clean and under the corruption suite; the test set is never opened. Any number of
+workers, in other terminals or on other machines, join a study by sharing its storage: a journal file
+by default, or any database URL Optuna takes (PostgreSQL for many machines).
+"""
+
+import math
+import os
+import socket
+import statistics
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import optuna
+from optuna.trial import FixedTrial, TrialState
+
+import plots
+from checkpoint import atomic_write
+from data import Augmentation
+from train import RUN_CONTROLS, TrainingDiverged, recipe_json
+from train_pipeline import load_data, train_and_evaluate, write_json
+
+OBJECTIVES = {  # name -> direction; each trial's values are the means over its seeds
+    "validation accuracy %": "maximize",
+    "validation mean corruption accuracy %": "maximize",
+    "training seconds": "minimize",
+}
+HOPELESS_ACCURACY = 98.5  # % on validation after the first seed: pruned (the default recipe scores about 99.2)
+QUICK_STEPS = 20  # training steps per run with --quick
+HEARTBEAT_SECONDS = 5  # a database-stored trial whose worker stays silent for 3 beats is failed
+POLL_SECONDS = 2  # how often a worker that waits for the others' last trials looks again
+JOURNAL_FILE = "tune.journal"
+
+
+class StorageError(Exception):
+    """The --storage URL cannot be parsed or reached."""
+
+
+def suggest_config(trial, base):
+    """The search space around the hand-found recipe (README, Tuning, says why these ranges)."""
+    augmentation = Augmentation(
+        degrees=trial.suggest_float("degrees", 0, 15),
+        translate=trial.suggest_float("translate", 0, 0.15),
+        scale=trial.suggest_float("scale", 0, 0.15),
+        stroke=trial.suggest_float("stroke", 0, 0.8),
+        resolution=trial.suggest_float("resolution", 0, 0.6),
+        clean_tail=trial.suggest_float("clean_tail", 0, 0.7),
+    )
+    return replace(
+        base,
+        batch_size=trial.suggest_categorical("batch_size", [64, 128, 256]),
+        lr=trial.suggest_float("lr", 0.1, 2.0, log=True),
+        momentum=trial.suggest_float("momentum", 0.8, 0.97),
+        weight_decay=trial.suggest_float("weight_decay", 1e-5, 3e-3, log=True),
+        warmup=trial.suggest_float("warmup", 0.05, 0.5),
+        label_smoothing=trial.suggest_float("label_smoothing", 0, 0.2),
+        augmentation=augmentation,
+    )
+
+
+def search_params(config):
+    """The point of the search space that config is (for enqueueing the current default)."""
+    return {
+        **asdict(config.augmentation),
+        **{key: value for key, value in asdict(config).items() if key not in (*RUN_CONTROLS, "augmentation", "epochs")},
+    }
+
+
+def open_study(name, storage_url, out_dir, base):
+    """Create the study, or join it if it exists; a new study starts with the current default as trial 0."""
+    storage = open_storage(storage_url, out_dir)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, directions=list(OBJECTIVES.values()))
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(storage=storage, study_name=name)
+    study.enqueue_trial(search_params(base), user_attrs={"note": "the default recipe before this study"})
+    return study
+
+
+def open_storage(url, out_dir):
+    if url is None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(Path(out_dir) / JOURNAL_FILE))
+        )
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS)
+    except Exception as error:  # noqa: BLE001  SQLAlchemy and each database driver raise their own kinds
+        raise StorageError(f"cannot open --storage {redact(url)}: {first_line(error)}") from None
+
+
+def redact(url):
+    """The URL with its password hidden, for printing."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001  an unparsable URL is shown as given
+        return url
+
+
+def first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def worker_name():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_abandoned_trials(study):
+    """Mark FAIL the running trials whose worker died: by heartbeat in a database, by process id on this
+    machine in a journal (a journal on a shared disk relies on each machine's own workers for its dead)."""
+    optuna.storages.fail_stale_trials(study)
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+        if worker_host == host and not process_exists(int(pid)):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            print(f"trial {trial.number} failed: its worker (process {pid}) is gone", file=sys.stderr)
+
+
+def process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def objective(trial, n_trials, arch, seeds, base, device, data, hopeless):
+    """Train one epoch per seed; prune after the first seed below `hopeless` % on validation."""
+    trial.set_user_attr("worker", worker_name())
+    ahead = study_trials(trial.study, TrialState.COMPLETE, TrialState.RUNNING, before=trial.number)
+    if len(ahead) >= n_trials:  # two workers started trials at the same moment; this one is not needed
+        trial.set_user_attr("pruned", "surplus")
+        raise optuna.TrialPruned()
+    config = suggest_config(trial, base)
+    runs = []
+    for seed in seeds:
+        try:
+            metrics = train_and_evaluate(arch, replace(config, seed=seed), device, data).metrics
+        except TrainingDiverged as error:
+            trial.set_user_attr("pruned", str(error))
+            raise optuna.TrialPruned() from None
+        runs.append({key: metrics[key] for key in ("seed", "accuracy", "mean_corruption_accuracy", "train_seconds")})
+        trial.set_user_attr("runs", runs)
+        if metrics["accuracy"] < hopeless:
+            trial.set_user_attr(
+                "pruned", f"validation accuracy {metrics['accuracy']:.2f}% < {hopeless}% on seed {seed}"
+            )
+            raise optuna.TrialPruned()
+    return [
+        statistics.fmean(run[key] for run in runs) for key in ("accuracy", "mean_corruption_accuracy", "train_seconds")
+    ]
+
+
+def study_trials(study, *states, before=math.inf):
+    return [t for t in study.get_trials(deepcopy=False, states=states) if t.number < before]
+
+
+def work(study, n_trials, timeout, run_trial):
+    """Run trials until the study holds n_trials complete ones or timeout seconds have passed.
+
+    Counts the other workers' running trials as taken, waiting for them rather than starting more,
+    and takes over the trial of a worker that died.
+    """
+    deadline = time.monotonic() + (timeout or math.inf)
+    while time.monotonic() < deadline:
+        fail_abandoned_trials(study)
+        states = Counter(trial.state for trial in study.get_trials(deepcopy=False))
+        if states[TrialState.COMPLETE] >= n_trials:
+            return
+        if states[TrialState.COMPLETE] + states[TrialState.RUNNING] >= n_trials:
+            time.sleep(POLL_SECONDS)
+            continue
+        study.optimize(run_trial, n_trials=1)
+
+
+def tune(args, base, device, data_dir):
+    """The `tune` command: join or create the study, run trials, then write the report."""
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study = open_study(args.study, args.storage, args.out_dir, base)
+    print(f"study {args.study!r} in {redact(args.storage) if args.storage else Path(args.out_dir) / JOURNAL_FILE}")
+    if not args.show:
+        quick = args.quick
+        base = replace(base, max_steps=QUICK_STEPS if quick else None, log_every=sys.maxsize)  # one log line a run
+        data = load_data(data_dir, device, validation=True)
+        hopeless = 0.0 if quick else HOPELESS_ACCURACY
+
+        def run_trial(trial):
+            return objective(trial, args.trials, args.arch, args.seeds, base, device, data, hopeless)
+
+        work(study, args.trials, args.timeout, run_trial)
+    report = write_report(study, args, base)
+    print(report)
+
+
+def front(study):
+    """The Pareto-optimal trials, best validation corruption accuracy first."""
+    return sorted(study.best_trials, key=lambda trial: -trial.values[1])
+
+
+def reproduce(trial, args, base, folder):
+    """Write the trial's recipe as a --config file; return the command that trains with it."""
+    path = folder / "trials" / f"trial_{trial.number}.json"
+    config = suggest_config(FixedTrial(trial.params), base)
+    atomic_write(path, lambda temporary: Path(temporary).write_text(recipe_json(config)))
+    return f"python main.py --arch {args.arch} --config {path} --validation --seed {args.seeds[0]}"
+
+
+def write_report(study, args, base):
+    """tune.md, tune.json and the plots in --out-dir; returns the Markdown."""
+    folder = Path(args.out_dir)
+    states = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
+    rows = [
+        {
+            "trial": trial.number,
+            **dict(zip(OBJECTIVES, (round(value, 3) for value in trial.values), strict=True)),
+            "runs": trial.user_attrs.get("runs"),
+            "note": trial.user_attrs.get("note", ""),
+            "params": trial.params,
+            "command": reproduce(trial, args, base, folder),
+        }
+        for trial in front(study)
+    ]
+    summary = {
+        "study": args.study,
+        "arch": args.arch,
+        "seeds": args.seeds,
+        "trials": dict(states),
+        "pareto_front": rows,
+    }
+    write_json(folder / "tune.json", summary)
+    markdown = markdown_report(summary)
+    atomic_write(folder / "tune.md", lambda temporary: Path(temporary).write_text(markdown))
+    if states["complete"] >= 2:
+        write_plots(study, folder)
+    return markdown
+
+
+def markdown_report(summary):
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summary["trials"].items()))
+    lines = [
+        f"# Study {summary['study']!r}: Pareto front",
+        "",
+        (
+            f"{summary['arch']} architecture, seeds {', '.join(map(str, summary['seeds']))}; trials: {counts}. "
+            "Scored on the validation split held out of the training set; the test set was not read."
+        ),
+        "",
+        "| trial | " + " | ".join(OBJECTIVES) + " | reproduce (drop --validation to train on all 60,000) |",
+        "| ---: | ---: | ---: | ---: | --- |",
+    ]
+    for row in summary["pareto_front"]:
+        values = " | ".join(f"{row[name]:.2f}" for name in OBJECTIVES)
+        note = f" ({row['note']})" if row["note"] else ""
+        lines.append(f"| {row['trial']}{note} | {values} | `{row['command']}` |")
+    params = sorted({name for row in summary["pareto_front"] for name in row["params"]})
+    lines += ["", "Their hyperparameters:", "", "| trial | " + " | ".join(params) + " |"]
+    lines.append("| ---: |" + " ---: |" * len(params))
+    for row in summary["pareto_front"]:
+        lines.append(f"| {row['trial']} | " + " | ".join(f"{row['params'][name]:.4g}" for name in params) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(study, folder):
+    """The Pareto front of the two accuracies, and each parameter's importance for each objective."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    accuracy, corruption, _ = OBJECTIVES
+    axes = optuna_plots.plot_pareto_front(
+        study, targets=lambda trial: trial.values[:2], target_names=[accuracy, corruption]
+    )
+    plots.save_figure(axes.figure, folder / "pareto_front.png")
+    files = ("importance_accuracy.png", "importance_corruption.png", "importance_seconds.png")
+    for index, ((name, direction), file) in enumerate(zip(OBJECTIVES.items(), files, strict=True)):
+        sign = -1 if direction == "maximize" else 1  # PED-ANOVA, Optuna's default, ranks what makes a target low
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")  # heeded by sign
+            axes = optuna_plots.plot_param_importances(
+                study, target=lambda trial, index=index, sign=sign: sign * trial.values[index], target_name=name
+            )
+        plots.save_figure(axes.figure, folder / file)
