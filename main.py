@@ -6,6 +6,7 @@ python main.py predict IMAGE [IMAGE ...]    the digit in each of your own image 
 python main.py export --format onnx         a model file that runs without this project
 python main.py robustness --model PATH      accuracy under each corruption of the suite
 python main.py bench [--quick]              presets over seeds 0-4 against the classic baseline
+python main.py serve --model PATH          a page to draw digits on, and a JSON API, at http://127.0.0.1:8000
 python main.py tune [--trials N]            search the recipe on Optuna, on data held out of the training set
 """
 
@@ -33,6 +34,7 @@ from model import ARCHITECTURES
 from test import evaluate, format_report
 from train import (
     DEFAULT_RECIPE,
+    DRY_RUN_STEPS,
     EARLIER_RECIPE,
     RECIPES,
     AccuracyBelowGate,
@@ -47,8 +49,8 @@ from train import (
 # the time when matplotlib, torchvision and the rest stay unloaded.
 
 DEFAULTS = TrainConfig()
-DRY_RUN_STEPS = 10
 TUNE_TRIALS, TUNE_QUICK_TRIALS = 60, 2
+SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench --serve sends, in turn
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -71,6 +73,12 @@ def positive(kind):
         return value
 
     return parse
+
+
+def port_number(text):
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535)")
+    return int(text)
 
 
 def parse_device(name):
@@ -138,7 +146,7 @@ def build_parser():
     )
     commands = parser.add_subparsers(
         dest="command",
-        metavar="{predict,evaluate,robustness,export,bench,tune}",
+        metavar="{predict,evaluate,robustness,export,bench,serve,tune}",
         help="use a saved model instead of training (see COMMAND --help)",
     )
 
@@ -201,9 +209,31 @@ def build_parser():
         "--quick", action="store_true", help="smoke run: a few training steps per run; the figures mean nothing"
     )
     bench_parser.add_argument("--no-classic", action="store_true", help="skip the classic baseline")
+    bench_parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead: predictions per second of `serve` over HTTP against in-process predict, on --model",
+    )
+    add_model_option(bench_parser)
+    bench_parser.add_argument("--clients", type=positive(int), default=16, help="concurrent HTTP clients with --serve")
+    bench_parser.add_argument(
+        "--requests", type=positive(int), default=4000, help="HTTP predictions in all with --serve"
+    )
     bench_parser.add_argument("--out-dir", default="models", help="folder for benchmark.json and benchmark.md")
     add_device_option(bench_parser)
     add_data_option(bench_parser)
+
+    serve_parser = commands.add_parser(
+        "serve", help="a web page to draw digits on, and a JSON API (FastAPI, uvicorn)", formatter_class=HelpFormatter
+    )
+    add_model_option(serve_parser)
+    serve_parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to other machines"
+    )
+    serve_parser.add_argument("--port", type=port_number, default=8000, help="TCP port")
+    serve_parser.add_argument(
+        "--max-upload-mb", type=positive(float), default=5.0, help="larger uploads are refused (HTTP 413)"
+    )
 
     tune_parser = commands.add_parser(
         "tune",
@@ -328,6 +358,13 @@ def export_command(args):
 
 
 def bench_command(args):
+    if args.serve:
+        from serve_bench import serve_benchmark
+
+        serve_benchmark(
+            args.model, resolve_data_dir(args.data_dir), args.out_dir, SERVE_BENCH_IMAGES, args.requests, args.clients
+        )
+        return
     from bench import run_benchmark
 
     run_benchmark(
@@ -341,6 +378,12 @@ def bench_command(args):
         quick=args.quick,
         classic=not args.no_classic,
     )
+
+
+def serve_command(args):
+    from serve import serve
+
+    serve(args.model, args.host, args.port, args.max_upload_mb)
 
 
 def tune_command(args):
@@ -365,6 +408,7 @@ COMMANDS = {
     "robustness": robustness_command,
     "export": export_command,
     "bench": bench_command,
+    "serve": serve_command,
     "tune": tune_command,
 }
 

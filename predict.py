@@ -20,19 +20,31 @@ INK_THRESHOLD = 0.2  # pixels above this (after removing the background) bound t
 
 
 class ImageError(Exception):
-    """This file cannot be predicted; the message says why."""
+    """This file cannot be predicted; the message says why. Its subclasses say which way it failed."""
 
 
-def read_ink(path):
-    """The image as a float array in 0..1 where ink is high and the background is 0."""
+class NotAnImage(ImageError):
+    """Not in a format PIL reads."""
+
+
+class TooManyPixels(ImageError):
+    """Over MAX_PIXELS."""
+
+
+class BlankImage(ImageError):
+    """No ink on the background."""
+
+
+def read_ink(source):
+    """The image (a path or a binary file object) as a float array in 0..1 where ink is high and the background is 0."""
     try:
-        ink = _load_gray_or_alpha(path)
+        ink = _load_gray_or_alpha(source)
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except UnidentifiedImageError:
-        raise ImageError("not an image PIL can read (PNG, JPEG or BMP)") from None
+        raise NotAnImage("not an image PIL can read (PNG, JPEG or BMP)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"image is over the {MAX_PIXELS // 1_000_000}-megapixel limit") from None
+        raise TooManyPixels(f"image is over the {MAX_PIXELS // 1_000_000}-megapixel limit") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"unreadable or truncated image ({error})") from None
     background = float(np.median(ink))
@@ -40,16 +52,16 @@ def read_ink(path):
         ink, background = 1 - ink, 1 - background
     contrast = float(ink.max()) - background
     if contrast < MIN_CONTRAST:
-        raise ImageError("no digit found: the image is blank")
+        raise BlankImage("no digit found: the image is blank")
     return np.clip((ink - background) / contrast, 0, 1)
 
 
-def _load_gray_or_alpha(path):
+def _load_gray_or_alpha(source):
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own size alarm: refuse, don't warn
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise ImageError(
+                raise TooManyPixels(
                     f"image is {image.width}x{image.height}, over the {MAX_PIXELS // 1_000_000}-megapixel limit"
                 )
             return _gray_or_alpha(ImageOps.exif_transpose(image))  # phone photos carry their rotation in EXIF
@@ -86,29 +98,38 @@ def prepare(ink):
     return canvas
 
 
+def classify(model, source):
+    """The model's reading of one image (a path or a binary file object), and the 28x28 image it saw.
+
+    Returns ({digit, confidence, top3, probabilities}, prepared) with percentages for the numbers and
+    prepared on the 0..1 scale; raises ImageError.
+    """
+    prepared = prepare(read_ink(source))
+    with torch.no_grad():
+        probabilities = F.softmax(model.eval()(normalize(prepared * 255)), dim=1)[0]
+    top = probabilities.topk(3)
+    result = {
+        "digit": int(top.indices[0]),
+        "confidence": round(float(top.values[0]) * 100, 2),
+        "top3": [
+            {"digit": int(d), "probability": round(float(p) * 100, 2)}
+            for d, p in zip(top.indices, top.values, strict=True)
+        ],
+        "probabilities": [round(p * 100, 2) for p in probabilities.tolist()],
+    }
+    return result, prepared
+
+
 def predict_files(model, paths):
-    """One result per path: {file, digit, confidence, top3} or {file, error}."""
+    """One result per path: {file, digit, confidence, top3, probabilities} or {file, error}."""
     results = []
     for path in paths:
         try:
-            image = normalize(prepare(read_ink(path)) * 255)
+            result, _ = classify(model, path)
         except ImageError as error:
             results.append({"file": str(path), "error": str(error)})
             continue
-        with torch.no_grad():
-            probabilities = F.softmax(model.eval()(image), dim=1)[0]
-        top = probabilities.topk(3)
-        results.append(
-            {
-                "file": str(path),
-                "digit": int(top.indices[0]),
-                "confidence": round(float(top.values[0]) * 100, 2),
-                "top3": [
-                    {"digit": int(d), "probability": round(float(p) * 100, 2)}
-                    for d, p in zip(top.indices, top.values, strict=True)
-                ],
-            }
-        )
+        results.append({"file": str(path), **result})
     return results
 
 

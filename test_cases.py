@@ -804,3 +804,317 @@ def test_same_seed_gives_bitwise_identical_cli_runs(tmp_path):
         for out in outs
     ]
     assert metrics[0] == metrics[1]
+
+
+# --- Serving: the API, the real server process, a real browser, a bounded load test ------------------
+
+SERVE_TEST_UPLOAD_LIMIT = 2**20  # bytes: 1 MiB, a limit the test can exceed quickly
+LOAD_TEST_REQUESTS, LOAD_TEST_CLIENTS = 2000, 16
+
+
+@pytest.fixture(scope="session")
+def server(trained):
+    """The real `python main.py serve` on a free loopback port, with a small upload limit to test."""
+    from serve_bench import free_port, start_server, stop_server
+
+    server, url = start_server(trained[0], free_port(), "--max-upload-mb", str(SERVE_TEST_UPLOAD_LIMIT / 2**20))
+    yield url
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def api(server):
+    import httpx
+
+    with httpx.Client(base_url=server, timeout=30) as client:
+        yield client
+
+
+def post_image(api, body, content_type="image/png"):
+    return api.post("/api/predict", content=body, headers={"content-type": content_type})
+
+
+def test_api_predicts_like_the_predict_command(api, trained, user_images):
+    paths = user_images[0][:6]
+    _, expected = predict_json(trained[0], *paths)
+    for path, cli in zip(paths, expected, strict=True):
+        raw = post_image(api, path.read_bytes(), f"image/{path.suffix[1:]}")
+        form = api.post("/api/predict", files={"image": (path.name, path.read_bytes())})
+        for answer in (raw, form):
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["digit"] == cli["digit"] and body["top3"] == cli["top3"]
+            assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(100, abs=0.1)
+            image = np.array(body["image"])
+            assert image.shape == (28, 28) and image.min() == 0 and image.max() > 200
+
+
+@pytest.mark.parametrize(
+    "make, status, message",
+    [
+        (lambda tmp: {"content": b""}, 400, "no image"),
+        (lambda tmp: {"files": {"picture": ("a.png", b"x")}}, 400, "no file in field 'image'"),
+        (lambda tmp: {"content": b"plain words", "headers": {"content-type": "text/plain"}}, 415, "content type"),
+        (lambda tmp: {"content": b"GIF? no", "headers": {"content-type": "image/png"}}, 415, "not an image"),
+        (lambda tmp: {"content": tmp["png"][:300], "headers": {"content-type": "image/png"}}, 400, "truncated"),
+        (lambda tmp: {"content": b"\0" * (2**20 + 1), "headers": {"content-type": "image/png"}}, 413, "upload over"),
+        (lambda tmp: {"content": tmp["huge"], "headers": {"content-type": "image/png"}}, 413, "megapixel limit"),
+        (lambda tmp: {"content": tmp["blank"], "headers": {"content-type": "image/png"}}, 422, "no digit found"),
+    ],
+    ids=[
+        "empty",
+        "no-image-field",
+        "not-image-type",
+        "not-image-bytes",
+        "truncated",
+        "over-upload",
+        "over-pixels",
+        "blank",
+    ],
+)
+def test_api_refuses_bad_uploads_with_json_errors(api, user_images, tmp_path, make, status, message):
+    write_huge_png(tmp_path / "huge.png", 10_000, 6_000)  # 60 megapixels in a few kilobytes
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    files = {
+        "png": user_images[0][0].read_bytes(),
+        "huge": (tmp_path / "huge.png").read_bytes(),
+        "blank": (tmp_path / "blank.png").read_bytes(),
+    }
+    answer = api.post("/api/predict", **make(files))
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["detail"] and "Traceback" not in answer.text
+
+
+def test_api_health_docs_and_page_need_nothing_from_elsewhere(api, trained):
+    assert api.get("/api/health").json() == {
+        "status": "ok",
+        "model": str(trained[0]),
+        "architecture": "default",
+        "parameters": count_parameters(MNISTModel("default")),
+    }
+    for path in ("/", "/docs", "/static/app.js", "/static/style.css"):
+        answer = api.get(path)
+        assert answer.status_code == 200
+        assert "http://" not in answer.text and "https://" not in answer.text.replace("https://github", ""), path
+    assert "/api/predict" in api.get("/openapi.json").json()["paths"]
+
+
+def test_serve_process_answers_refuses_big_bodies_early_and_stops_on_ctrl_c(trained, user_images):
+    from serve_bench import free_port, start_server, stop_server
+
+    server, url = start_server(trained[0], free_port(), "--max-upload-mb", "0.05")
+    try:
+        answer = httpx_post(url, user_images[0][0].read_bytes())
+        assert answer.status_code == 200 and answer.json()["digit"] == user_images[1][0]
+
+        def endless():  # a chunked body with no length: refused once 0.05 MB have arrived
+            for _ in range(10_000):
+                yield b"\0" * 4096
+
+        refused = httpx_post(url, endless())
+        assert refused.status_code == 413 and "upload over" in refused.json()["detail"]
+    finally:
+        code, stdout, stderr = stop_server(server)
+    assert code in (0, 130) and "Traceback" not in stderr, stderr
+    assert f"serving {trained[0]} at {url}" in stdout
+
+
+def httpx_post(url, content):
+    import httpx
+
+    return httpx.post(f"{url}/api/predict", content=content, headers={"content-type": "image/png"}, timeout=30)
+
+
+def test_serve_refuses_a_bad_model_before_listening(trained, tmp_path):
+    (tmp_path / "bad.pth").write_bytes(trained[0].read_bytes()[:5000])
+    result = run_cli("serve", "--model", tmp_path / "bad.pth", "--port", "1")
+    assert_one_line_error(result, 2, "corrupt or truncated")
+    result = run_cli("serve", "--port", "70000")
+    assert result.returncode == 2 and "not a TCP port" in result.stderr
+
+
+# Strokes as a person draws them, in fractions of the pad: a slanted 1, a 7 with a crossbar-free bend, a 0.
+STROKES = {
+    1: [[(0.55, 0.15), (0.52, 0.5), (0.48, 0.85)]],
+    7: [[(0.25, 0.2), (0.5, 0.19), (0.75, 0.2), (0.6, 0.5), (0.47, 0.85)]],
+    0: [[(0.5 + 0.22 * np.sin(a), 0.5 - 0.33 * np.cos(a)) for a in np.linspace(0, 2.1 * np.pi, 40)]],
+}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def draw(page, strokes):
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=6)
+        page.mouse.up()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (.ci/run installs Debian's)")
+def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits(server, user_images, tmp_path):
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import expect, sync_playwright
+
+    hosts = set()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page(viewport={"width": 800, "height": 700})
+        page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
+        page.goto(server)
+        for digit, strokes in STROKES.items():
+            page.get_by_role("button", name="Clear").click()
+            draw(page, strokes)
+            expect(page.locator("#digit")).to_have_text(str(digit))
+            expect(page.locator("#bars li")).to_have_count(10)
+            top = page.locator(f"#bars li[data-digit='{digit}']")
+            expect(top).to_have_class("top")
+            page.wait_for_timeout(300)  # the bars' width transition
+            fill, bar = (top.locator(part).bounding_box()["width"] for part in (".fill", ".bar"))
+            assert fill > 0.5 * bar  # the winning bar is drawn, more than half full
+        page.screenshot(path=tmp_path / "drawn_0.png")
+        path, label = user_images[0][1], user_images[1][1]
+        page.locator("#file").set_input_files(path)
+        expect(page.locator("#digit")).to_have_text(str(label))
+        seen = page.locator("#seen").evaluate("c => Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data)")
+        assert max(seen) == 255 and min(seen) == 0  # the prepared image is shown
+        page.screenshot(path=tmp_path / "uploaded.png")
+        browser.close()
+    assert hosts == {urlsplit(server).netloc}, hosts
+    print(f"screenshots in {tmp_path}")
+
+
+def test_server_answers_2000_predictions_from_16_clients(server, user_images, trained):
+    import asyncio
+
+    from serve_bench import http_load
+
+    paths = [path for path in user_images[0] if path.suffix == ".png"][:20]
+    bodies = [path.read_bytes() for path in paths]
+    _, expected = predict_json(trained[0], *paths)
+    load = asyncio.run(http_load(server, bodies, LOAD_TEST_CLIENTS, LOAD_TEST_REQUESTS))
+    assert load["statuses"] == {200: LOAD_TEST_REQUESTS}
+    assert load["digits"] == [expected[i % len(bodies)]["digit"] for i in range(LOAD_TEST_REQUESTS)]
+    print(f"{load['requests_per_second']} requests/s, latency ms {load['latency_ms']}")
+
+
+# --- Tuning: the study, its report and reproduce commands, several workers, a killed worker ----------
+
+
+def train_only_data_dir(tmp_path):
+    """A data folder holding the training files alone: anything that opens the test files fails."""
+    folder = tmp_path / "train_only" / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (folder / name).symlink_to(DATA_DIR / "MNIST" / "raw" / name)
+    return folder.parents[1]
+
+
+def tune_cli(out_dir, *options, data_dir=DATA_DIR):
+    return run_cli("tune", "--quick", "--out-dir", out_dir, "--data-dir", data_dir, *options)
+
+
+def start_tune_worker(out_dir, *options):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "tune", "--quick", "--out-dir", out_dir, *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MNIST_DATA_DIR": str(DATA_DIR)},
+    )
+
+
+def journal_study(out_dir, name="mnist"):
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out_dir / "tune.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def assert_complete_trials(study, count):
+    trials = study.get_trials()
+    numbers = [trial.number for trial in trials]
+    assert len(numbers) == len(set(numbers)) == max(numbers) + 1
+    assert sum(trial.state.name == "COMPLETE" for trial in trials) == count, [t.state for t in trials]
+    return trials
+
+
+def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
+    result = tune_cli(tmp_path / "tune", data_dir=train_only_data_dir(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front" in result.stdout and "Traceback" not in result.stderr
+    report = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert report["trials"] == {"complete": 2}
+    for name in ("tune.md", "pareto_front.png", "importance_accuracy.png", "importance_corruption.png"):
+        assert (tmp_path / "tune" / name).stat().st_size > 0
+    row = report["pareto_front"][0]
+    command = row["command"].split()
+    assert command[:2] == ["python", "main.py"] and "--validation" in command
+    reproduced = run_cli(*command[2:], cwd=ROOT)  # paths in the command are as tune printed them: absolute here
+    assert reproduced.returncode == 0, reproduced.stderr
+    metrics = json.loads((Path(command[command.index("--out") + 1]).parent / "metrics.json").read_text())
+    recipe = json.loads(Path(command[command.index("--config") + 1]).read_text())
+    assert metrics["evaluated_on"] == "validation" and metrics["train_images"] == 55_000
+    assert metrics["augmentation"] == recipe.pop("augmentation")
+    assert {key: metrics["hyperparameters"][key] for key in recipe} == recipe
+    trained_with = {**metrics["hyperparameters"], **metrics["augmentation"]}
+    assert {key: trained_with[key] for key in row["params"]} == row["params"]
+    assert metrics["accuracy"] == pytest.approx(row["runs"][0]["accuracy"])  # the trial's own run, redone
+    shown = tune_cli(tmp_path / "tune", "--show")
+    assert shown.returncode == 0 and shown.stdout.count("python main.py --arch") == len(report["pareto_front"])
+
+
+def test_two_tune_workers_share_one_journal_study(tmp_path):
+    workers = [start_tune_worker(tmp_path, "--trials", "3", "--seeds", "0") for _ in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0 and "Traceback" not in stderr, stderr
+    assert_complete_trials(journal_study(tmp_path), 3)
+
+
+def test_a_killed_tune_worker_leaves_a_usable_study(tmp_path):
+    killed = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (tmp_path / "tune.journal").exists() and any(
+            trial.state.name == "RUNNING" and "worker" in trial.user_attrs for trial in journal_study(tmp_path).trials
+        ):
+            break
+        time.sleep(0.5)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    successor = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    _, stderr = successor.communicate(timeout=600)
+    assert successor.returncode == 0, stderr
+    assert f"process {killed.pid}) is gone" in stderr
+    trials = assert_complete_trials(journal_study(tmp_path), 2)
+    assert trials[0].state.name == "FAIL"
+
+
+@pytest.mark.skipif("TUNE_POSTGRES_URL" not in os.environ, reason="needs a PostgreSQL server (.ci/run starts one)")
+def test_two_tune_workers_share_a_postgresql_study(tmp_path):
+    import optuna
+
+    url, name = os.environ["TUNE_POSTGRES_URL"], f"test-{os.getpid()}-{time.time_ns()}"
+    workers = [
+        start_tune_worker(tmp_path / f"worker{i}", "--trials", "3", "--seeds", "0", "--storage", url, "--study", name)
+        for i in range(2)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0 and "Traceback" not in stderr, stderr
+    assert_complete_trials(optuna.load_study(study_name=name, storage=url), 3)
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [("not a url at all", "cannot open --storage"), ("postgresql://nobody@127.0.0.1:1/none", "cannot open --storage")],
+)
+def test_tune_refuses_an_unusable_storage_in_one_line(tmp_path, url, message):
+    assert_one_line_error(tune_cli(tmp_path, "--storage", url), 2, message)

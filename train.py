@@ -38,6 +38,7 @@ RECIPES = {  # the benchmark's recipes: (augmentation preset, contrast stretch i
 DEFAULT_RECIPE, EARLIER_RECIPE = "robust", "earlier"  # the benchmark compares the first against the second
 
 
+DRY_RUN_STEPS = 10  # training steps of a smoke run (--dry-run, tune --quick)
 RUN_CONTROLS = ("seed", "max_steps", "log_every")  # TrainConfig fields that belong to one run, not to a recipe
 
 

@@ -23,7 +23,7 @@ from optuna.trial import FixedTrial, TrialState
 import plots
 from checkpoint import atomic_write
 from data import Augmentation
-from train import RUN_CONTROLS, TrainingDiverged, recipe_json
+from train import DRY_RUN_STEPS, RUN_CONTROLS, TrainConfig, TrainingDiverged, recipe_json
 from train_pipeline import load_data, train_and_evaluate, write_json
 
 OBJECTIVES = {  # name -> direction; each trial's values are the means over its seeds
@@ -32,8 +32,8 @@ OBJECTIVES = {  # name -> direction; each trial's values are the means over its 
     "training seconds": "minimize",
 }
 HOPELESS_ACCURACY = 98.5  # % on validation after the first seed: pruned (the default recipe scores about 99.2)
-QUICK_STEPS = 20  # training steps per run with --quick
 HEARTBEAT_SECONDS = 5  # a database-stored trial whose worker stays silent for 3 beats is failed
+SCHEMA_ATTEMPTS = 5  # tries at opening a database that other workers are setting up at the same moment
 POLL_SECONDS = 2  # how often a worker that waits for the others' last trials looks again
 JOURNAL_FILE = "tune.journal"
 
@@ -89,10 +89,22 @@ def open_storage(url, out_dir):
         return optuna.storages.JournalStorage(
             optuna.storages.journal.JournalFileBackend(str(Path(out_dir) / JOURNAL_FILE))
         )
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS)
-    except Exception as error:  # noqa: BLE001  SQLAlchemy and each database driver raise their own kinds
-        raise StorageError(f"cannot open --storage {redact(url)}: {first_line(error)}") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS
+            )
+        except (IntegrityError, ProgrammingError) as error:
+            # Workers started together on a new database all create Optuna's tables (optuna#1092);
+            # one wins, and the others find the tables there on their next attempt.
+            failure = error
+            time.sleep(1 + attempt)
+        except Exception as error:  # noqa: BLE001  SQLAlchemy and each database driver raise their own kinds
+            failure = error
+            break
+    raise StorageError(f"cannot open --storage {redact(url)}: {first_line(failure)}")
 
 
 def redact(url):
@@ -193,7 +205,8 @@ def tune(args, base, device, data_dir):
     print(f"study {args.study!r} in {redact(args.storage) if args.storage else Path(args.out_dir) / JOURNAL_FILE}")
     if not args.show:
         quick = args.quick
-        base = replace(base, max_steps=QUICK_STEPS if quick else None, log_every=sys.maxsize)  # one log line a run
+        # --quick trains as --dry-run does, so that its reproduce commands (with --dry-run) match exactly
+        base = replace(base, max_steps=DRY_RUN_STEPS if quick else None, log_every=sys.maxsize)  # one log line a run
         data = load_data(data_dir, device, validation=True)
         hopeless = 0.0 if quick else HOPELESS_ACCURACY
 
@@ -201,7 +214,7 @@ def tune(args, base, device, data_dir):
             return objective(trial, args.trials, args.arch, args.seeds, base, device, data, hopeless)
 
         work(study, args.trials, args.timeout, run_trial)
-    report = write_report(study, args, base)
+    report = write_report(study, args)
     print(report)
 
 
@@ -210,15 +223,19 @@ def front(study):
     return sorted(study.best_trials, key=lambda trial: -trial.values[1])
 
 
-def reproduce(trial, args, base, folder):
+def reproduce(trial, args, folder):
     """Write the trial's recipe as a --config file; return the command that trains with it."""
     path = folder / "trials" / f"trial_{trial.number}.json"
-    config = suggest_config(FixedTrial(trial.params), base)
+    config = suggest_config(FixedTrial(trial.params), TrainConfig())
     atomic_write(path, lambda temporary: Path(temporary).write_text(recipe_json(config)))
-    return f"python main.py --arch {args.arch} --config {path} --validation --seed {args.seeds[0]}"
+    quick = " --dry-run" if args.quick else ""
+    return (
+        f"python main.py --arch {args.arch} --config {path} --validation --seed {args.seeds[0]}{quick} "
+        f"--out {folder / f'trial_{trial.number}' / 'mnist_model.pth'}"
+    )
 
 
-def write_report(study, args, base):
+def write_report(study, args):
     """tune.md, tune.json and the plots in --out-dir; returns the Markdown."""
     folder = Path(args.out_dir)
     states = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
@@ -229,7 +246,7 @@ def write_report(study, args, base):
             "runs": trial.user_attrs.get("runs"),
             "note": trial.user_attrs.get("note", ""),
             "params": trial.params,
-            "command": reproduce(trial, args, base, folder),
+            "command": reproduce(trial, args, folder),
         }
         for trial in front(study)
     ]
