@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import zlib
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from checkpoint import load_model
 from corruptions import SUITE, corrupt
-from data import normalize, pixels, resolve_data_dir
+from data import Augmentation, normalize, pixels, resolve_data_dir
 from export import export
 from main import DRY_RUN_STEPS
 from model import MNISTModel, count_parameters, receptive_field
@@ -766,6 +766,35 @@ def test_invalid_options_are_usage_errors(option, value, tmp_path):
     assert not (tmp_path / "never-read").exists()
 
 
+def test_config_file_sets_the_recipe_and_options_override_it(tmp_path):
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"lr": 0.3, "batch_size": 96, "warmup": 0.4, "augmentation": {"stroke": 0.1}}))
+    result = run_cli("--config", config, "--batch-size", "64", "--dry-run", "--out", tmp_path / "run" / "m.pth")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    expected = asdict(replace(TrainConfig(), lr=0.3, batch_size=64, warmup=0.4, max_steps=DRY_RUN_STEPS))
+    del expected["augmentation"]
+    assert metrics["hyperparameters"] == expected
+    assert metrics["augmentation"] == asdict(Augmentation(stroke=0.1))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"lr": 0.3', "is not JSON"),
+        ('{"learning_rate": 0.3}', "unknown field 'learning_rate'"),
+        ('{"batch_size": 1.5}', "batch_size must be an integer"),
+        ('{"warmup": 2}', "warmup must be between"),
+        ('{"augmentation": {"blur": 1}}', "unknown field 'blur'"),
+    ],
+)
+def test_a_bad_config_file_is_a_one_line_error(tmp_path, content, message):
+    (tmp_path / "recipe.json").write_text(content)
+    result = run_cli("--config", tmp_path / "recipe.json", "--out", tmp_path / "m.pth", "--data-dir", tmp_path)
+    assert_one_line_error(result, 2, message)
+    assert not (tmp_path / "m.pth").exists()
+
+
 def test_an_unwritable_out_is_a_one_line_error(tmp_path):
     (tmp_path / "taken").mkdir()
     result = run_cli_env("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / "taken")
@@ -939,7 +968,7 @@ STROKES = {
     7: [[(0.25, 0.2), (0.5, 0.19), (0.75, 0.2), (0.6, 0.5), (0.47, 0.85)]],
     0: [[(0.5 + 0.22 * np.sin(a), 0.5 - 0.33 * np.cos(a)) for a in np.linspace(0, 2.1 * np.pi, 40)]],
 }
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # Debian's; CI on GitHub points it at Chrome
 
 
 def draw(page, strokes):
@@ -953,7 +982,7 @@ def draw(page, strokes):
         page.mouse.up()
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium (.ci/run installs Debian's)")
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium or Chrome (.ci/run installs Chromium)")
 def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits(server, user_images, tmp_path):
     from urllib.parse import urlsplit
 
