@@ -21,7 +21,7 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from checkpoint import atomic_write
-from data import AUGMENTATIONS, MEAN, STD
+from data import MEAN, STD
 from robustness import evaluate_robustness
 from train import DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES
 from train_pipeline import load_data, synchronize, train_and_evaluate, write_json
@@ -101,9 +101,9 @@ def classic_run(seed, device, data_dir, data, max_steps=None):
     )
 
 
-def preset_run(arch, recipe, seed, config, device, data):
-    augment, contrast_stretch = RECIPES[recipe]
-    config = replace(config, seed=seed, augmentation=AUGMENTATIONS[augment])
+def preset_run(arch, recipe, seed, device, data, max_steps=None):
+    config, contrast_stretch = RECIPES[recipe]
+    config = replace(config, seed=seed, max_steps=max_steps)
     result = train_and_evaluate(arch, config, device, data, contrast_stretch)
     metrics = result.metrics
     return _figures(
@@ -173,17 +173,16 @@ def model_name(arch, recipe):
     return arch if recipe == DEFAULT_RECIPE else f"{arch}-{recipe}"
 
 
-def run_benchmark(archs, recipes, seeds, config, device, data_dir, out_dir, quick=False, classic=True):
-    if quick:
-        config = replace(config, max_steps=QUICK_STEPS)
+def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, quick=False, classic=True):
+    max_steps = QUICK_STEPS if quick else None
     results = {"machine": machine(device), "quick": quick, "models": {}}
     data = load_data(data_dir, device)
     for arch in archs:
         for recipe in recipes:
-            runs = [preset_run(arch, recipe, seed, config, device, data) for seed in seeds]
+            runs = [preset_run(arch, recipe, seed, device, data, max_steps) for seed in seeds]
             results["models"][model_name(arch, recipe)] = {"runs": runs, "summary": summarize(runs)}
     if classic:
-        runs = [classic_run(seed, device, data_dir, data, QUICK_STEPS if quick else None) for seed in seeds]
+        runs = [classic_run(seed, device, data_dir, data, max_steps) for seed in seeds]
         results["models"]["classic"] = {"runs": runs, "summary": summarize(runs)}
     compare(results["models"], archs, recipes)
     results["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

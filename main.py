@@ -200,9 +200,9 @@ def build_parser():
         "--recipe",
         nargs="+",
         choices=RECIPES,
-        default=[DEFAULT_RECIPE, EARLIER_RECIPE],
-        help="training recipes: robust (the default), mild (--augment mild) or earlier "
-        "(the default before the robustness work: mild, without the contrast stretch)",
+        default=[DEFAULT_RECIPE, "hand-found", EARLIER_RECIPE],
+        help="training recipes: robust (the default), hand-found (the default before tune), mild (--augment mild) "
+        "or earlier (the default before the robustness work: mild, without the contrast stretch)",
     )
     bench_parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="one run per seed")
     bench_parser.add_argument(
@@ -371,7 +371,6 @@ def bench_command(args):
         args.arch,
         args.recipe,
         args.seeds,
-        DEFAULTS,
         args.device,
         resolve_data_dir(args.data_dir),
         args.out_dir,

@@ -105,19 +105,28 @@ def classify(model, source):
     prepared on the 0..1 scale; raises ImageError.
     """
     prepared = prepare(read_ink(source))
+    return read_digits(model, prepared[None])[0], prepared
+
+
+def read_digits(model, prepared):
+    """{digit, confidence, top3, probabilities} for each of a batch of prepared (N, 28, 28) images."""
     with torch.no_grad():
-        probabilities = F.softmax(model.eval()(normalize(prepared * 255)), dim=1)[0]
-    top = probabilities.topk(3)
-    result = {
-        "digit": int(top.indices[0]),
-        "confidence": round(float(top.values[0]) * 100, 2),
-        "top3": [
-            {"digit": int(d), "probability": round(float(p) * 100, 2)}
-            for d, p in zip(top.indices, top.values, strict=True)
-        ],
-        "probabilities": [round(p * 100, 2) for p in probabilities.tolist()],
-    }
-    return result, prepared
+        probabilities = F.softmax(model.eval()(normalize(prepared * 255)), dim=1)
+    results = []
+    for row in probabilities:
+        top = row.topk(3)
+        results.append(
+            {
+                "digit": int(top.indices[0]),
+                "confidence": round(float(top.values[0]) * 100, 2),
+                "top3": [
+                    {"digit": int(d), "probability": round(float(p) * 100, 2)}
+                    for d, p in zip(top.indices, top.values, strict=True)
+                ],
+                "probabilities": [round(p * 100, 2) for p in row.tolist()],
+            }
+        )
+    return results
 
 
 def predict_files(model, paths):
