@@ -1,8 +1,8 @@
 """`python main.py serve`: a page to draw digits on, and a JSON API, on FastAPI served by uvicorn.
 
 The page and its script live in static/ and load nothing from elsewhere; so do the API docs at /docs
-(fastapi-offline serves Swagger UI's files itself). Every image goes through predict.classify, the
-preparation `python main.py predict` uses.
+(fastapi-offline serves Swagger UI's files itself). Every image goes through predict's read_ink,
+prepare and read_digits, as in `python main.py predict`.
 """
 
 import asyncio

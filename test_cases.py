@@ -1077,6 +1077,17 @@ def assert_complete_trials(study, count):
     return trials
 
 
+def test_validation_split_is_fixed_and_disjoint_from_the_training_images():
+    from data import VALIDATION_SIZE, validation_split
+
+    numbers = torch.arange(60_000)  # each "image" is its own index
+    (train_images, train_labels), (held_images, held_labels) = validation_split(numbers, numbers)
+    assert len(held_images) == VALIDATION_SIZE and len(train_images) == 60_000 - VALIDATION_SIZE
+    assert not set(train_images.tolist()) & set(held_images.tolist())
+    assert torch.equal(train_images, train_labels) and torch.equal(held_images, held_labels)
+    assert torch.equal(validation_split(numbers, numbers)[1][0], held_images)  # the same split every time
+
+
 def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     result = tune_cli(tmp_path / "tune", data_dir=train_only_data_dir(tmp_path))
     assert result.returncode == 0, result.stderr
