@@ -253,7 +253,7 @@ def test_test_script_evaluates_a_saved_model_alone(trained):
 def test_help_shows_defaults():
     result = run_cli("--help")
     assert result.returncode == 0
-    assert "(default: 128)" in result.stdout and "--min-accuracy" in result.stdout
+    assert f"(default: {TrainConfig().batch_size})" in result.stdout and "--min-accuracy" in result.stdout
 
 
 IMPORTS_SEEN = """
@@ -769,10 +769,10 @@ def test_invalid_options_are_usage_errors(option, value, tmp_path):
 def test_config_file_sets_the_recipe_and_options_override_it(tmp_path):
     config = tmp_path / "recipe.json"
     config.write_text(json.dumps({"lr": 0.3, "batch_size": 96, "warmup": 0.4, "augmentation": {"stroke": 0.1}}))
-    result = run_cli("--config", config, "--batch-size", "64", "--dry-run", "--out", tmp_path / "run" / "m.pth")
+    result = run_cli("--config", config, "--batch-size", "32", "--dry-run", "--out", tmp_path / "run" / "m.pth")
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    expected = asdict(replace(TrainConfig(), lr=0.3, batch_size=64, warmup=0.4, max_steps=DRY_RUN_STEPS))
+    expected = asdict(replace(TrainConfig(), lr=0.3, batch_size=32, warmup=0.4, max_steps=DRY_RUN_STEPS))
     del expected["augmentation"]
     assert metrics["hyperparameters"] == expected
     assert metrics["augmentation"] == asdict(Augmentation(stroke=0.1))
