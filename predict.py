@@ -104,8 +104,13 @@ def classify(model, source):
     Returns ({digit, confidence, top3, probabilities}, prepared) with percentages for the numbers and
     prepared on the 0..1 scale; raises ImageError.
     """
-    prepared = prepare(read_ink(source))
+    prepared = prepared_image(source)
     return read_digits(model, prepared[None])[0], prepared
+
+
+def prepared_image(source):
+    """The 28x28 image (0..1) the model reads from an image file or binary file object; raises ImageError."""
+    return prepare(read_ink(source))
 
 
 def read_digits(model, prepared):

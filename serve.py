@@ -1,8 +1,8 @@
 """`python main.py serve`: a page to draw digits on, and a JSON API, on FastAPI served by uvicorn.
 
 The page and its script live in static/ and load nothing from elsewhere; so do the API docs at /docs
-(fastapi-offline serves Swagger UI's files itself). Every image goes through predict's read_ink,
-prepare and read_digits, as in `python main.py predict`.
+(fastapi-offline serves Swagger UI's files itself). Every image goes through predict's
+prepared_image and read_digits, as in `python main.py predict`.
 """
 
 import asyncio
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from checkpoint import load_model
 from model import count_parameters
-from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepare, read_digits, read_ink
+from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepared_image, read_digits
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_UPLOAD_MB = "127.0.0.1", 8000, 5.0
@@ -82,7 +82,7 @@ def create_app(model, model_path, max_upload_bytes):
         """The digit in one image, the ten probabilities, and the 28x28 image the model saw."""
         data = await read_image(request, max_upload_bytes)
         try:  # in a worker thread: the event loop keeps answering other requests meanwhile
-            prepared = await run_in_threadpool(lambda: prepare(read_ink(io.BytesIO(data))))
+            prepared = await run_in_threadpool(prepared_image, io.BytesIO(data))
         except ImageError as error:
             raise HTTPException(STATUS.get(type(error), 400), str(error)) from None
         result = await batcher.read(prepared)
