@@ -386,12 +386,12 @@ def serve_command(args):
 
 
 def tune_command(args):
-    from tune import StorageError, tune
+    from tune import TuneError, tune
 
     args.trials = args.trials or (TUNE_QUICK_TRIALS if args.quick else TUNE_TRIALS)
     try:
         tune(args, DEFAULTS, args.device, resolve_data_dir(args.data_dir))
-    except StorageError as error:
+    except TuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

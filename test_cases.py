@@ -1111,6 +1111,8 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     assert metrics["accuracy"] == pytest.approx(row["runs"][0]["accuracy"])  # the trial's own run, redone
     shown = tune_cli(tmp_path / "tune", "--show")
     assert shown.returncode == 0 and shown.stdout.count("python main.py --arch") == len(report["pareto_front"])
+    other_seeds = tune_cli(tmp_path / "tune", "--seeds", "3")  # a worker with other settings is refused
+    assert_one_line_error(other_seeds, 2, "was made with --arch default --seeds 0 1 --quick")
 
 
 def test_two_tune_workers_share_one_journal_study(tmp_path):

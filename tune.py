@@ -38,8 +38,8 @@ POLL_SECONDS = 2  # how often a worker that waits for the others' last trials lo
 JOURNAL_FILE = "tune.journal"
 
 
-class StorageError(Exception):
-    """The --storage URL cannot be parsed or reached."""
+class TuneError(Exception):
+    """The --storage URL cannot be parsed or reached, or the study was made with other settings."""
 
 
 def suggest_config(trial, base):
@@ -72,15 +72,28 @@ def search_params(config):
     }
 
 
-def open_study(name, storage_url, out_dir, base):
-    """Create the study, or join it if it exists; a new study starts with the current default as trial 0."""
+def open_study(name, storage_url, out_dir, base, settings):
+    """Create the study, or join it if it exists; a new study records its settings (arch, seeds, quick)
+    and starts with the current default as trial 0."""
     storage = open_storage(storage_url, out_dir)
     try:
         study = optuna.create_study(storage=storage, study_name=name, directions=list(OBJECTIVES.values()))
     except optuna.exceptions.DuplicatedStudyError:
         return optuna.load_study(storage=storage, study_name=name)
+    study.set_user_attr("settings", settings)
     study.enqueue_trial(search_params(base), user_attrs={"note": "the default recipe before this study"})
     return study
+
+
+def study_settings(args):
+    """What every trial of a study must share: the architecture, the seeds, and whether runs are --quick."""
+    return {"arch": args.arch, "seeds": args.seeds, "quick": args.quick}
+
+
+def settings_option(settings):
+    return f"--arch {settings['arch']} --seeds {' '.join(map(str, settings['seeds']))}" + (
+        " --quick" if settings["quick"] else ""
+    )
 
 
 def open_storage(url, out_dir):
@@ -104,7 +117,7 @@ def open_storage(url, out_dir):
         except Exception as error:  # noqa: BLE001  SQLAlchemy and each database driver raise their own kinds
             failure = error
             break
-    raise StorageError(f"cannot open --storage {redact(url)}: {first_line(failure)}")
+    raise TuneError(f"cannot open --storage {redact(url)}: {first_line(failure)}")
 
 
 def redact(url):
@@ -201,21 +214,25 @@ def tune(args, base, device, data_dir):
     """The `tune` command: join or create the study, run trials, then write the report."""
     optuna.logging.set_verbosity(optuna.logging.INFO)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study = open_study(args.study, args.storage, args.out_dir, base)
+    study = open_study(args.study, args.storage, args.out_dir, base, study_settings(args))
+    settings = study.user_attrs["settings"]
     print(f"study {args.study!r} in {redact(args.storage) if args.storage else Path(args.out_dir) / JOURNAL_FILE}")
     if not args.show:
-        quick = args.quick
+        if settings != study_settings(args):
+            raise TuneError(
+                f"study {args.study!r} was made with {settings_option(settings)}: "
+                "run its workers with the same options, or name another --study"
+            )
         # --quick trains as --dry-run does, so that its reproduce commands (with --dry-run) match exactly
-        base = replace(base, max_steps=DRY_RUN_STEPS if quick else None, log_every=sys.maxsize)  # one log line a run
+        base = replace(base, max_steps=DRY_RUN_STEPS if args.quick else None, log_every=sys.maxsize)  # a line a run
         data = load_data(data_dir, device, validation=True)
-        hopeless = 0.0 if quick else HOPELESS_ACCURACY
+        hopeless = 0.0 if args.quick else HOPELESS_ACCURACY
 
         def run_trial(trial):
             return objective(trial, args.trials, args.arch, args.seeds, base, device, data, hopeless)
 
         work(study, args.trials, args.timeout, run_trial)
-    report = write_report(study, args)
-    print(report)
+    print(write_report(study, args.study, settings, Path(args.out_dir)))
 
 
 def front(study):
@@ -223,21 +240,20 @@ def front(study):
     return sorted(study.best_trials, key=lambda trial: -trial.values[1])
 
 
-def reproduce(trial, args, folder):
+def reproduce(trial, settings, folder):
     """Write the trial's recipe as a --config file; return the command that trains with it."""
     path = folder / "trials" / f"trial_{trial.number}.json"
     config = suggest_config(FixedTrial(trial.params), TrainConfig())
     atomic_write(path, lambda temporary: Path(temporary).write_text(recipe_json(config)))
-    quick = " --dry-run" if args.quick else ""
+    quick = " --dry-run" if settings["quick"] else ""
     return (
-        f"python main.py --arch {args.arch} --config {path} --validation --seed {args.seeds[0]}{quick} "
+        f"python main.py --arch {settings['arch']} --config {path} --validation --seed {settings['seeds'][0]}{quick} "
         f"--out {folder / f'trial_{trial.number}' / 'mnist_model.pth'}"
     )
 
 
-def write_report(study, args):
-    """tune.md, tune.json and the plots in --out-dir; returns the Markdown."""
-    folder = Path(args.out_dir)
+def write_report(study, name, settings, folder):
+    """tune.md, tune.json and the plots in folder; returns the Markdown."""
     states = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
     rows = [
         {
@@ -246,14 +262,14 @@ def write_report(study, args):
             "runs": trial.user_attrs.get("runs"),
             "note": trial.user_attrs.get("note", ""),
             "params": trial.params,
-            "command": reproduce(trial, args, folder),
+            "command": reproduce(trial, settings, folder),
         }
         for trial in front(study)
     ]
     summary = {
-        "study": args.study,
-        "arch": args.arch,
-        "seeds": args.seeds,
+        "study": name,
+        "arch": settings["arch"],
+        "seeds": settings["seeds"],
         "trials": dict(states),
         "pareto_front": rows,
     }
