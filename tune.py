@@ -72,10 +72,15 @@ def search_params(config):
     }
 
 
-def open_study(name, storage_url, out_dir, base, settings):
+def open_study(name, storage_url, out_dir, base, settings, create=True):
     """Create the study, or join it if it exists; a new study records its settings (arch, seeds, quick)
-    and starts with the current default as trial 0."""
+    and starts with the current default as trial 0. With create=False a missing study is an error."""
     storage = open_storage(storage_url, out_dir)
+    if not create:
+        try:
+            return optuna.load_study(storage=storage, study_name=name)
+        except KeyError:
+            raise TuneError(f"no study {name!r} in this storage: run tune without --show first") from None
     try:
         study = optuna.create_study(storage=storage, study_name=name, directions=list(OBJECTIVES.values()))
     except optuna.exceptions.DuplicatedStudyError:
@@ -214,7 +219,7 @@ def tune(args, base, device, data_dir):
     """The `tune` command: join or create the study, run trials, then write the report."""
     optuna.logging.set_verbosity(optuna.logging.INFO)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    study = open_study(args.study, args.storage, args.out_dir, base, study_settings(args))
+    study = open_study(args.study, args.storage, args.out_dir, base, study_settings(args), create=not args.show)
     settings = study.user_attrs["settings"]
     print(f"study {args.study!r} in {redact(args.storage) if args.storage else Path(args.out_dir) / JOURNAL_FILE}")
     if not args.show:
