@@ -1,111 +1,127 @@
-"""Benchmark: this project's presets over several seeds against the classic baseline, in one run.
+"""`python main.py bench`: this project's presets over several seeds against the classic baseline, in one
+run, clean and under the corruption suite; with --end-to-end, `python main.py` as a user runs it against
+the original design's two scripts; with --serve, the server's throughput (serve_bench.py).
 
-The classic baseline is the design this project started from: a 10.6k-parameter net fed by a
-DataLoader that applies PIL RandomRotation(7), ToTensor and Normalize image by image, batch 64,
-Adam at 1e-3, one epoch. Run with `python main.py bench`; results go to JSON and a Markdown table.
+Results go to JSON and a Markdown table in --out-dir. Heavy modules are imported where they are used:
+`bench --help` answers without torch.
 """
 
+import json
+import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-import torchvision
-from torch import nn
-from torch.utils.data import DataLoader
-from torchvision import transforms
-from torchvision.datasets import MNIST
-
-from checkpoint import atomic_write
-from data import MEAN, STD
-from robustness import evaluate_robustness
-from train import DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES
-from train_pipeline import load_data, synchronize, train_and_evaluate, write_json
+from cli import (
+    RunError,
+    add_cache_option,
+    add_data_option,
+    add_device_option,
+    add_model_option,
+    positive,
+    resolve_cache_dir,
+    resolve_data_dir,
+)
+from config import ARCHITECTURES, DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES, SUITE_SEED
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
+SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench --serve sends, in turn
+ROOT = Path(__file__).parent
 
 
-class ClassicNet(nn.Module):
-    """The original 10.6k-parameter network, layer for layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 4, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(4, 8, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(16, 32, 3),
-            nn.ReLU(),
-            nn.Conv2d(32, 32, 2),
-        )
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.fc(self.features(x).flatten(1))
-
-
-def classic_run(seed, device, data_dir, data, max_steps=None):
-    """Train and evaluate the classic baseline exactly as it was built; returns its figures."""
-    torch.manual_seed(seed)
-    normalize = transforms.Normalize((MEAN,), (STD,))
-    train_set = MNIST(
-        str(data_dir),
-        train=True,
-        transform=transforms.Compose([transforms.RandomRotation(7), transforms.ToTensor(), normalize]),
+def add_arguments(parser):
+    parser.add_argument(
+        "--arch", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES), help="presets to benchmark"
     )
-    test_set = MNIST(str(data_dir), train=False, transform=transforms.Compose([transforms.ToTensor(), normalize]))
-    model = ClassicNet().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loader = DataLoader(train_set, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    parser.add_argument(
+        "--recipe",
+        nargs="+",
+        choices=RECIPES,
+        default=[DEFAULT_RECIPE, "hand-found", EARLIER_RECIPE],
+        help="training recipes: robust (the default), hand-found (the default before tune), mild (--augment mild) "
+        "or earlier (the default before the robustness work: mild, without the contrast stretch)",
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="one run per seed")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: a few training steps per run; the figures mean nothing"
+    )
+    parser.add_argument("--no-classic", action="store_true", help="skip the classic baseline")
+    parser.add_argument(
+        "--end-to-end",
+        action="store_true",
+        help="instead: wall time of `python main.py` (first run without the suite cached, a second run with it) "
+        "and of `--dry-run`, against the original design's train and test scripts, alternated, medians",
+    )
+    parser.add_argument("--repeats", type=positive(int), default=3, help="alternated runs of each with --end-to-end")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="instead: predictions per second of `serve` over HTTP against in-process predict, on --model",
+    )
+    add_model_option(parser)
+    parser.add_argument("--clients", type=positive(int), default=16, help="concurrent HTTP clients with --serve")
+    parser.add_argument("--requests", type=positive(int), default=4000, help="HTTP predictions in all with --serve")
+    parser.add_argument("--out-dir", default="models", help="folder for the benchmark's JSON and Markdown")
+    add_device_option(parser)
+    add_data_option(parser)
+    add_cache_option(parser)
 
-    model.train()
-    seen, start = 0, time.perf_counter()
-    for step, (x, y) in enumerate(loader):
-        if step == max_steps:
-            break
-        x, y = x.to(device), y.to(device)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        seen += len(x)
-    synchronize(device)
-    train_seconds = time.perf_counter() - start
 
-    model.eval()
-    correct, start = 0, time.perf_counter()
-    with torch.no_grad():
-        for x, y in DataLoader(test_set, batch_size=1000):
-            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
-    synchronize(device)
-    test_seconds = time.perf_counter() - start
-    accuracy = correct / len(test_set) * 100
-    corruptions = evaluate_robustness(model, data["corrupted"], data["eval"][1], accuracy)["corruptions"]
+def run(args):
+    data_dir = resolve_data_dir(args.data_dir)
+    if args.serve:
+        from serve_bench import serve_benchmark
+
+        return serve_benchmark(args.model, data_dir, args.out_dir, SERVE_BENCH_IMAGES, args.requests, args.clients)
+    if args.end_to_end:
+        return end_to_end_benchmark(data_dir, args.out_dir, args.repeats)
+    return run_benchmark(
+        args.arch,
+        args.recipe,
+        args.seeds,
+        args.device,
+        data_dir,
+        args.out_dir,
+        resolve_cache_dir(args.cache_dir),
+        quick=args.quick,
+        classic=not args.no_classic,
+    )
+
+
+def classic_run(seed, device, data_dir, data, suite, max_steps=None):
+    """Train and evaluate the classic baseline exactly as it was built; returns its figures."""
+    import classic
+    from corruptions import evaluate_robustness
+
+    model, train_seconds, seen = classic.train(seed, device, data_dir, max_steps)
+    accuracy, test_images_per_second = classic.test(model, device, data_dir)
+    corruptions = evaluate_robustness(model, suite, data["eval"][1], accuracy)["corruptions"]
     return _figures(
         seed,
         accuracy,
         train_seconds,
         seen,
-        len(test_set) / test_seconds,
+        test_images_per_second,
         sum(p.numel() for p in model.parameters()),
         {name: c["accuracy"] for name, c in corruptions.items()},
     )
 
 
-def preset_run(arch, recipe, seed, device, data, max_steps=None):
+def preset_run(arch, recipe, seed, device, data, suite, max_steps=None):
+    from corruptions import evaluate_robustness
+    from train import train_and_evaluate
+
     config, contrast_stretch = RECIPES[recipe]
     config = replace(config, seed=seed, max_steps=max_steps)
     result = train_and_evaluate(arch, config, device, data, contrast_stretch)
     metrics = result.metrics
+    corruptions = evaluate_robustness(result.model, suite, data["eval"][1], metrics["accuracy"])["corruptions"]
     return _figures(
         seed,
         metrics["accuracy"],
@@ -113,7 +129,7 @@ def preset_run(arch, recipe, seed, device, data, max_steps=None):
         result.history[-1]["seen"],
         metrics["test_images_per_second"],
         metrics["parameters"],
-        metrics["corruption_accuracy"],
+        {name: c["accuracy"] for name, c in corruptions.items()},
     )
 
 
@@ -150,17 +166,13 @@ def summarize(runs):
 
 
 def machine(device):
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        cpu = names[0] if names else cpu
+    import torch
+    import torchvision
+
     return {
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": cpu,
+        "cpu": _cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -173,16 +185,23 @@ def model_name(arch, recipe):
     return arch if recipe == DEFAULT_RECIPE else f"{arch}-{recipe}"
 
 
-def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, quick=False, classic=True):
+def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, cache_dir, quick=False, classic=True):
+    import torch
+
+    from checkpoint import write_json, write_text
+    from corruptions import corrupted_test_set
+    from train import load_data
+
     max_steps = QUICK_STEPS if quick else None
     results = {"machine": machine(device), "quick": quick, "models": {}}
     data = load_data(data_dir, device)
+    suite = corrupted_test_set(data["eval"][0].cpu(), SUITE_SEED, cache_dir)
     for arch in archs:
         for recipe in recipes:
-            runs = [preset_run(arch, recipe, seed, device, data, max_steps) for seed in seeds]
+            runs = [preset_run(arch, recipe, seed, device, data, suite, max_steps) for seed in seeds]
             results["models"][model_name(arch, recipe)] = {"runs": runs, "summary": summarize(runs)}
     if classic:
-        runs = [classic_run(seed, device, data_dir, data, max_steps) for seed in seeds]
+        runs = [classic_run(seed, device, data_dir, data, suite, max_steps) for seed in seeds]
         results["models"]["classic"] = {"runs": runs, "summary": summarize(runs)}
     compare(results["models"], archs, recipes)
     results["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -192,9 +211,98 @@ def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, quick=False,
     out_dir = Path(out_dir)
     write_json(out_dir / "benchmark.json", results)
     table = markdown_table(results)
-    atomic_write(out_dir / "benchmark.md", lambda temporary: Path(temporary).write_text(table))
+    write_text(out_dir / "benchmark.md", table)
     print(table)
     return results
+
+
+END_TO_END_STEPS = ("data", "training", "evaluation", "robustness", "saving", "plots")  # metrics.json
+
+
+def end_to_end_benchmark(data_dir, out_dir, repeats):
+    """Wall seconds of each way of running, alternated `repeats` times: the original design's train.py then
+    test.py; `python main.py` with an empty suite cache, then again with it filled; `python main.py --dry-run`."""
+    from checkpoint import write_json, write_text
+
+    seconds = {"classic": [], "first_run": [], "second_run": [], "dry_run": []}
+    steps = {"first_run": [], "second_run": []}
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        for repeat in range(repeats):
+            model = folder / f"classic-{repeat}.pth"
+            seconds["classic"].append(
+                _timed("classic.py", "train", "--model", model) + _timed("classic.py", "test", "--model", model)
+            )
+            cache = ("--cache-dir", folder / f"cache-{repeat}")
+            for run in ("first_run", "second_run"):
+                out = folder / f"{run}-{repeat}" / "mnist_model.pth"
+                seconds[run].append(_timed("main.py", "--out", out, *cache))
+                steps[run].append(json.loads(out.with_name("metrics.json").read_text())["seconds"])
+            seconds["dry_run"].append(_timed("main.py", "--dry-run", "--out", folder / "dry" / "m.pth", *cache))
+            print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
+    classic = statistics.median(seconds["classic"])
+    results = {
+        "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count()},
+        "repeats": repeats,
+        "seconds": {name: [round(value, 2) for value in values] for name, values in seconds.items()},
+        "median_seconds": {name: round(statistics.median(values), 2) for name, values in seconds.items()},
+        "vs_classic": {name: round(statistics.median(values) / classic, 3) for name, values in seconds.items()},
+        "median_step_seconds": {
+            run: {step: round(statistics.median(row.get(step, 0) for row in rows), 2) for step in END_TO_END_STEPS}
+            for run, rows in steps.items()
+        },
+    }
+    out_dir = Path(out_dir)
+    write_json(out_dir / "end_to_end.json", results)
+    write_text(out_dir / "end_to_end.md", end_to_end_table(results))
+    print(end_to_end_table(results))
+    return results
+
+
+def _timed(script, *options):
+    """Wall seconds of `python script options` as a user runs it (default threads), from the project folder."""
+    command = [sys.executable, str(ROOT / script), *map(str, options)]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RunError(f"{' '.join(command[1:])} failed (exit {result.returncode}): {last}")
+    return elapsed
+
+
+def end_to_end_table(results):
+    median, ratio = results["median_seconds"], results["vs_classic"]
+    names = {
+        "classic": "original design: `python classic.py train` + `test`",
+        "first_run": "`python main.py`, first run (no cached suite)",
+        "second_run": "`python main.py`, second run (cached suite)",
+        "dry_run": "`python main.py --dry-run`",
+    }
+    lines = [
+        f"Measured on {results['machine']['cpu']} ({results['machine']['cpu_count']} cores), default threads, "
+        f"{results['repeats']} alternated runs each; medians.",
+        "",
+        "| command | wall s (median) | runs | vs original |",
+        "| --- | ---: | --- | ---: |",
+    ]
+    for name, label in names.items():
+        runs = ", ".join(f"{value:.1f}" for value in results["seconds"][name])
+        lines.append(f"| {label} | {median[name]:.2f} | {runs} | {ratio[name]:.2f}x |")
+    lines += ["", "Where a run's seconds go (medians, from metrics.json):", ""]
+    lines += ["| run | " + " | ".join(END_TO_END_STEPS) + " | other (start-up and imports, printing) |"]
+    lines += ["| --- |" + " ---: |" * (len(END_TO_END_STEPS) + 1)]
+    for run, step in results["median_step_seconds"].items():
+        other = median[run] - sum(step.values())
+        lines.append(f"| {run} | " + " | ".join(f"{step[s]:.2f}" for s in END_TO_END_STEPS) + f" | {other:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_name():
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
 
 
 def compare(models, archs, recipes):

@@ -1,20 +1,17 @@
 """Saving run outputs atomically, and loading state dicts safely (weights_only=True, checked shapes)."""
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
-from model import ARCHITECTURES, MNISTModel
-
-DEFAULT_MODEL_PATH = "models/mnist_model.pth"
-
-
-def add_model_option(parser):
-    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"saved state dict (default: {DEFAULT_MODEL_PATH})")
+from cli import InputError
+from config import ARCHITECTURES
+from model import MNISTModel
 
 
-class CheckpointError(Exception):
+class CheckpointError(InputError):
     """A model file is missing, damaged, unsafe, or not one of this project's architectures."""
 
 
@@ -35,6 +32,14 @@ def atomic_write(path, write):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def write_text(path, text):
+    atomic_write(path, lambda temporary: Path(temporary).write_text(text))
+
+
+def write_json(path, value):
+    write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def save_model(model, path):

@@ -7,14 +7,25 @@ and returns images on the 0..1 scale, shape (N, 1, 28, 28), and draws its random
 seeded by the suite's seed and the corruption's name, so the same seed gives the same images anywhere.
 """
 
+import hashlib
+import math
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from checkpoint import atomic_write
+from config import SUITE_SEED
+from data import normalize, pixels
+from test import predict_logits
+
 SIDE = 28
-SUITE_SEED = 0  # the default seed: the suite's images are a function of the seed and the images alone
+# Part of every cached suite's name: bump it whenever a corruption's output changes, so that no run
+# reads images made by the code before the change.
+SUITE_VERSION = 1
 CENTRE = (SIDE - 1) / 2  # the pixel the reference's affine corruptions keep fixed
 PLASMA_SIZE = 256  # side of the reference's fog height map
 
@@ -282,6 +293,85 @@ def corrupt(images, name, seed=0):
     return (corrupted.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def corrupt_all(images, seed=0):
-    """{name: corrupted 8-bit images} for the whole suite, in the suite's order."""
-    return {name: corrupt(images, name, seed) for name in SUITE}
+def corrupt_all(images, seed=SUITE_SEED, cache_dir=None):
+    """{name: corrupted 8-bit images} for the whole suite, in the suite's order.
+
+    With cache_dir, the suite is read from there when an intact copy made from the same images, seed and
+    SUITE_VERSION is cached, and otherwise made and cached for the next run.
+    """
+    if cache_dir is None:
+        return {name: corrupt(images, name, seed) for name in SUITE}
+    images = images.cpu().float().contiguous()
+    digest = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:32]
+    path = Path(cache_dir) / f"suite-v{SUITE_VERSION}-seed{seed}-{len(images)}-{digest}.bin"
+    suite = read_cached_suite(path, len(images))
+    if suite is None:
+        suite = corrupt_all(images, seed)
+        write_cached_suite(path, suite)
+    return suite
+
+
+def read_cached_suite(path, count):
+    """The suite cached at path, or None if there is none or it is damaged (a damaged file is not trusted)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        print(f"warning: cannot read the cached suite {path} ({error.strerror}); making it anew", file=sys.stderr)
+        return None
+    body, checksum = data[:-32], data[-32:]
+    if len(body) != len(SUITE) * count * SIDE * SIDE or hashlib.sha256(body).digest() != checksum:
+        print(f"warning: the cached suite {path} is damaged; making it anew", file=sys.stderr)
+        return None
+    images = torch.frombuffer(bytearray(body), dtype=torch.uint8).view(len(SUITE), count, 1, SIDE, SIDE)
+    return dict(zip(SUITE, images, strict=True))
+
+
+def write_cached_suite(path, suite):
+    """The suite's bytes then their SHA-256, written atomically: concurrent runs each write a whole file."""
+    body = b"".join(images.numpy().tobytes() for images in suite.values())
+    try:
+        atomic_write(path, lambda temporary: Path(temporary).write_bytes(body + hashlib.sha256(body).digest()))
+    except OSError as error:  # a read-only or full cache folder costs the next run time, not this run
+        print(f"warning: cannot cache the corruption suite in {Path(path).parent} ({error.strerror})", file=sys.stderr)
+
+
+# --- A model under the suite ----------------------------------------------------------------------
+
+
+def corrupted_test_set(images, seed=SUITE_SEED, cache_dir=None):
+    """{corruption: 8-bit images} of the normalised images, corrupted once, to evaluate any number of models."""
+    return corrupt_all(pixels(images), seed, cache_dir)
+
+
+def predictions(model, images_8bit):
+    return predict_logits(model, normalize(images_8bit).to(next(model.parameters()).device)).argmax(1)
+
+
+def evaluate_robustness(model, suite, labels, clean_accuracy):
+    """Accuracy (%) under each corruption, its error relative to the clean error, and the suite's mean.
+
+    Also the mean's standard error as an estimate over the images evaluated (the spread of each image's
+    accuracy over the suite): what a sample of the test set tells about the whole.
+    """
+    labels = labels.to(next(model.parameters()).device)
+    correct = torch.stack([(predictions(model, images) == labels).float() for images in suite.values()])
+    corruptions = {}
+    for name, right in zip(suite, correct, strict=True):
+        accuracy = right.sum().item() / len(labels) * 100
+        corruptions[name] = {
+            "accuracy": accuracy,
+            "error": 100 - accuracy,
+            "relative_error": (100 - accuracy) / max(100 - clean_accuracy, 1e-9),
+        }
+    mean_accuracy = math.fsum(c["accuracy"] for c in corruptions.values()) / len(corruptions)
+    per_image = correct.mean(0) * 100
+    return {
+        "clean_accuracy": clean_accuracy,
+        "mean_corruption_accuracy": mean_accuracy,
+        "mean_corruption_error": 100 - mean_accuracy,
+        "images": len(labels),
+        "mean_corruption_accuracy_standard_error": (per_image.std() / math.sqrt(len(labels))).item(),
+        "corruptions": corruptions,
+    }

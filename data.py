@@ -1,64 +1,23 @@
 """MNIST held as tensors in memory, and per-batch augmentation done with tensor ops."""
 
 import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from cli import InputError
+from config import VALIDATION_SEED, VALIDATION_SIZE
+
 MEAN, STD = 0.1307, 0.3081  # training-set pixel statistics, on the 0..1 scale
-VALIDATION_SIZE = 5_000  # training images held out to choose hyperparameters on (tune, --validation)
-VALIDATION_SEED = 0  # fixes which ones, so every trial and every worker holds out the same images
-DATA_DIR_ENV = "MNIST_DATA_DIR"
-DEFAULT_DATA_DIR = "data"
 RAW_FILES = {  # split -> (images, labels), as torchvision keeps them in DIR/MNIST/raw
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 
 
-class DataError(Exception):
+class DataError(InputError):
     """The data is missing or unusable; the message says which file and what to do."""
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """Random changes applied to each training image, each drawing its own amounts from these ranges."""
-
-    degrees: float = 5.0  # rotation, +/- degrees
-    translate: float = 0.05  # shift, +/- fraction of the image side
-    scale: float = 0.05  # zoom, +/- fraction
-    stroke: float = 0.0  # fraction of images whose ink is grown or shrunk by up to a pixel
-    resolution: float = 0.0  # fraction of images scanned small (7 to 16 pixels a side), then scaled back up
-    clean_tail: float = 0.0  # fraction of the final training steps that see unaugmented images
-
-
-DEFAULT_AUGMENT = "robust"
-AUGMENTATIONS = {
-    # Found by `python main.py tune` on 5,000 images held out from the training set, never on the test
-    # set (README, Tuning): stroke jitter on most images carries the gain under corruption, and the
-    # unaugmented last steps give back the clean accuracy it costs.
-    "robust": Augmentation(
-        degrees=3.99, translate=0.0473, scale=0.107, stroke=0.633, resolution=0.0566, clean_tail=0.475
-    ),
-    "mild": Augmentation(),  # the recipe before the robustness work: small affine changes only
-    "none": None,
-}
-
-
-def resolve_data_dir(data_dir=None):
-    """The data folder: the option if given, else $MNIST_DATA_DIR, else ./data."""
-    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
-
-
-def add_data_option(parser):
-    parser.add_argument(
-        "--data-dir",
-        help="folder holding MNIST/raw; downloaded there if missing "
-        f"(default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR})",
-    )
 
 
 def raw_folder(data_dir):

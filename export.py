@@ -1,26 +1,62 @@
 """Export a trained model as ONNX or as a torch.export program (pt2): files that run without this project.
 
 Both are made on PyTorch's maintained paths (torch.export, and the ONNX exporter built on it), with a
-dynamic batch dimension, and both carry the metadata a user needs to feed them.
+dynamic batch dimension, and both carry the metadata a user needs to feed them. torch is imported
+where it is used: `export --help` answers without loading it.
 """
 
+import argparse
 import json
 
-import torch
-
-from checkpoint import atomic_write
-from data import MEAN, STD
-from model import NUM_CLASSES, count_parameters
+from cli import add_model_option
 
 OPSET = 18  # ONNX opset of the exported graph
-EXAMPLE_BATCH = torch.zeros(2, 1, 28, 28)
+EXAMPLE_BATCH = 2  # images in the example input the exporters trace
 MAX_BATCH = 65_536  # the exported files take any batch from 1 to this
 METADATA_FILE = "metadata.json"  # the pt2 archive's extra file holding the metadata
 DEFAULT_PATHS = {"onnx": "models/mnist_model.onnx", "pt2": "models/mnist_model.pt2"}
 
 
+def add_arguments(parser):
+    parser.add_argument(
+        "--format",
+        required=True,
+        type=export_format,
+        metavar="{onnx,pt2}",
+        help="file format: onnx, or pt2 for torch.export.load",
+    )
+    add_model_option(parser)
+    parser.add_argument(
+        "--out",
+        help="output path (default: " + ", ".join(f"{path} for {fmt}" for fmt, path in DEFAULT_PATHS.items()) + ")",
+    )
+
+
+def export_format(name):
+    if name == "torchscript":
+        raise argparse.ArgumentTypeError(
+            "torchscript is no longer written (PyTorch deprecated it): use --format pt2, "
+            "a torch.export program that torch.export.load runs"
+        )
+    if name not in DEFAULT_PATHS:
+        raise argparse.ArgumentTypeError(f"unknown format {name!r}; choose onnx or pt2")
+    return name
+
+
+def run(args):
+    from checkpoint import load_model
+
+    out = args.out or DEFAULT_PATHS[args.format]
+    info = export(load_model(args.model), args.format, out)
+    print(f"wrote {out}")
+    print("\n".join(f"  {key}: {value}" for key, value in info.items()))
+
+
 def metadata(model):
     """What a user needs to feed the exported file, as strings (ONNX metadata holds only strings)."""
+    from data import MEAN, STD
+    from model import NUM_CLASSES, count_parameters
+
     return {
         "input_layout": "(N, 1, 28, 28) float32: N images, 1 channel, 28x28 pixels, white digit on black",
         "normalization": f"(pixel / 255 - {MEAN}) / {STD}",
@@ -33,21 +69,24 @@ def metadata(model):
     }
 
 
-def dynamic_batch():
-    # Made on demand: torch.export.Dim imports sympy, half a second that other commands need not pay.
-    return {"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}  # keyed by MNISTModel.forward's argument
+def traced_program(model):
+    """The model as a torch.export program with a dynamic batch dimension, as both formats start from."""
+    import torch
+
+    example = torch.zeros(EXAMPLE_BATCH, 1, 28, 28)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    return torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})  # x: MNISTModel.forward's
 
 
 def _write_onnx(model, path, info):
     import onnx  # only for this format: the check and the metadata
+    import torch
 
     program = torch.onnx.export(
-        model,
-        (EXAMPLE_BATCH,),
+        traced_program(model),
         dynamo=True,
         input_names=["image"],
         output_names=["logits"],
-        dynamic_shapes=dynamic_batch(),
         opset_version=OPSET,
         verbose=False,  # no progress lines: the command prints what it wrote
     )
@@ -59,8 +98,9 @@ def _write_onnx(model, path, info):
 
 
 def _write_pt2(model, path, info):
-    program = torch.export.export(model, (EXAMPLE_BATCH,), dynamic_shapes=dynamic_batch())
-    torch.export.save(program, path, extra_files={METADATA_FILE: json.dumps(info)})
+    import torch
+
+    torch.export.save(traced_program(model), path, extra_files={METADATA_FILE: json.dumps(info)})
 
 
 WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
@@ -68,6 +108,8 @@ WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
 
 def export(model, fmt, out):
     """Write model to out in the given format; any batch size runs through the exported file. Returns the metadata."""
+    from checkpoint import atomic_write
+
     model = model.cpu().eval()
     info = metadata(model)
     atomic_write(out, lambda temporary: WRITERS[fmt](model, temporary, info))

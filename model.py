@@ -8,16 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from config import ARCHITECTURES
 from data import MEAN, STD
 
-# Each architecture: a contrast stretch, a stem, a 4x4 convolution with stride 2 (28x28 -> 14x14),
-# then the body, as output channels of 3x3 convolutions (padding 1) with "M" for a 2x2 max-pool
-# (14 -> 7 -> 3), then the head, a 3x3 convolution without padding (3x3 -> 1x1), and a 1x1
-# convolution to the 10 logits.
-ARCHITECTURES = {
-    "default": {"stem": 16, "body": (16, 32, "M", 32, "M"), "head": 24},  # 23,786 parameters
-    "compact": {"stem": 8, "body": (8, 16, "M", 20, "M"), "head": 16},  # 7,922 parameters
-}
 NUM_CLASSES = 10
 STEM_KERNEL = 4  # a strided stem never builds 28x28 feature maps: 1.7 s less per CPU epoch than conv + pool
 

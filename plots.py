@@ -10,9 +10,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from checkpoint import atomic_write
+from corruptions import predictions
 from data import augment, pixels
+from test import predict_logits
 
 GRID_COLUMNS = 8
+ROBUSTNESS_SAMPLES = 10  # test digits shown under each corruption in robustness.png
 
 
 def save_figure(figure, path):
@@ -59,52 +62,62 @@ def confusion_matrix(confusion):
     return figure
 
 
-def _show(ax, image, title):
-    ax.imshow(pixels(image).squeeze().cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
+CELL = 28 + 2  # a digit and the 2-pixel gap after it, in a mosaic
+
+
+def mosaic(rows):
+    """One array of 0..1 digits laid out in rows, for one imshow: a grid of many axes takes matplotlib seconds."""
+    columns = max(len(row) for row in rows)
+    canvas = np.ones((len(rows) * CELL, columns * CELL))
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            canvas[r * CELL : r * CELL + 28, c * CELL : c * CELL + 28] = image.squeeze().cpu().numpy()
+    return canvas
 
 
 def misclassified(images, labels, predictions, limit=32):
-    all_wrong = (predictions != labels).nonzero().flatten()
-    wrong = all_wrong[:limit].tolist()
-    rows = max(1, -(-len(wrong) // GRID_COLUMNS))
-    figure, axes = plt.subplots(rows, GRID_COLUMNS, figsize=(GRID_COLUMNS * 1.1, rows * 1.3), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, wrong, strict=False):  # the grid's last row may be part empty
-        _show(ax, images[i], f"true {labels[i].item()}, got {predictions[i].item()}")
-    figure.suptitle(f"misclassified test digits (first {len(wrong)} of {len(all_wrong)})")
+    all_wrong = (predictions != labels).nonzero().flatten().tolist()
+    wrong = all_wrong[:limit]
+    rows = [wrong[i : i + GRID_COLUMNS] for i in range(0, max(len(wrong), 1), GRID_COLUMNS)]
+    figure, ax = plt.subplots(figsize=(GRID_COLUMNS * 1.1, len(rows) * 1.2 + 0.4))
+    ax.imshow(mosaic([[1 - pixels(images[i]) for i in row] for row in rows]), cmap="gray", vmin=0, vmax=1)
+    for r, row in enumerate(rows):
+        for c, i in enumerate(row):
+            ax.text(c * CELL + 14, r * CELL - 0.5, f"true {labels[i].item()}, got {predictions[i].item()}",
+                    ha="center", va="bottom", fontsize=6)  # fmt: skip
+    ax.axis("off")
+    ax.set_title(f"misclassified test digits (first {len(wrong)} of {len(all_wrong)})", pad=12)
     return figure
 
 
 def augmentation(images, aug, generator, copies=3):
     """Each original in the first column, then `copies` random augmentations of it."""
-    figure, axes = plt.subplots(len(images), copies + 1, figsize=((copies + 1) * 1.1, len(images) * 1.1))
     versions = [images] + [augment(images, aug, generator) for _ in range(copies)]
-    for row, originals_and_copies in enumerate(zip(*versions, strict=True)):
-        for column, image in enumerate(originals_and_copies):
-            title = ("original" if column == 0 else f"augmented {column}") if row == 0 else ""
-            _show(axes[row, column], image, title)
+    rows = [[1 - pixels(image) for image in row] for row in zip(*versions, strict=True)]
+    figure, ax = plt.subplots(figsize=((copies + 1) * 1.1, len(images) * 1.1))
+    ax.imshow(mosaic(rows), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks(
+        [c * CELL + 14 for c in range(copies + 1)], ["original"] + [f"augmented {c + 1}" for c in range(copies)]
+    )
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0, labelsize=8)
+    ax.set_yticks([])
     return figure
 
 
-def robustness(clean, labels, suite, answers):
-    """One row per corruption (clean first): the same test digits, each marked with the model's answer.
+def robustness(model, images, labels, suite, count=ROBUSTNESS_SAMPLES):
+    """One row per corruption (clean first): the first `count` digits, each marked with the model's answer.
 
-    clean: normalised images; suite: {name: 8-bit images}; answers: {name: predicted digits}, "clean" too.
+    images: normalised; suite: {name: 8-bit images} of the same images, corrupted.
     """
+    clean, labels = images[:count], labels[:count].cpu()
+    suite = {name: corrupted[:count] for name, corrupted in suite.items()}
+    answers = {"clean": predict_logits(model, clean).argmax(1).cpu()}
+    answers.update({name: predictions(model, corrupted).cpu() for name, corrupted in suite.items()})
     rows = {"clean": pixels(clean), **{name: images.float() / 255 for name, images in suite.items()}}
-    columns, cell = len(labels), 28 + 2  # one 2-pixel gap after each digit
-    # One mosaic in one axes: a grid of 200 axes takes matplotlib seconds to draw.
-    mosaic = np.ones((len(rows) * cell, columns * cell))
-    for row, images in enumerate(rows.values()):
-        for column in range(columns):
-            mosaic[row * cell : row * cell + 28, column * cell : column * cell + 28] = (
-                images[column].squeeze().cpu().numpy()
-            )
+    columns, cell = len(labels), CELL
     figure, ax = plt.subplots(figsize=(columns * 0.75 + 1.5, len(rows) * 0.75))
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(mosaic(list(rows.values())), cmap="gray", vmin=0, vmax=1)
     for row, name in enumerate(rows):
         for column in range(columns):
             answer = int(answers[name][column])

@@ -3,20 +3,40 @@
 MNIST digits are white on black, scaled to fit 20x20 with their aspect ratio kept, and placed in
 28x28 with their centre of mass at the centre. `prepare` does the same to any PNG, JPEG or BMP:
 colour or grey, 8- or 16-bit, palette or alpha, ink on paper or light on dark.
+
+torch is imported where it is used, not at the top: `predict --help` answers without loading it.
 """
 
+import json
+import sys
 import warnings
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from data import normalize
+from cli import add_json_option, add_model_option
 
 MAX_PIXELS = 50_000_000  # larger images are refused from their header, before any pixel is read
 MIN_CONTRAST = 0.1  # ink must differ from the background by this much (0..1 scale), else it is blank
 INK_THRESHOLD = 0.2  # pixels above this (after removing the background) bound the digit's box
+
+
+def add_arguments(parser):
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, any size, colour or grey")
+    add_model_option(parser)
+    add_json_option(parser)
+
+
+def run(args):
+    from checkpoint import load_model
+
+    results = predict_files(load_model(args.model), args.images)
+    print(json.dumps(results, indent=2) if args.json else "\n".join(map(format_result, results)))
+    failed = sum("error" in result for result in results)
+    if failed:
+        print(f"{failed} of {len(results)} files could not be predicted", file=sys.stderr)
+        return 1
+    return 0
 
 
 class ImageError(Exception):
@@ -81,6 +101,9 @@ def _gray_or_alpha(image):
 
 def prepare(ink):
     """Crop to the digit, fit it in 20x20 keeping its aspect ratio, centre its mass in 28x28."""
+    import torch
+    import torch.nn.functional as F
+
     rows, cols = np.nonzero(ink > INK_THRESHOLD)
     digit = torch.from_numpy(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].copy())
     height, width = digit.shape
@@ -115,6 +138,11 @@ def prepared_image(source):
 
 def read_digits(model, prepared):
     """{digit, confidence, top3, probabilities} for each of a batch of prepared (N, 28, 28) images."""
+    import torch
+    import torch.nn.functional as F
+
+    from data import normalize
+
     with torch.no_grad():
         probabilities = F.softmax(model.eval()(normalize(prepared * 255)), dim=1)
     results = []

@@ -1,45 +1,50 @@
-"""Robustness: a model's accuracy on the 10,000 test images under each corruption of the suite.
+"""`python main.py robustness`: a model's accuracy on the 10,000 test images under each corruption of the suite.
 
 The mean corruption accuracy is the mean over the suite's 19 corruptions, clean images excluded.
 """
 
-import math
+import json
+from pathlib import Path
 
-import plots
-from corruptions import SUITE_SEED, corrupt_all
-from data import normalize, pixels
-from test import predict_logits
-
-FIGURE_SAMPLES = 10  # test digits shown under each corruption in robustness.png
-
-
-def corrupted_test_set(images, seed=SUITE_SEED):
-    """{corruption: 8-bit images} of the normalised images, corrupted once, to evaluate any number of models."""
-    return corrupt_all(pixels(images), seed)
-
-
-def predictions(model, images_8bit, device):
-    return predict_logits(model, normalize(images_8bit).to(device)).argmax(1)
+from cli import (
+    add_cache_option,
+    add_data_option,
+    add_json_option,
+    add_model_option,
+    resolve_cache_dir,
+    resolve_data_dir,
+)
+from config import SUITE_SEED
 
 
-def evaluate_robustness(model, suite, labels, clean_accuracy):
-    """Accuracy (%) under each corruption, its error relative to the clean error, and the suite's mean."""
-    device = next(model.parameters()).device
-    corruptions = {}
-    for name, images in suite.items():
-        accuracy = (predictions(model, images, device) == labels).sum().item() / len(labels) * 100
-        corruptions[name] = {
-            "accuracy": accuracy,
-            "error": 100 - accuracy,
-            "relative_error": (100 - accuracy) / max(100 - clean_accuracy, 1e-9),
-        }
-    mean_accuracy = math.fsum(c["accuracy"] for c in corruptions.values()) / len(corruptions)
-    return {
-        "clean_accuracy": clean_accuracy,
-        "mean_corruption_accuracy": mean_accuracy,
-        "mean_corruption_error": 100 - mean_accuracy,
-        "corruptions": corruptions,
-    }
+def add_arguments(parser):
+    add_model_option(parser)
+    add_data_option(parser)
+    add_cache_option(parser)
+    parser.add_argument("--seed", type=int, default=SUITE_SEED, help="seed of the corrupted images")
+    add_json_option(parser)
+
+
+def run(args):
+    import plots
+    from checkpoint import load_model, write_json
+    from corruptions import corrupted_test_set, evaluate_robustness
+    from data import load_split
+    from test import evaluate
+
+    model = load_model(args.model)
+    images, labels = load_split(resolve_data_dir(args.data_dir), "test")
+    suite = corrupted_test_set(images, args.seed, resolve_cache_dir(args.cache_dir))
+    clean_accuracy = evaluate(model, images, labels)["accuracy"]
+    report = {"model": str(args.model), "seed": args.seed, **evaluate_robustness(model, suite, labels, clean_accuracy)}
+    folder = Path(args.model).parent
+    write_json(folder / "robustness.json", report)
+    plots.save_figure(plots.robustness(model, images, labels, suite), folder / "robustness.png")
+    print(
+        json.dumps(report, indent=2)
+        if args.json
+        else f"{format_table(report)}\nwrote robustness.json and robustness.png in {folder}"
+    )
 
 
 def format_table(report):
@@ -52,12 +57,3 @@ def format_table(report):
         f"(error {report['mean_corruption_error']:.2f}%, over {len(report['corruptions'])} corruptions)"
     )
     return "\n".join(lines)
-
-
-def robustness_figure(model, images, labels, suite, count=FIGURE_SAMPLES):
-    """robustness.png: the first `count` test digits, clean and under each corruption, with the model's answers."""
-    device = next(model.parameters()).device
-    suite = {name: corrupted[:count] for name, corrupted in suite.items()}
-    answers = {"clean": predict_logits(model, images[:count]).argmax(1).cpu()}
-    answers.update({name: predictions(model, corrupted, device).cpu() for name, corrupted in suite.items()})
-    return plots.robustness(images[:count], labels[:count], suite, answers)

@@ -9,7 +9,6 @@ import asyncio
 import io
 from pathlib import Path
 
-import torch
 import uvicorn
 from fastapi import HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,8 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
-from checkpoint import load_model
-from model import count_parameters
+from cli import add_model_option, port_number, positive
 from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepared_image, read_digits
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -35,6 +33,22 @@ REQUEST_BODY = {  # for /docs: the endpoint reads its body itself, to refuse an 
         "image/*": {"schema": {"type": "string", "format": "binary"}},
     },
 }
+
+
+def add_arguments(parser):
+    add_model_option(parser)
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; 0.0.0.0 opens it to other machines")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="TCP port")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=positive(float),
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help="larger uploads are refused (HTTP 413)",
+    )
+
+
+def run(args):
+    serve(args.model, args.host, args.port, args.max_upload_mb)
 
 
 class TopDigit(BaseModel):
@@ -63,6 +77,8 @@ def create_app(model, model_path, max_upload_bytes):
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     batcher = Batcher(model)
+    from model import count_parameters
+
     health = Health(status="ok", model=str(model_path), architecture=model.arch, parameters=count_parameters(model))
 
     @app.get("/", include_in_schema=False)
@@ -114,6 +130,8 @@ class Batcher:
         return await future
 
     async def run(self):
+        import torch
+
         try:
             while self.waiting:
                 batch, self.waiting = self.waiting, []
@@ -174,6 +192,10 @@ def too_large(limit):
 
 def serve(model_path, host, port, max_upload_mb):
     """Load the model (its errors come before the port opens), then serve until Ctrl-C."""
+    import torch
+
+    from checkpoint import load_model
+
     model = load_model(model_path)
     # Requests are prepared side by side in worker threads while the model reads a batch in another;
     # one intra-op thread each keeps them from fighting over the cores (README, Serving).

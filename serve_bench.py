@@ -7,7 +7,6 @@ concurrent httpx connections in this process.
 
 import asyncio
 import io
-import json
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ import aiohttp
 import httpx
 from PIL import Image
 
-from checkpoint import atomic_write, load_model
+from checkpoint import load_model, write_json
 from data import load_split, pixels
 from predict import classify
 
@@ -141,7 +140,7 @@ def serve_benchmark(model_path, data_dir, out_dir, images, requests, clients):
         "cpu_count": os.cpu_count(),
     }
     out = Path(out_dir) / "serve_benchmark.json"
-    atomic_write(out, lambda temporary: Path(temporary).write_text(json.dumps(results, indent=2) + "\n"))
+    write_json(out, results)
     latency = load["latency_ms"]
     print(
         f"in-process predict: {in_process:,.0f} images/s; served over HTTP with {clients} clients: "

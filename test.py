@@ -1,15 +1,14 @@
 """Evaluation on the 10,000 MNIST test images: accuracy, per-class accuracy, loss, confusion matrix.
 
-Runs alone too: python test.py --model models/mnist_model.pth
+Runs alone too, as the original design's evaluation script: python test.py --model models/mnist_model.pth
+(the same as `python main.py evaluate`).
 """
 
-import argparse
+import sys
 
 import torch
 import torch.nn.functional as F
 
-from checkpoint import CheckpointError, add_model_option, load_model
-from data import DataError, add_data_option, load_split, resolve_data_dir
 from model import NUM_CLASSES
 
 EVAL_BATCH_SIZE = 500  # measured fastest on a 2-core CPU: larger batches fall out of cache
@@ -53,18 +52,7 @@ def format_report(metrics):
     )
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Evaluate a saved state dict on the MNIST test set.")
-    add_model_option(parser)
-    add_data_option(parser)
-    args = parser.parse_args(argv)
-    try:
-        model = load_model(args.model)
-        images, labels = load_split(resolve_data_dir(args.data_dir), "test")
-    except (CheckpointError, DataError) as error:
-        parser.exit(2, f"error: {error}\n")
-    print(format_report(evaluate(model, images, labels)))
-
-
 if __name__ == "__main__":
-    main()
+    from main import main
+
+    sys.exit(main(["evaluate", *sys.argv[1:]]))

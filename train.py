@@ -1,141 +1,30 @@
-"""One-epoch training: the whole training set on the device, augmented per batch, OneCycle SGD."""
+"""One-epoch training: the whole training set on the device, augmented per batch, OneCycle SGD.
 
-import json
+`train` is the loop; `load_data` and `train_and_evaluate` are what the pipeline, the benchmark and
+tune share: a fresh model trained on one split and scored on another, clean.
+"""
+
 import math
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
-from typing import get_args
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import AUGMENTATIONS, DEFAULT_AUGMENT, Augmentation, augment
+from cli import RunError
+from data import augment, load_split, validation_split
+from model import MNISTModel, count_parameters, describe, receptive_field
+from test import metrics_from_logits, predict_logits
 
 
-@dataclass
-class TrainConfig:
-    """Every training hyperparameter, with its default; main.py's options come from here.
-
-    The defaults are trial 52 of the tune study in docs/tune (README, Tuning), rounded to three
-    significant figures: chosen on the validation split held out of the training set.
-    """
-
-    epochs: int = 1
-    batch_size: int = 64  # images per step
-    lr: float = 0.184  # peak learning rate of the OneCycle schedule
-    momentum: float = 0.949  # Nesterov momentum of SGD
-    weight_decay: float = 4.07e-4  # L2 penalty per step, scaled by the learning rate
-    warmup: float = 0.109  # fraction of all steps spent rising to the peak learning rate
-    label_smoothing: float = 0.139  # probability mass spread evenly over the 10 classes
-    seed: int = 0  # seeds the initial weights, the shuffling and the augmentation
-    augmentation: Augmentation | None = AUGMENTATIONS[DEFAULT_AUGMENT]  # None: no augmentation
-    max_steps: int | None = None  # stop early after this many steps (for --dry-run)
-    log_every: int = 100  # steps between log lines
-
-
-# The default before tune: the robustness work's hand-found recipe.
-HAND_FOUND = TrainConfig(
-    batch_size=128,
-    lr=0.6,
-    momentum=0.9,
-    weight_decay=5e-4,
-    warmup=0.25,
-    label_smoothing=0.1,
-    augmentation=Augmentation(translate=0.08, stroke=0.4, resolution=0.2, clean_tail=0.4),
-)
-RECIPES = {  # the benchmark's recipes: (training config, contrast stretch in the model)
-    "robust": (TrainConfig(), True),  # this project's default
-    "hand-found": (HAND_FOUND, True),  # the default before tune
-    "mild": (replace(TrainConfig(), augmentation=AUGMENTATIONS["mild"]), True),  # `python main.py --augment mild`
-    "earlier": (
-        replace(HAND_FOUND, augmentation=AUGMENTATIONS["mild"]),
-        False,
-    ),  # the default before the robustness work
-}
-DEFAULT_RECIPE, EARLIER_RECIPE = "robust", "earlier"  # the benchmark compares the first against the second
-
-
-DRY_RUN_STEPS = 10  # training steps of a smoke run (--dry-run, tune --quick)
-RUN_CONTROLS = ("seed", "max_steps", "log_every")  # TrainConfig fields that belong to one run, not to a recipe
-
-
-class ConfigError(Exception):
-    """A --config file that cannot be read or holds something TrainConfig does not take."""
-
-
-def recipe_json(config):
-    """The recipe in config (every field but the run controls) as --config reads it."""
-    recipe = {key: value for key, value in asdict(config).items() if key not in RUN_CONTROLS}
-    return json.dumps(recipe, indent=2) + "\n"
-
-
-def read_config(path):
-    """TrainConfig's defaults with the fields that the JSON file at path sets; "augmentation" is an object of
-    Augmentation fields (missing ones take Augmentation's defaults), a preset name, or null."""
-    try:
-        values = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise ConfigError(f"cannot read --config {path}: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"--config {path} is not JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"--config {path} must hold a JSON object of TrainConfig fields")
-    _check_fields(path, values, TrainConfig, skip=("augmentation",))
-    if isinstance(values.get("augmentation"), dict):
-        _check_fields(path, values["augmentation"], Augmentation)
-        values["augmentation"] = Augmentation(**values["augmentation"])
-    elif isinstance(values.get("augmentation"), str):
-        if values["augmentation"] not in AUGMENTATIONS:
-            raise ConfigError(f"--config {path}: augmentation must be an object, null or one of {list(AUGMENTATIONS)}")
-        values["augmentation"] = AUGMENTATIONS[values["augmentation"]]
-    return replace(TrainConfig(), **values)
-
-
-LIMITS = {  # (lowest, highest) each field of a --config file may take; None: unbounded
-    "epochs": (1, None),
-    "batch_size": (1, None),
-    "lr": (1e-9, None),
-    "momentum": (0, 0.999),
-    "weight_decay": (0, None),
-    "warmup": (0.01, 0.99),  # OneCycle needs some steps on each side of the peak
-    "label_smoothing": (0, 0.99),
-    "max_steps": (1, None),
-    "log_every": (1, None),
-    "degrees": (0, 180),
-    "translate": (0, 1),
-    "scale": (0, 0.99),
-    "stroke": (0, 1),
-    "resolution": (0, 1),
-    "clean_tail": (0, 1),
-}
-
-
-def _check_fields(path, values, kind, skip=()):
-    """Every key is a field of the dataclass kind holding a number of its type within LIMITS, or null where allowed."""
-    types = {field.name: get_args(field.type) or (field.type,) for field in fields(kind)}
-    for key, value in values.items():
-        if key not in types:
-            raise ConfigError(f"--config {path}: unknown field {key!r}; {kind.__name__} has {', '.join(types)}")
-        if key in skip or (value is None and type(None) in types[key]):
-            continue
-        wanted = int if int in types[key] else float
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != wanted(value):
-            raise ConfigError(
-                f"--config {path}: {key} must be {'an integer' if wanted is int else 'a number'}, got {value!r}"
-            )
-        low, high = LIMITS.get(key, (None, None))
-        if (low is not None and value < low) or (high is not None and value > high):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise ConfigError(f"--config {path}: {key} must be {bounds}, got {value!r}")
-        values[key] = wanted(value)
-
-
-class TrainingDiverged(Exception):
+class TrainingDiverged(RunError):
     """The loss stopped being a finite number."""
 
 
-class AccuracyBelowGate(Exception):
+class AccuracyBelowGate(RunError):
     """The trained model missed --min-accuracy."""
 
 
@@ -198,3 +87,75 @@ def train_step(model, optimizer, x, y, label_smoothing=0.0):
 
 def _mean(rows, key):
     return sum(row[key] for row in rows) / len(rows)
+
+
+@dataclass
+class TrainedRun:
+    model: torch.nn.Module
+    history: list  # one dict per step: step, seen, loss, accuracy, lr
+    metrics: dict  # the clean figures and the run's settings (metrics.json holds them)
+    predictions: torch.Tensor  # predicted digit for each evaluated image
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def load_data(data_dir, device, validation=False):
+    """{"train": (images, labels), "eval": (images, labels)} on the device, and "evaluated_on".
+
+    "eval" is MNIST's test set, or with validation=True the VALIDATION_SIZE images held out of the
+    training set (and "train" the rest): the test files are then never opened.
+    """
+    train_split = tuple(t.to(device) for t in load_split(data_dir, "train"))
+    if validation:
+        data = dict(zip(("train", "eval"), validation_split(*train_split), strict=True))
+    else:
+        data = {"train": train_split, "eval": tuple(t.to(device) for t in load_split(data_dir, "test"))}
+    data["evaluated_on"] = "validation" if validation else "test"
+    return data
+
+
+def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
+    """Train a fresh model on data["train"] and evaluate it on data["eval"] (clean images only)."""
+    torch.manual_seed(config.seed)
+    model = MNISTModel(arch, contrast_stretch).to(device, memory_format=torch.channels_last)
+    print(describe(model))
+
+    synchronize(device)
+    start = time.perf_counter()
+    history = train(model, *data["train"], config)
+    synchronize(device)
+    train_seconds = time.perf_counter() - start
+
+    test_images, test_labels = data["eval"]
+    start = time.perf_counter()
+    logits = predict_logits(model, test_images)
+    synchronize(device)
+    test_seconds = time.perf_counter() - start
+    metrics = metrics_from_logits(logits, test_labels)
+    metrics.update(
+        evaluated_on=data["evaluated_on"],
+        train_images=len(data["train"][0]),
+        architecture=arch,
+        parameters=count_parameters(model),
+        receptive_field=receptive_field(model),
+        epochs=config.epochs,
+        steps=len(history),
+        batch_size=config.batch_size,
+        learning_rate=config.lr,
+        seed=config.seed,
+        augmentation=asdict(config.augmentation) if config.augmentation else None,
+        hyperparameters={k: v for k, v in asdict(config).items() if k != "augmentation"},
+        train_seconds=round(train_seconds, 3),
+        train_images_per_second=round(history[-1]["seen"] / train_seconds, 1),
+        test_seconds=round(test_seconds, 3),
+        test_images_per_second=round(len(test_images) / test_seconds, 1),
+        device=str(device),
+        threads=torch.get_num_threads(),
+        torch_version=torch.__version__,
+        torchvision_version=version("torchvision"),
+        python_version=platform.python_version(),
+    )
+    return TrainedRun(model, history, metrics, logits.argmax(1))

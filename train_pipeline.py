@@ -1,111 +1,105 @@
-"""Build -> train -> evaluate -> save: the whole run behind `python main.py`."""
+"""Build -> train -> evaluate -> save: the whole run behind `python main.py`, and its options.
 
-import json
-import platform
+The corruption suite is paid for after the accuracy gate, and only when its figure is kept: a dry run,
+a diverged run and a run below the gate never build it. The run's figure is measured on a fixed
+sample of ROBUSTNESS_IMAGES evaluated images (metrics.json gives its standard error), from a suite
+cached between runs; `python main.py robustness` measures all 10,000.
+"""
+
 import time
-from dataclasses import asdict, dataclass
-from importlib.metadata import version
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-import plots
-from checkpoint import atomic_write, save_model
-from data import load_split, validation_split
-from model import MNISTModel, count_parameters, describe, receptive_field
-from robustness import corrupted_test_set, evaluate_robustness, robustness_figure
-from test import format_report, metrics_from_logits, predict_logits
-from train import AccuracyBelowGate, train
+from cli import (
+    DEFAULT_MODEL_PATH,
+    add_cache_option,
+    add_data_option,
+    add_device_option,
+    resolve_cache_dir,
+    resolve_data_dir,
+)
+from config import (
+    ARCHITECTURES,
+    AUGMENTATIONS,
+    DRY_RUN_STEPS,
+    SUITE_SEED,
+    VALIDATION_SIZE,
+    add_config_options,
+    config_from_args,
+)
 
 AUGMENTATION_SAMPLES = 8  # training digits shown in augmentation.png
+# Evaluated images per corruption for a run's robustness figure: a fixed sample whose mean is within
+# about 0.2 points (one standard error) of the whole test set's, at a fifth of the cost.
+ROBUSTNESS_IMAGES = 2_000
 
 
-@dataclass
-class TrainedRun:
-    model: torch.nn.Module
-    history: list  # one dict per step: step, seen, loss, accuracy, lr
-    metrics: dict  # everything metrics.json holds
-    predictions: torch.Tensor  # predicted digit for each test image
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def load_data(data_dir, device, validation=False):
-    """{"train": (images, labels), "eval": (images, labels)} on the device, and "corrupted": the eval
-    images under each corruption of the suite, as 8-bit images on the CPU.
-
-    "eval" is MNIST's test set, or with validation=True the VALIDATION_SIZE images held out of the
-    training set (and "train" the rest): the test files are then never opened.
-    """
-    train_split = tuple(t.to(device) for t in load_split(data_dir, "train"))
-    if validation:
-        data = dict(zip(("train", "eval"), validation_split(*train_split), strict=True))
-    else:
-        data = {"train": train_split, "eval": tuple(t.to(device) for t in load_split(data_dir, "test"))}
-    data["evaluated_on"] = "validation" if validation else "test"
-    data["corrupted"] = corrupted_test_set(data["eval"][0].cpu())
-    return data
-
-
-def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
-    """Train a fresh model on data["train"] and evaluate it on data["eval"], clean and corrupted."""
-    torch.manual_seed(config.seed)
-    model = MNISTModel(arch, contrast_stretch).to(device, memory_format=torch.channels_last)
-    print(describe(model))
-
-    synchronize(device)
-    start = time.perf_counter()
-    history = train(model, *data["train"], config)
-    synchronize(device)
-    train_seconds = time.perf_counter() - start
-
-    test_images, test_labels = data["eval"]
-    start = time.perf_counter()
-    logits = predict_logits(model, test_images)
-    synchronize(device)
-    test_seconds = time.perf_counter() - start
-    metrics = metrics_from_logits(logits, test_labels)
-    report = evaluate_robustness(model, data["corrupted"], test_labels, metrics["accuracy"])
-    metrics.update(
-        mean_corruption_accuracy=report["mean_corruption_accuracy"],
-        corruption_accuracy={name: row["accuracy"] for name, row in report["corruptions"].items()},
-        evaluated_on=data["evaluated_on"],
-        train_images=len(data["train"][0]),
-        architecture=arch,
-        parameters=count_parameters(model),
-        receptive_field=receptive_field(model),
-        epochs=config.epochs,
-        steps=len(history),
-        batch_size=config.batch_size,
-        learning_rate=config.lr,
-        seed=config.seed,
-        augmentation=asdict(config.augmentation) if config.augmentation else None,
-        hyperparameters={k: v for k, v in asdict(config).items() if k != "augmentation"},
-        train_seconds=round(train_seconds, 3),
-        train_images_per_second=round(history[-1]["seen"] / train_seconds, 1),
-        test_seconds=round(test_seconds, 3),
-        test_images_per_second=round(len(test_images) / test_seconds, 1),
-        device=str(device),
-        torch_version=torch.__version__,
-        torchvision_version=version("torchvision"),
-        python_version=platform.python_version(),
+def add_arguments(parser):
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="model preset")
+    add_config_options(parser)
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        help="augmentation preset: robust (stroke, resolution and affine jitter), mild (the earlier recipe: "
+        "small affine changes only) or none (default: the --config file's, else robust)",
     )
-    return TrainedRun(model, history, metrics, logits.argmax(1))
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help=f"train on the training images less {VALIDATION_SIZE:,} held out, and evaluate on those "
+        "instead of the test set (what tune scores)",
+    )
+    add_device_option(parser)
+    add_data_option(parser)
+    add_cache_option(parser)
+    parser.add_argument("--out", default=DEFAULT_MODEL_PATH, help="model path; metrics.json is written beside it")
+    parser.add_argument(
+        "--min-accuracy",
+        type=float,
+        default=95.0,
+        help="fail (exit 1, nothing saved) below this accuracy in %% (on the test set, or the validation split)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"smoke run: {DRY_RUN_STEPS} training steps, no accuracy gate, no corruption suite",
+    )
 
 
-def run(arch, config, device, data_dir, out, min_accuracy, validation=False):
-    """The full pipeline. Saves the model, metrics.json and the plots only if the accuracy gate passes."""
-    data = load_data(data_dir, device, validation)
+def run(args):
+    from train import load_data
+
+    config = config_from_args(args)
+    if args.augment:
+        config = replace(config, augmentation=AUGMENTATIONS[args.augment])
+    if args.dry_run:
+        config = replace(config, max_steps=DRY_RUN_STEPS)
+    start = time.perf_counter()
+    data = load_data(resolve_data_dir(args.data_dir), args.device, args.validation)
+    seconds = {"data": time.perf_counter() - start}
+    pipeline(
+        args.arch,
+        config,
+        args.device,
+        data,
+        Path(args.out),
+        min_accuracy=0.0 if args.dry_run else args.min_accuracy,
+        cache_dir=None if args.dry_run else resolve_cache_dir(args.cache_dir),
+        seconds=seconds,
+    )
+
+
+def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds):
+    """Train, evaluate, gate; then (cache_dir given) the robustness figure; then save the model, plots and
+    metrics.json. Nothing is saved when the gate fails."""
+    from checkpoint import save_model, write_json
+    from test import format_report
+    from train import AccuracyBelowGate, train_and_evaluate
+
     result = train_and_evaluate(arch, config, device, data)
     metrics = result.metrics
+    seconds.update(training=metrics["train_seconds"], evaluation=metrics["test_seconds"])
     print(format_report(metrics))
-    print(
-        f"mean corruption accuracy {metrics['mean_corruption_accuracy']:.2f}% over {len(data['corrupted'])} "
-        "corruptions (python main.py robustness shows each)"
-    )
     print(
         f"trained in {metrics['train_seconds']:.1f} s ({metrics['train_images_per_second']:,.0f} images/s) on {device}"
     )
@@ -114,30 +108,73 @@ def run(arch, config, device, data_dir, out, min_accuracy, validation=False):
             f"{metrics['evaluated_on']} accuracy {metrics['accuracy']:.2f}% is below --min-accuracy {min_accuracy}%; "
             "nothing was saved"
         )
-    out = Path(out)
+    robustness = None
+    if cache_dir is not None:
+        start = time.perf_counter()
+        robustness = suite, _, labels = robustness_sample(data["eval"], cache_dir)
+        metrics.update(robustness_figures(result.model, suite, labels, metrics["accuracy"]))
+        seconds["robustness"] = time.perf_counter() - start
+        print(
+            f"mean corruption accuracy {metrics['mean_corruption_accuracy']:.2f}% "
+            f"(+/- {metrics['mean_corruption_accuracy_standard_error']:.2f}) over {len(suite)} corruptions of "
+            f"{metrics['corruption_images']:,} {metrics['evaluated_on']} images (robustness: all)"
+        )
+    start = time.perf_counter()
     save_model(result.model, out)
+    seconds["saving"] = time.perf_counter() - start
+    start = time.perf_counter()
+    names = write_plots(out.parent, result, data, config, robustness)
+    seconds["plots"] = time.perf_counter() - start
+    metrics["seconds"] = {step: round(value, 3) for step, value in seconds.items()}
     write_json(out.with_name("metrics.json"), metrics)
-    names = write_plots(out.parent, result, data, config)
     print(f"saved {out}, metrics.json and {', '.join(names)} in {out.parent}")
     return metrics
 
 
-def write_plots(folder, result, data, config):
-    test_images, test_labels = data["eval"]
+def robustness_sample(evaluated, cache_dir):
+    """The suite made from a fixed, seeded sample of the evaluated images, and those images and labels."""
+    import torch
+
+    from corruptions import corrupted_test_set
+
+    images, labels = evaluated
+    chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(SUITE_SEED))[:ROBUSTNESS_IMAGES]
+    chosen = chosen.sort().values.to(images.device)
+    images, labels = images[chosen], labels[chosen]
+    return corrupted_test_set(images, SUITE_SEED, cache_dir), images, labels
+
+
+def robustness_figures(model, suite, labels, clean_accuracy):
+    """metrics.json's corruption keys: the mean, its standard error, each corruption's accuracy, the sample size."""
+    from corruptions import evaluate_robustness
+
+    report = evaluate_robustness(model, suite, labels, clean_accuracy)
+    return {
+        "mean_corruption_accuracy": report["mean_corruption_accuracy"],
+        "mean_corruption_accuracy_standard_error": report["mean_corruption_accuracy_standard_error"],
+        "corruption_images": report["images"],
+        "corruption_accuracy": {name: row["accuracy"] for name, row in report["corruptions"].items()},
+    }
+
+
+def write_plots(folder, result, data, config, robustness):
+    import torch
+
+    import plots
+
+    images, labels = data["eval"]
     figures = {
         "training_curves.png": plots.training_curves(result.history),
         "confusion_matrix.png": plots.confusion_matrix(result.metrics["confusion_matrix"]),
-        "misclassified.png": plots.misclassified(test_images, test_labels, result.predictions),
-        "robustness.png": robustness_figure(result.model, test_images, test_labels, data["corrupted"]),
+        "misclassified.png": plots.misclassified(images, labels, result.predictions),
     }
+    if robustness:
+        suite, sample_images, sample_labels = robustness
+        figures["robustness.png"] = plots.robustness(result.model, sample_images, sample_labels, suite)
     if config.augmentation:
-        generator = torch.Generator(test_images.device).manual_seed(config.seed)
+        generator = torch.Generator(images.device).manual_seed(config.seed)
         samples = data["train"][0][:AUGMENTATION_SAMPLES]
         figures["augmentation.png"] = plots.augmentation(samples, config.augmentation, generator)
     for name, figure in figures.items():
         plots.save_figure(figure, Path(folder) / name)
     return list(figures)
-
-
-def write_json(path, value):
-    atomic_write(path, lambda temporary: Path(temporary).write_text(json.dumps(value, indent=2) + "\n"))

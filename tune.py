@@ -3,7 +3,8 @@
 Each trial trains one epoch per seed on the training images less the validation split (data.py) and
 scores it there, clean and under the corruption suite; the test set is never opened. Any number of
 workers, in other terminals or on other machines, join a study by sharing its storage: a journal file
-by default, or any database URL Optuna takes (PostgreSQL for many machines).
+by default, or any database URL Optuna takes (PostgreSQL for many machines). torch and the plots are
+imported where they are used: `tune --help` answers without them.
 """
 
 import math
@@ -20,11 +21,24 @@ from pathlib import Path
 import optuna
 from optuna.trial import FixedTrial, TrialState
 
-import plots
-from checkpoint import atomic_write
-from data import Augmentation
-from train import DRY_RUN_STEPS, RUN_CONTROLS, TrainConfig, TrainingDiverged, recipe_json
-from train_pipeline import load_data, train_and_evaluate, write_json
+from cli import (
+    InputError,
+    add_cache_option,
+    add_data_option,
+    add_device_option,
+    positive,
+    resolve_cache_dir,
+    resolve_data_dir,
+)
+from config import (
+    ARCHITECTURES,
+    DRY_RUN_STEPS,
+    RUN_CONTROLS,
+    SUITE_SEED,
+    Augmentation,
+    TrainConfig,
+    recipe_json,
+)
 
 OBJECTIVES = {  # name -> direction; each trial's values are the means over its seeds
     "validation accuracy %": "maximize",
@@ -36,9 +50,49 @@ HEARTBEAT_SECONDS = 5  # a database-stored trial whose worker stays silent for 3
 SCHEMA_ATTEMPTS = 5  # tries at opening a database that other workers are setting up at the same moment
 POLL_SECONDS = 2  # how often a worker that waits for the others' last trials looks again
 JOURNAL_FILE = "tune.journal"
+TRIALS, QUICK_TRIALS = 60, 2  # complete trials a study holds by default, without and with --quick
 
 
-class TuneError(Exception):
+def add_arguments(parser):
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="model preset")
+    parser.add_argument(
+        "--trials",
+        type=positive(int),
+        help=f"complete trials the study should hold, all workers together (default: {TRIALS}, "
+        f"{QUICK_TRIALS} with --quick)",
+    )
+    parser.add_argument(
+        "--timeout", type=positive(float), help="stop starting trials after this many seconds (default: no limit)"
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="one training run per seed per trial")
+    parser.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL shared by the workers, such as postgresql://user@host/db "
+        "(default: the journal file OUT_DIR/tune.journal)",
+    )
+    parser.add_argument("--study", default="mnist", help="study name; the same name joins the same study")
+    parser.add_argument("--out-dir", default="models/tune", help="folder for tune.md, tune.json and the plots")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: a few training steps per run; the figures mean nothing"
+    )
+    parser.add_argument("--show", action="store_true", help="only write and print the report of the study")
+    add_device_option(parser)
+    add_data_option(parser)
+    add_cache_option(parser)
+
+
+def run(args):
+    args.trials = args.trials or (QUICK_TRIALS if args.quick else TRIALS)
+    try:
+        tune(args, TrainConfig(), args.device, resolve_data_dir(args.data_dir), resolve_cache_dir(args.cache_dir))
+    except KeyboardInterrupt:
+        print("interrupted: the study keeps its finished trials; the same command continues it", file=sys.stderr)
+        return 130
+    return 0
+
+
+class TuneError(InputError):
     """The --storage URL cannot be parsed or reached, or the study was made with other settings."""
 
 
@@ -168,6 +222,9 @@ def process_exists(pid):
 
 def objective(trial, n_trials, arch, seeds, base, device, data, hopeless):
     """Train one epoch per seed; prune after the first seed below `hopeless` % on validation."""
+    from corruptions import evaluate_robustness
+    from train import TrainingDiverged, train_and_evaluate
+
     trial.set_user_attr("worker", worker_name())
     ahead = study_trials(trial.study, TrialState.COMPLETE, TrialState.RUNNING, before=trial.number)
     if len(ahead) >= n_trials:  # two workers started trials at the same moment; this one is not needed
@@ -177,10 +234,13 @@ def objective(trial, n_trials, arch, seeds, base, device, data, hopeless):
     runs = []
     for seed in seeds:
         try:
-            metrics = train_and_evaluate(arch, replace(config, seed=seed), device, data).metrics
+            result = train_and_evaluate(arch, replace(config, seed=seed), device, data)
         except TrainingDiverged as error:
             trial.set_user_attr("pruned", str(error))
             raise optuna.TrialPruned() from None
+        metrics = result.metrics
+        robustness = evaluate_robustness(result.model, data["corrupted"], data["eval"][1], metrics["accuracy"])
+        metrics["mean_corruption_accuracy"] = robustness["mean_corruption_accuracy"]
         runs.append({key: metrics[key] for key in ("seed", "accuracy", "mean_corruption_accuracy", "train_seconds")})
         trial.set_user_attr("runs", runs)
         if metrics["accuracy"] < hopeless:
@@ -215,7 +275,7 @@ def work(study, n_trials, timeout, run_trial):
         study.optimize(run_trial, n_trials=1)
 
 
-def tune(args, base, device, data_dir):
+def tune(args, base, device, data_dir, cache_dir):
     """The `tune` command: join or create the study, run trials, then write the report."""
     optuna.logging.set_verbosity(optuna.logging.INFO)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -230,7 +290,11 @@ def tune(args, base, device, data_dir):
             )
         # --quick trains as --dry-run does, so that its reproduce commands (with --dry-run) match exactly
         base = replace(base, max_steps=DRY_RUN_STEPS if args.quick else None, log_every=sys.maxsize)  # a line a run
+        from corruptions import corrupted_test_set
+        from train import load_data
+
         data = load_data(data_dir, device, validation=True)
+        data["corrupted"] = corrupted_test_set(data["eval"][0].cpu(), SUITE_SEED, cache_dir)
         hopeless = 0.0 if args.quick else HOPELESS_ACCURACY
 
         def run_trial(trial):
@@ -247,9 +311,11 @@ def front(study):
 
 def reproduce(trial, settings, folder):
     """Write the trial's recipe as a --config file; return the command that trains with it."""
+    from checkpoint import write_text
+
     path = folder / "trials" / f"trial_{trial.number}.json"
     config = suggest_config(FixedTrial(trial.params), TrainConfig())
-    atomic_write(path, lambda temporary: Path(temporary).write_text(recipe_json(config)))
+    write_text(path, recipe_json(config))
     quick = " --dry-run" if settings["quick"] else ""
     return (
         f"python main.py --arch {settings['arch']} --config {path} --validation --seed {settings['seeds'][0]}{quick} "
@@ -278,9 +344,11 @@ def write_report(study, name, settings, folder):
         "trials": dict(states),
         "pareto_front": rows,
     }
+    from checkpoint import write_json, write_text
+
     write_json(folder / "tune.json", summary)
     markdown = markdown_report(summary)
-    atomic_write(folder / "tune.md", lambda temporary: Path(temporary).write_text(markdown))
+    write_text(folder / "tune.md", markdown)
     if states["complete"] >= 2:
         write_plots(study, folder)
     return markdown
@@ -314,6 +382,8 @@ def markdown_report(summary):
 def write_plots(study, folder):
     """The Pareto front of the two accuracies, and each parameter's importance for each objective."""
     from optuna.visualization import matplotlib as optuna_plots
+
+    import plots
 
     accuracy, corruption, _ = OBJECTIVES
     axes = optuna_plots.plot_pareto_front(

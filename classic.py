@@ -1,0 +1,113 @@
+"""The design this project started from, kept as the benchmark's baseline: a 10.6k-parameter net fed by a
+DataLoader that applies PIL RandomRotation(7), ToTensor and Normalize image by image, batch 64, Adam at
+1e-3, one epoch. Like the original, it runs as two scripts, one after the other:
+
+    python classic.py train --data-dir DIR --model classic.pth
+    python classic.py test --data-dir DIR --model classic.pth
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision import transforms
+from torchvision.datasets import MNIST
+
+from cli import resolve_data_dir
+from data import MEAN, STD
+from train import synchronize
+
+BATCH_SIZE, TEST_BATCH_SIZE, LR = 64, 1000, 1e-3
+
+
+class ClassicNet(nn.Module):
+    """The original 10.6k-parameter network, layer for layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 2),
+        )
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
+def dataset(data_dir, train):
+    steps = [transforms.RandomRotation(7)] if train else []
+    transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    return MNIST(str(data_dir), train=train, transform=transform)
+
+
+def train(seed, device, data_dir, max_steps=None):
+    """One epoch as the original trained it; returns the model, its training seconds and images seen."""
+    torch.manual_seed(seed)
+    model = ClassicNet().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    loader = DataLoader(
+        dataset(data_dir, train=True),
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    model.train()
+    seen, start = 0, time.perf_counter()
+    for step, (x, y) in enumerate(loader):
+        if step == max_steps:
+            break
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(x)
+    synchronize(device)
+    return model, time.perf_counter() - start, seen
+
+
+def test(model, device, data_dir):
+    """Test accuracy (%) as the original measured it, and the images per second of that pass."""
+    test_set = dataset(data_dir, train=False)
+    model.eval()
+    correct, start = 0, time.perf_counter()
+    with torch.no_grad():
+        for x, y in DataLoader(test_set, batch_size=TEST_BATCH_SIZE):
+            correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
+    synchronize(device)
+    return correct / len(test_set) * 100, len(test_set) / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="The original design's train.py and test.py, as one script.")
+    parser.add_argument("stage", choices=("train", "test"))
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
+    parser.add_argument("--model", default="classic.pth", help="model file written by train, read by test")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    data_dir, device = resolve_data_dir(args.data_dir), torch.device("cpu")
+    if args.stage == "train":
+        model, seconds, _ = train(args.seed, device, data_dir)
+        torch.save(model.state_dict(), args.model)
+        print(f"trained in {seconds:.1f} s")
+    else:
+        model = ClassicNet()
+        model.load_state_dict(torch.load(args.model, weights_only=True))
+        print(f"test accuracy {test(model, device, data_dir)[0]:.2f}%")
+
+
+if __name__ == "__main__":
+    main()

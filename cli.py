@@ -1,0 +1,110 @@
+"""Options that several commands share (device, data folder, model path) and the types they parse with.
+
+Nothing here imports torch at module level: `python main.py COMMAND --help` answers without it.
+"""
+
+import argparse
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "MNIST_DATA_DIR"
+DEFAULT_DATA_DIR = "data"
+CACHE_DIR_ENV = "MNIST_CACHE_DIR"
+DEFAULT_MODEL_PATH = "models/mnist_model.pth"
+
+
+class InputError(Exception):
+    """Bad input (a file, a folder, a setting): main.py prints the message in one line and exits 2."""
+
+
+class RunError(Exception):
+    """The run failed (diverged, missed its accuracy gate): main.py prints the message in one line and exits 1."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Appends each option's default, except where there is none to show (flags, defaults told in words);
+    keeps the description's and epilog's lines as written."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
+def port_number(text):
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1 to 65535)")
+    return int(text)
+
+
+def parse_device(name):
+    """'auto' picks cuda, then mps, then cpu; a named device must exist on this machine."""
+    import torch  # only once a command runs: --help stays fast
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not present.get(device.type, False) or (
+        device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise argparse.ArgumentTypeError(f"device {name!r} is not present on this machine")
+    return device
+
+
+def add_device_option(parser):
+    parser.add_argument(
+        "--device", type=parse_device, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+    )
+
+
+def add_data_option(parser):
+    parser.add_argument(
+        "--data-dir",
+        help="folder holding MNIST/raw; downloaded there if missing "
+        f"(default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR})",
+    )
+
+
+def resolve_data_dir(data_dir=None):
+    """The data folder: the option if given, else $MNIST_DATA_DIR, else ./data."""
+    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def add_cache_option(parser):
+    parser.add_argument(
+        "--cache-dir",
+        help="folder for the generated corruption suite, reused by later runs "
+        f"(default: ${CACHE_DIR_ENV}, else $XDG_CACHE_HOME/mnist-cnn, else ~/.cache/mnist-cnn)",
+    )
+
+
+def resolve_cache_dir(cache_dir=None):
+    """The cache folder: the option if given, else $MNIST_CACHE_DIR, else the user's cache folder."""
+    if cache_dir or os.environ.get(CACHE_DIR_ENV):
+        return Path(cache_dir or os.environ[CACHE_DIR_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-cnn"
+
+
+def add_model_option(parser):
+    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"saved state dict (default: {DEFAULT_MODEL_PATH})")
+
+
+def add_json_option(parser):
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -1,0 +1,27 @@
+"""`python main.py evaluate`: a saved model's accuracy, per-class accuracy and confusion matrix on the test set."""
+
+import json
+
+from cli import add_data_option, add_json_option, add_model_option, resolve_data_dir
+
+
+def add_arguments(parser):
+    add_model_option(parser)
+    add_data_option(parser)
+    add_json_option(parser)
+
+
+def run(args):
+    from checkpoint import load_model
+    from data import load_split
+    from test import evaluate, format_report
+
+    metrics = evaluate(load_model(args.model), *load_split(resolve_data_dir(args.data_dir), "test"))
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return
+    print(format_report(metrics))
+    print("confusion matrix (rows: true digit, columns: predicted)")
+    print("     " + "".join(f"{c:>6}" for c in range(10)))
+    for digit, row in enumerate(metrics["confusion_matrix"]):
+        print(f"{digit:>5}" + "".join(f"{n:>6}" for n in row))

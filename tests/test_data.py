@@ -1,0 +1,76 @@
+"""data.py: reading MNIST's files, naming what is wrong with them, never writing to the data folder."""
+
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from config import VALIDATION_SIZE
+from conftest import DATA_DIR, assert_one_line_error, run_cli
+from data import validation_split
+
+RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses
+
+
+def test_missing_data_offline_names_the_files_and_folder(tmp_path):
+    result = run_cli("--dry-run", "--data-dir", tmp_path / "empty", "--out", tmp_path / "m.pth", env=OFFLINE)
+    assert_one_line_error(result, 2, *RAW_NAMES, str(tmp_path / "empty" / "MNIST" / "raw"))
+    assert not (tmp_path / "m.pth").exists()
+
+
+def data_dir_with(tmp_path, name, content):
+    """A data folder linking the real files, but with `name` replaced by `content`."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for other in RAW_NAMES:
+        (raw / other).symlink_to((DATA_DIR / "MNIST" / "raw" / other).resolve())
+    (raw / name).unlink()
+    (raw / name).write_bytes(content)
+    return raw.parent.parent
+
+
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("train-images-idx3-ubyte", "truncated"),
+        ("t10k-labels-idx1-ubyte", "bad magic"),
+        ("train-labels-idx1-ubyte", "count mismatch"),
+    ],
+)
+def test_corrupt_data_names_the_bad_file(cli, tmp_path, name, damage):
+    original = (DATA_DIR / "MNIST" / "raw" / name).read_bytes()
+    content = {
+        "truncated": original[: len(original) // 3],
+        "bad magic": b"\x00\x00\x09\x09" + original[4:],
+        "count mismatch": original[:4] + struct.pack(">I", 59_999) + original[8:-1],
+    }[damage]
+    data_dir = data_dir_with(tmp_path, name, content)
+    result = cli("--dry-run", "--data-dir", data_dir, "--out", tmp_path / "m.pth")
+    assert_one_line_error(result, 2, name)
+    assert not (tmp_path / "m.pth").exists()
+
+
+def snapshot(folder):
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).rglob("*"))
+
+
+def test_data_folder_is_only_read(cli, tmp_path):
+    """A whole run, suite and all (a short recipe, so not a dry run), and the data folder is untouched."""
+    before = snapshot(DATA_DIR)
+    (tmp_path / "short.json").write_text('{"max_steps": 20}')
+    result = cli("--config", tmp_path / "short.json", "--min-accuracy", "0", "--data-dir", DATA_DIR,
+                 "--cache-dir", tmp_path / "cache", "--out", tmp_path / "m.pth")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "mean corruption accuracy" in result.stdout and list((tmp_path / "cache").iterdir())
+    assert snapshot(DATA_DIR) == before
+
+
+def test_validation_split_is_fixed_and_disjoint_from_the_training_images():
+    numbers = torch.arange(60_000)  # each "image" is its own index
+    (train_images, train_labels), (held_images, held_labels) = validation_split(numbers, numbers)
+    assert len(held_images) == VALIDATION_SIZE and len(train_images) == 60_000 - VALIDATION_SIZE
+    assert not set(train_images.tolist()) & set(held_images.tolist())
+    assert torch.equal(train_images, train_labels) and torch.equal(held_images, held_labels)
+    assert torch.equal(validation_split(numbers, numbers)[1][0], held_images)  # the same split every time

@@ -1,0 +1,67 @@
+"""export.py, `python main.py export`: ONNX and torch.export files that match PyTorch, with their metadata."""
+
+import json
+
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from checkpoint import load_model
+from conftest import assert_one_line_error
+from export import export
+from model import MNISTModel, count_parameters
+
+
+def run_exported(path, fmt, images):
+    """Logits from an exported file, loaded the way a user without this project's code would."""
+    if fmt == "onnx":
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(None, {"image": images.numpy()})[0])
+    with torch.no_grad():
+        return torch.export.load(path).module()(images)
+
+
+def exported_metadata(path, fmt):
+    if fmt == "onnx":
+        return {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+    files = {"metadata.json": ""}
+    torch.export.load(path, extra_files=files)
+    return json.loads(files["metadata.json"])
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_export_matches_pytorch_at_any_batch_size(cli, untrained, mnist, tmp_path, fmt):
+    out = tmp_path / f"model.{fmt}"
+    result = cli("export", "--format", fmt, "--model", untrained, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "input_layout: (N, 1, 28, 28)" in result.stdout
+    assert "warn" not in result.stderr.lower()  # neither Python warnings nor torch's logged ones
+    model = load_model(untrained)
+    for n in (1, 37):
+        images = mnist["eval"][0][:n]
+        with torch.no_grad():
+            expected = model(images)
+        torch.testing.assert_close(run_exported(out, fmt, images), expected, atol=1e-4, rtol=0)
+    info = exported_metadata(out, fmt)
+    assert info["mean"] == "0.1307" and info["std"] == "0.3081" and info["classes"] == "0,1,2,3,4,5,6,7,8,9"
+    assert info["architecture"] == "default" and info["parameters"] == str(count_parameters(model))
+    assert info["input_layout"].startswith("(N, 1, 28, 28)")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_export_of_a_compact_model(mnist, tmp_path, fmt):
+    """In-process, so that a deprecation warning from this project's own calls fails the test (pytest.ini)."""
+    model = MNISTModel("compact").eval()
+    info = export(model, fmt, tmp_path / f"compact.{fmt}")
+    assert info["architecture"] == "compact" and info["parameters"] == str(count_parameters(model))
+    images = mnist["eval"][0][:5]
+    with torch.no_grad():
+        expected = model(images)
+    torch.testing.assert_close(run_exported(tmp_path / f"compact.{fmt}", fmt, images), expected, atol=1e-4, rtol=0)
+
+
+def test_torchscript_export_is_refused_naming_pt2(cli, untrained, tmp_path):
+    result = cli("export", "--format", "torchscript", "--model", untrained, "--out", tmp_path / "m.pt")
+    assert_one_line_error(result, 2, "pt2")
+    assert not (tmp_path / "m.pt").exists()

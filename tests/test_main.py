@@ -1,0 +1,92 @@
+"""main.py: a thin registry; each command parses its own options, and --help never loads torch."""
+
+import sys
+
+import pytest
+
+from config import TrainConfig
+from conftest import ROOT, assert_one_line_error, run_cli
+from main import COMMANDS
+
+HELP_IMPORTS = """
+import sys
+from main import main
+for argv in [["--help"]] + [[command, "--help"] for command in sys.argv[1:]]:
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print("torch loaded" if "torch" in sys.modules else "torch not loaded", file=sys.stderr)
+"""
+
+
+def test_help_of_main_and_of_every_command_leaves_torch_unloaded():
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_IMPORTS, *COMMANDS], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().endswith("torch not loaded"), result.stderr
+    assert result.stdout.count("usage: main.py") == 1 + len(COMMANDS)
+
+
+def test_help_shows_training_defaults_and_lists_the_commands(cli):
+    result = cli("--help")
+    assert result.returncode == 0
+    assert f"(default: {TrainConfig().batch_size})" in result.stdout and "--min-accuracy" in result.stdout
+    assert all(f"  {command} " in result.stdout for command in COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "3", "predict", "x.png"], "unrecognized arguments: predict x.png"),
+        (["predict", "x.png", "--epochs", "3"], "unrecognized arguments: --epochs 3"),
+        (["bench", "--lr", "0.1"], "unrecognized arguments: --lr"),
+        (["evaluate", "--config", "recipe.json"], "unrecognized arguments: --config"),
+        (["export", "--format", "onnx", "--dry-run"], "unrecognized arguments: --dry-run"),
+    ],
+)
+def test_a_command_refuses_options_that_are_not_its_own(cli, args, message):
+    result = cli(*args)
+    assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--batch-size", "0", "must be at least 1"),
+        ("--lr", "-0.1", "must be at least"),
+        ("--epochs", "0", "must be at least 1"),
+        ("--warmup", "2", "must be between 0.01 and 0.99"),
+        ("--batch-size", "1.5", "must be an integer, got '1.5'"),
+        ("--device", "tpu", "unknown device"),
+        ("--device", "cuda:7", "not present"),
+    ],
+)
+def test_invalid_training_options_are_usage_errors(cli, tmp_path, option, value, message):
+    result = cli(option, value, "--data-dir", tmp_path / "never-read", "--out", tmp_path / "m.pth")
+    assert result.returncode == 2
+    assert f"argument {option}" in result.stderr and message in result.stderr
+    assert not (tmp_path / "never-read").exists() and not (tmp_path / "m.pth").exists()
+
+
+def test_a_subprocess_exits_with_the_commands_code_and_one_line(tmp_path):
+    """Through a real process: main.py's own exit codes (2 for bad input) and no traceback."""
+    result = run_cli("evaluate", "--model", tmp_path / "absent.pth")
+    assert_one_line_error(result, 2, "no model file")
+
+
+def test_workflow_matches_githubs_schema():
+    import subprocess
+
+    workflow = ROOT / ".github" / "workflows" / "ml-pipeline.yml"
+    result = subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = workflow.read_text()
+    assert "upload-artifact@v3" not in text and "name: trained-model" in text

@@ -1,0 +1,32 @@
+"""robustness.py, `python main.py robustness`: the whole suite on all 10,000 test images."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from corruptions import SUITE
+
+
+@pytest.mark.slow
+def test_robustness_command_prints_and_writes_the_report(cli, trained, tmp_path):
+    model = tmp_path / "mnist_model.pth"
+    model.write_bytes(trained[0].read_bytes())
+    result = cli("robustness", "--model", model, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report == json.loads((tmp_path / "robustness.json").read_text())
+    assert report["clean_accuracy"] == pytest.approx(trained[1]["accuracy"]) and report["images"] == 10_000
+    assert list(report["corruptions"]) == list(SUITE)
+    # The run's figure is an estimate from 2,000 of these images: within four of its standard errors.
+    run = trained[1]
+    assert (
+        abs(report["mean_corruption_accuracy"] - run["mean_corruption_accuracy"])
+        <= 4 * run["mean_corruption_accuracy_standard_error"]
+    )
+    with Image.open(tmp_path / "robustness.png") as picture:
+        assert picture.height > picture.width / 2  # a row per corruption
+    text = cli("robustness", "--model", model, "--seed", 1)
+    assert text.returncode == 0, text.stderr
+    assert all(name in text.stdout for name in SUITE) and "mean corruption accuracy" in text.stdout
+    assert json.loads((tmp_path / "robustness.json").read_text())["seed"] == 1

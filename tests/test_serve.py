@@ -1,0 +1,213 @@
+"""serve.py, `python main.py serve`: the API, the real server process, a real browser, a bounded load test."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import assert_one_line_error, run_cli, write_huge_png
+from model import MNISTModel, count_parameters
+
+SERVE_TEST_UPLOAD_LIMIT = 2**20  # bytes: 1 MiB, a limit the test can exceed quickly
+LOAD_TEST_REQUESTS, LOAD_TEST_CLIENTS = 2000, 16
+
+
+@pytest.fixture(scope="session")
+def server(trained):
+    """The real `python main.py serve` on a free loopback port, with a small upload limit to test."""
+    from serve_bench import free_port, start_server, stop_server
+
+    server, url = start_server(trained[0], free_port(), "--max-upload-mb", str(SERVE_TEST_UPLOAD_LIMIT / 2**20))
+    yield url
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def api(server):
+    import httpx
+
+    with httpx.Client(base_url=server, timeout=30) as client:
+        yield client
+
+
+def post_image(api, body, content_type="image/png"):
+    return api.post("/api/predict", content=body, headers={"content-type": content_type})
+
+
+def test_api_predicts_like_the_predict_command(api, cli, trained, user_images):
+    paths = user_images[0][:6]
+    expected = json.loads(cli("predict", "--model", trained[0], "--json", *paths).stdout)
+    for path, cli in zip(paths, expected, strict=True):
+        raw = post_image(api, path.read_bytes(), f"image/{path.suffix[1:]}")
+        form = api.post("/api/predict", files={"image": (path.name, path.read_bytes())})
+        for answer in (raw, form):
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["digit"] == cli["digit"]  # the server reads batches: the same to within rounding
+            assert [t["probability"] for t in body["top3"]] == pytest.approx(
+                [t["probability"] for t in cli["top3"]], abs=0.02
+            )
+            assert len(body["probabilities"]) == 10 and sum(body["probabilities"]) == pytest.approx(100, abs=0.1)
+            image = np.array(body["image"])
+            assert image.shape == (28, 28) and image.min() == 0 and image.max() > 200
+
+
+@pytest.mark.parametrize(
+    "make, status, message",
+    [
+        (lambda tmp: {"content": b""}, 400, "no image"),
+        (lambda tmp: {"files": {"picture": ("a.png", b"x")}}, 400, "no file in field 'image'"),
+        (lambda tmp: {"content": b"plain words", "headers": {"content-type": "text/plain"}}, 415, "content type"),
+        (lambda tmp: {"content": b"GIF? no", "headers": {"content-type": "image/png"}}, 415, "not an image"),
+        (lambda tmp: {"content": tmp["png"][:300], "headers": {"content-type": "image/png"}}, 400, "truncated"),
+        (lambda tmp: {"content": b"\0" * (2**20 + 1), "headers": {"content-type": "image/png"}}, 413, "upload over"),
+        (lambda tmp: {"content": tmp["huge"], "headers": {"content-type": "image/png"}}, 413, "megapixel limit"),
+        (lambda tmp: {"content": tmp["blank"], "headers": {"content-type": "image/png"}}, 422, "no digit found"),
+    ],
+    ids=[
+        "empty",
+        "no-image-field",
+        "not-image-type",
+        "not-image-bytes",
+        "truncated",
+        "over-upload",
+        "over-pixels",
+        "blank",
+    ],
+)
+def test_api_refuses_bad_uploads_with_json_errors(api, user_images, tmp_path, make, status, message):
+    write_huge_png(tmp_path / "huge.png", 10_000, 6_000)  # 60 megapixels in a few kilobytes
+    Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
+    files = {
+        "png": user_images[0][0].read_bytes(),
+        "huge": (tmp_path / "huge.png").read_bytes(),
+        "blank": (tmp_path / "blank.png").read_bytes(),
+    }
+    answer = api.post("/api/predict", **make(files))
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["detail"] and "Traceback" not in answer.text
+
+
+def test_api_health_docs_and_page_need_nothing_from_elsewhere(api, trained):
+    assert api.get("/api/health").json() == {
+        "status": "ok",
+        "model": str(trained[0]),
+        "architecture": "default",
+        "parameters": count_parameters(MNISTModel("default")),
+    }
+    for path in ("/", "/docs", "/static/app.js", "/static/style.css"):
+        answer = api.get(path)
+        assert answer.status_code == 200
+        assert "http://" not in answer.text and "https://" not in answer.text.replace("https://github", ""), path
+    assert "/api/predict" in api.get("/openapi.json").json()["paths"]
+
+
+def test_serve_process_answers_refuses_big_bodies_early_and_stops_on_ctrl_c(trained, user_images):
+    from serve_bench import free_port, start_server, stop_server
+
+    server, url = start_server(trained[0], free_port(), "--max-upload-mb", "0.05")
+    try:
+        answer = httpx_post(url, user_images[0][0].read_bytes())
+        assert answer.status_code == 200 and answer.json()["digit"] == user_images[1][0]
+
+        def endless():  # a chunked body with no length: refused once 0.05 MB have arrived
+            for _ in range(10_000):
+                yield b"\0" * 4096
+
+        refused = httpx_post(url, endless())
+        assert refused.status_code == 413 and "upload over" in refused.json()["detail"]
+    finally:
+        code, stdout, stderr = stop_server(server)
+    assert code in (0, 130) and "Traceback" not in stderr, stderr
+    assert f"serving {trained[0]} at {url}" in stdout
+
+
+def httpx_post(url, content):
+    import httpx
+
+    return httpx.post(f"{url}/api/predict", content=content, headers={"content-type": "image/png"}, timeout=30)
+
+
+def test_serve_refuses_a_bad_model_before_listening(untrained, tmp_path):
+    (tmp_path / "bad.pth").write_bytes(untrained.read_bytes()[:5000])
+    result = run_cli("serve", "--model", tmp_path / "bad.pth", "--port", "1")
+    assert_one_line_error(result, 2, "corrupt or truncated")
+    result = run_cli("serve", "--port", "70000")
+    assert result.returncode == 2 and "not a TCP port" in result.stderr
+
+
+# Strokes as a person draws them, in fractions of the pad: a slanted 1, a 7 with a crossbar-free bend, a 0.
+STROKES = {
+    1: [[(0.55, 0.15), (0.52, 0.5), (0.48, 0.85)]],
+    7: [[(0.25, 0.2), (0.5, 0.19), (0.75, 0.2), (0.6, 0.5), (0.47, 0.85)]],
+    0: [[(0.5 + 0.22 * np.sin(a), 0.5 - 0.33 * np.cos(a)) for a in np.linspace(0, 2.1 * np.pi, 40)]],
+}
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # Debian's; CI on GitHub points it at Chrome
+
+
+def draw(page, strokes):
+    box = page.locator("#pad").bounding_box()
+    for stroke in strokes:
+        points = [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for point in points[1:]:
+            page.mouse.move(*point, steps=6)
+        page.mouse.up()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium or Chrome (.ci/run installs Chromium)")
+def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits(server, user_images, tmp_path):
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import expect, sync_playwright
+
+    hosts = set()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        page = browser.new_page(viewport={"width": 800, "height": 700})
+        page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
+        page.goto(server)
+        for digit, strokes in STROKES.items():
+            page.get_by_role("button", name="Clear").click()
+            draw(page, strokes)
+            expect(page.locator("#digit")).to_have_text(str(digit))
+            expect(page.locator("#bars li")).to_have_count(10)
+            top = page.locator(f"#bars li[data-digit='{digit}']")
+            expect(top).to_have_class("top")
+            page.wait_for_timeout(300)  # the bars' width transition
+            fill, bar = (top.locator(part).bounding_box()["width"] for part in (".fill", ".bar"))
+            assert fill > 0.5 * bar  # the winning bar is drawn, more than half full
+        page.screenshot(path=tmp_path / "drawn_0.png")
+        path, label = user_images[0][1], user_images[1][1]
+        page.locator("#file").set_input_files(path)
+        expect(page.locator("#digit")).to_have_text(str(label))
+        seen = page.locator("#seen").evaluate("c => Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data)")
+        assert max(seen) == 255 and min(seen) == 0  # the prepared image is shown
+        page.screenshot(path=tmp_path / "uploaded.png")
+        browser.close()
+    assert hosts == {urlsplit(server).netloc}, hosts
+    print(f"screenshots in {tmp_path}")
+
+
+@pytest.mark.slow
+def test_server_answers_2000_predictions_from_16_clients(server, cli, user_images, trained):
+    import asyncio
+
+    from serve_bench import http_load
+
+    paths = [path for path in user_images[0] if path.suffix == ".png"][:20]
+    bodies = [path.read_bytes() for path in paths]
+    expected = json.loads(cli("predict", "--model", trained[0], "--json", *paths).stdout)
+    load = asyncio.run(http_load(server, bodies, LOAD_TEST_CLIENTS, LOAD_TEST_REQUESTS))
+    assert load["statuses"] == {200: LOAD_TEST_REQUESTS}
+    assert load["digits"] == [expected[i % len(bodies)]["digit"] for i in range(LOAD_TEST_REQUESTS)]
+    print(f"{load['requests_per_second']} requests/s, latency ms {load['latency_ms']}")

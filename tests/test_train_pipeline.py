@@ -1,0 +1,217 @@
+"""train_pipeline.py, `python main.py`: the run, what it saves and when, and its faults."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from PIL import Image
+
+from config import DRY_RUN_STEPS, Augmentation, TrainConfig
+from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, run_cli
+from corruptions import SUITE
+from train import AccuracyBelowGate, train_and_evaluate
+from train_pipeline import pipeline
+
+CORRUPTION_FLOOR = 87.0  # mean corruption accuracy (%) of one default run; measured 88.99 to 91.64 over seeds 0-4
+RUN_KEYS = (
+    "accuracy", "per_class_accuracy", "test_loss", "parameters", "receptive_field", "epochs", "batch_size",
+    "learning_rate", "seed", "augmentation", "train_seconds", "train_images_per_second", "device", "torch_version",
+    "torchvision_version", "python_version", "mean_corruption_accuracy", "mean_corruption_accuracy_standard_error",
+    "corruption_images", "corruption_accuracy", "seconds",
+)  # fmt: skip
+
+
+def test_metrics_json_holds_the_run(trained):
+    path, metrics = trained
+    saved = json.loads(path.with_name("metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert all(key in saved for key in RUN_KEYS), set(RUN_KEYS) - set(saved)
+    assert len(saved["per_class_accuracy"]) == 10
+    assert set(saved["seconds"]) == {"training", "evaluation", "robustness", "saving", "plots"}
+
+
+def test_the_run_measures_robustness_on_a_sample_with_its_standard_error(trained):
+    metrics = trained[1]
+    assert set(metrics["corruption_accuracy"]) == set(SUITE)
+    assert metrics["corruption_images"] == 2_000
+    assert metrics["mean_corruption_accuracy"] == pytest.approx(
+        sum(metrics["corruption_accuracy"].values()) / len(SUITE)
+    )
+    assert metrics["mean_corruption_accuracy"] >= CORRUPTION_FLOOR
+    assert 0 < metrics["mean_corruption_accuracy_standard_error"] < 1
+
+
+def test_run_writes_real_pngs_beside_the_model(trained):
+    for name in (
+        "training_curves.png",
+        "confusion_matrix.png",
+        "misclassified.png",
+        "augmentation.png",
+        "robustness.png",
+    ):
+        path = trained[0].with_name(name)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        with Image.open(path) as image:
+            assert image.width >= 200 and image.height >= 200, name
+        assert 5_000 < path.stat().st_size < 2_000_000, name
+
+
+def short(seed=0, steps=DRY_RUN_STEPS):
+    return replace(TrainConfig(seed=seed), max_steps=steps)
+
+
+def test_a_dry_run_builds_no_suite(mnist, tmp_path):
+    out = tmp_path / "m.pth"
+    metrics = pipeline("default", short(), CPU, mnist, out, min_accuracy=0.0, cache_dir=None, seconds={})
+    assert out.is_file() and "mean_corruption_accuracy" not in metrics
+    assert not out.with_name("robustness.png").exists()
+
+
+def test_a_run_below_the_gate_builds_no_suite_and_saves_nothing(mnist, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.raises(AccuracyBelowGate, match="nothing was saved"):
+        pipeline("default", short(), CPU, mnist, tmp_path / "m.pth", min_accuracy=99.0, cache_dir=cache, seconds={})
+    assert not cache.exists() and not list(tmp_path.iterdir())
+
+
+def test_dry_run_cli_writes_only_where_told(tmp_path, cache_dir):
+    models_dir = ROOT / "models"
+    before = sorted(models_dir.iterdir()) if models_dir.exists() else []
+    cached = sorted(cache_dir.iterdir())
+    out = tmp_path / "dry" / "model.pth"
+    result = run_cli("--dry-run", "--out", out, "--data-dir", DATA_DIR, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and out.with_name("metrics.json").is_file()
+    assert "parameters, receptive field" in result.stdout
+    assert (sorted(models_dir.iterdir()) if models_dir.exists() else []) == before
+    assert sorted(cache_dir.iterdir()) == cached  # a dry run pays for no suite
+
+
+def test_config_file_sets_the_recipe_and_options_override_it(cli, tmp_path):
+    config = tmp_path / "recipe.json"
+    config.write_text(json.dumps({"lr": 0.3, "batch_size": 96, "warmup": 0.4, "augmentation": {"stroke": 0.1}}))
+    result = cli("--config", config, "--batch-size", "32", "--dry-run", "--out", tmp_path / "run" / "m.pth")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    expected = asdict(replace(TrainConfig(), lr=0.3, batch_size=32, warmup=0.4, max_steps=DRY_RUN_STEPS))
+    del expected["augmentation"]
+    assert metrics["hyperparameters"] == expected
+    assert metrics["augmentation"] == asdict(Augmentation(stroke=0.1))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"lr": 0.3', "is not JSON"),
+        ('{"learning_rate": 0.3}', "unknown field 'learning_rate'"),
+        ('{"batch_size": 1.5}', "batch_size must be an integer"),
+        ('{"warmup": 2}', "warmup must be between"),
+        ('{"augmentation": {"blur": 1}}', "unknown field 'blur'"),
+        ('{"augmentation": 3}', "augmentation must be an object"),
+    ],
+)
+def test_a_bad_config_file_is_a_one_line_error(cli, tmp_path, content, message):
+    (tmp_path / "recipe.json").write_text(content)
+    result = cli("--config", tmp_path / "recipe.json", "--out", tmp_path / "m.pth", "--data-dir", tmp_path)
+    assert_one_line_error(result, 2, message)
+    assert not (tmp_path / "m.pth").exists()
+
+
+def test_a_diverging_loss_stops_without_saving(cli, tmp_path):
+    result = cli("--dry-run", "--lr", "1e6", "--data-dir", DATA_DIR, "--out", tmp_path / "m.pth")
+    assert_one_line_error(result, 1, "diverged")
+    assert not (tmp_path / "m.pth").exists()
+
+
+def test_an_unwritable_out_is_a_one_line_error(cli, tmp_path):
+    (tmp_path / "taken").mkdir()
+    result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / "taken")
+    assert_one_line_error(result, 1, str(tmp_path / "taken"))
+
+
+@pytest.mark.slow
+def test_two_runs_to_the_same_out_leave_one_complete_model(tmp_path, mnist):
+    out = tmp_path / "m.pth"
+    command = [sys.executable, str(ROOT / "main.py"), "--dry-run", "--data-dir", str(DATA_DIR), "--out", str(out)]
+    runs = [
+        subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for seed in (1, 2)
+    ]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    saved = torch.load(out, weights_only=True)
+    # The same dry runs in this process: the file must be exactly one of them, not a mix.
+    candidates = [train_and_evaluate("default", short(seed), CPU, mnist).model.state_dict() for seed in (1, 2)]
+    assert sum(all(torch.equal(saved[k], c[k]) for k in saved) for c in candidates) == 1
+    assert not list(tmp_path.glob(".*.tmp*"))
+
+
+@pytest.mark.slow
+def test_two_concurrent_runs_sharing_a_cache_finish_with_identical_figures(tmp_path):
+    """Not dry runs (a short recipe from --config): both build the suite into one cache folder at once."""
+    (tmp_path / "short.json").write_text(json.dumps({"max_steps": 30}))
+    command = [sys.executable, str(ROOT / "main.py"), "--config", str(tmp_path / "short.json"), "--min-accuracy", "0"]
+    command += ["--data-dir", str(DATA_DIR), "--cache-dir", str(tmp_path / "cache")]
+    runs = [
+        subprocess.Popen(
+            command + ["--out", str(tmp_path / name / "m.pth")], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for name in ("a", "b")
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0 and b"Traceback" not in stderr, stderr
+    first, second = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("a", "b"))
+    assert first["corruption_accuracy"] == second["corruption_accuracy"] and len(first["corruption_accuracy"]) == 19
+    assert len(list((tmp_path / "cache").glob("suite-*.bin"))) == 1 and not list((tmp_path / "cache").glob(".*"))
+
+
+@pytest.mark.slow
+def test_same_seed_gives_bitwise_identical_cli_runs(tmp_path):
+    outs = [tmp_path / name / "m.pth" for name in ("a", "b")]
+    for out in outs:
+        assert run_cli("--dry-run", "--seed", 5, "--data-dir", DATA_DIR, "--out", out).returncode == 0
+    first, second = (torch.load(out, weights_only=True) for out in outs)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    timing = {"train_seconds", "train_images_per_second", "test_seconds", "test_images_per_second", "seconds"}
+    metrics = [
+        {k: v for k, v in json.loads(out.with_name("metrics.json").read_text()).items() if k not in timing}
+        for out in outs
+    ]
+    assert metrics[0] == metrics[1]
+
+
+@pytest.fixture
+def previous_run(trained, tmp_path):
+    """A models folder holding a finished run, and the bytes each of its files holds."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("mnist_model.pth", "metrics.json"):
+        (folder / name).write_bytes(trained[0].with_name(name).read_bytes())
+    return folder / "mnist_model.pth", {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_training_keeps_the_previous_model(previous_run):
+    out, contents = previous_run
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "--out", str(out), "--data-dir", str(DATA_DIR)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    for line in process.stdout:  # wait until training has begun
+        if line.startswith("MNISTModel("):
+            break
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == contents

@@ -1,0 +1,137 @@
+"""tune.py, `python main.py tune`: the study, its report and reproduce commands, several workers, a killed worker."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA_DIR, ROOT, assert_one_line_error, run_cli
+
+
+def train_only_data_dir(tmp_path):
+    """A data folder holding the training files alone: anything that opens the test files fails."""
+    folder = tmp_path / "train_only" / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (folder / name).symlink_to(DATA_DIR / "MNIST" / "raw" / name)
+    return folder.parents[1]
+
+
+def tune_cli(out_dir, *options, data_dir=DATA_DIR):
+    return run_cli("tune", "--quick", "--out-dir", out_dir, "--data-dir", data_dir, *options)
+
+
+def start_tune_worker(out_dir, *options):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "tune", "--quick", "--out-dir", out_dir, *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "MNIST_DATA_DIR": str(DATA_DIR)},
+    )
+
+
+def journal_study(out_dir, name="mnist"):
+    import optuna
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out_dir / "tune.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def assert_complete_trials(study, count):
+    trials = study.get_trials()
+    numbers = [trial.number for trial in trials]
+    assert len(numbers) == len(set(numbers)) == max(numbers) + 1
+    assert sum(trial.state.name == "COMPLETE" for trial in trials) == count, [t.state for t in trials]
+    return trials
+
+
+@pytest.mark.slow
+def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
+    result = tune_cli(tmp_path / "tune", data_dir=train_only_data_dir(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front" in result.stdout and "Traceback" not in result.stderr
+    report = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert report["trials"] == {"complete": 2}
+    for name in ("tune.md", "pareto_front.png", "importance_accuracy.png", "importance_corruption.png"):
+        assert (tmp_path / "tune" / name).stat().st_size > 0
+    row = report["pareto_front"][0]
+    command = row["command"].split()
+    assert command[:2] == ["python", "main.py"] and "--validation" in command
+    reproduced = run_cli(*command[2:], cwd=ROOT)  # paths in the command are as tune printed them: absolute here
+    assert reproduced.returncode == 0, reproduced.stderr
+    metrics = json.loads((Path(command[command.index("--out") + 1]).parent / "metrics.json").read_text())
+    recipe = json.loads(Path(command[command.index("--config") + 1]).read_text())
+    assert metrics["evaluated_on"] == "validation" and metrics["train_images"] == 55_000
+    assert metrics["augmentation"] == recipe.pop("augmentation")
+    assert {key: metrics["hyperparameters"][key] for key in recipe} == recipe
+    trained_with = {**metrics["hyperparameters"], **metrics["augmentation"]}
+    assert {key: trained_with[key] for key in row["params"]} == row["params"]
+    assert metrics["accuracy"] == pytest.approx(row["runs"][0]["accuracy"])  # the trial's own run, redone
+    shown = tune_cli(tmp_path / "tune", "--show")
+    assert shown.returncode == 0 and shown.stdout.count("python main.py --arch") == len(report["pareto_front"])
+    other_seeds = tune_cli(tmp_path / "tune", "--seeds", "3")  # a worker with other settings is refused
+    assert_one_line_error(other_seeds, 2, "was made with --arch default --seeds 0 1 --quick")
+
+
+@pytest.mark.slow
+def test_two_tune_workers_share_one_journal_study(tmp_path):
+    workers = [start_tune_worker(tmp_path, "--trials", "3", "--seeds", "0") for _ in range(2)]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0 and "Traceback" not in stderr, stderr
+    assert_complete_trials(journal_study(tmp_path), 3)
+
+
+@pytest.mark.slow
+def test_a_killed_tune_worker_leaves_a_usable_study(tmp_path):
+    killed = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if (tmp_path / "tune.journal").exists() and any(
+            trial.state.name == "RUNNING" and "worker" in trial.user_attrs for trial in journal_study(tmp_path).trials
+        ):
+            break
+        time.sleep(0.5)
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate()
+    successor = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    _, stderr = successor.communicate(timeout=600)
+    assert successor.returncode == 0, stderr
+    assert f"process {killed.pid}) is gone" in stderr
+    trials = assert_complete_trials(journal_study(tmp_path), 2)
+    assert trials[0].state.name == "FAIL"
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.skipif("TUNE_POSTGRES_URL" not in os.environ, reason="needs a PostgreSQL server (.ci/run starts one)")
+def test_two_tune_workers_share_a_postgresql_study(tmp_path):
+    import optuna
+
+    url, name = os.environ["TUNE_POSTGRES_URL"], f"test-{os.getpid()}-{time.time_ns()}"
+    workers = [
+        start_tune_worker(tmp_path / f"worker{i}", "--trials", "3", "--seeds", "0", "--storage", url, "--study", name)
+        for i in range(2)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0 and "Traceback" not in stderr, stderr
+    assert_complete_trials(optuna.load_study(study_name=name, storage=url), 3)
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [("not a url at all", "cannot open --storage"), ("postgresql://nobody@127.0.0.1:1/none", "cannot open --storage")],
+)
+def test_tune_refuses_an_unusable_storage_in_one_line(tmp_path, url, message):
+    assert_one_line_error(tune_cli(tmp_path, "--storage", url), 2, message)
+
+
+def test_tune_show_without_a_study_is_a_one_line_error(tmp_path):
+    assert_one_line_error(tune_cli(tmp_path, "--show"), 2, "no study 'mnist'")
