@@ -78,20 +78,21 @@ def run(args):
     if args.serve:
         from serve_bench import serve_benchmark
 
-        return serve_benchmark(args.model, data_dir, args.out_dir, SERVE_BENCH_IMAGES, args.requests, args.clients)
-    if args.end_to_end:
-        return end_to_end_benchmark(data_dir, args.out_dir, args.repeats)
-    return run_benchmark(
-        args.arch,
-        args.recipe,
-        args.seeds,
-        args.device,
-        data_dir,
-        args.out_dir,
-        resolve_cache_dir(args.cache_dir),
-        quick=args.quick,
-        classic=not args.no_classic,
-    )
+        serve_benchmark(args.model, data_dir, args.out_dir, SERVE_BENCH_IMAGES, args.requests, args.clients)
+    elif args.end_to_end:
+        end_to_end_benchmark(data_dir, args.out_dir, args.repeats)
+    else:
+        run_benchmark(
+            args.arch,
+            args.recipe,
+            args.seeds,
+            args.device,
+            data_dir,
+            args.out_dir,
+            resolve_cache_dir(args.cache_dir),
+            quick=args.quick,
+            classic=not args.no_classic,
+        )
 
 
 def classic_run(seed, device, data_dir, data, suite, max_steps=None):
@@ -279,9 +280,10 @@ def end_to_end_table(results):
         "second_run": "`python main.py`, second run (cached suite)",
         "dry_run": "`python main.py --dry-run`",
     }
+    host = results["machine"]
+    where = f"{host['cpu']} ({host['cpu_count']} cores), default threads, {results['repeats']} alternated runs each"
     lines = [
-        f"Measured on {results['machine']['cpu']} ({results['machine']['cpu_count']} cores), default threads, "
-        f"{results['repeats']} alternated runs each; medians.",
+        f"Measured on {where}; medians.",
         "",
         "| command | wall s (median) | runs | vs original |",
         "| --- | ---: | --- | ---: |",

@@ -2,8 +2,8 @@
 
 MNIST-C (Mu and Gilmer, 2019; google-research/mnist-c, corruptions.py) is the reference for what each
 corruption does and how strong it is. This is our own code for the same operations, batched with tensor
-ops; the README names each place where it differs from the reference, and why. Every corruption takes
-and returns images on the 0..1 scale, shape (N, 1, 28, 28), and draws its randomness from a generator
+ops; docs/robustness.md names each place where it differs from the reference, and why. Every corruption
+takes and returns images on the 0..1 scale, shape (N, 1, 28, 28), and draws its randomness from a generator
 seeded by the suite's seed and the corruption's name, so the same seed gives the same images anywhere.
 """
 

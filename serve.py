@@ -198,7 +198,7 @@ def serve(model_path, host, port, max_upload_mb):
 
     model = load_model(model_path)
     # Requests are prepared side by side in worker threads while the model reads a batch in another;
-    # one intra-op thread each keeps them from fighting over the cores (README, Serving).
+    # one intra-op thread each keeps them from fighting over the cores (docs/serving.md).
     torch.set_num_threads(1)
     app = create_app(model, model_path, int(max_upload_mb * 2**20))
     print(f"serving {model_path} at http://{host}:{port} (API docs at /docs); Ctrl-C stops", flush=True)

@@ -97,7 +97,7 @@ class TuneError(InputError):
 
 
 def suggest_config(trial, base):
-    """The search space around the hand-found recipe (README, Tuning, says why these ranges)."""
+    """The search space around the hand-found recipe (docs/tuning.md says why these ranges)."""
     augmentation = Augmentation(
         degrees=trial.suggest_float("degrees", 0, 15),
         translate=trial.suggest_float("translate", 0, 0.15),
