@@ -32,6 +32,7 @@ from config import ARCHITECTURES, DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES, SUITE
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench --serve sends, in turn
+QUICK_SERVE_IMAGES = 50  # with --quick
 ROOT = Path(__file__).parent
 
 
@@ -49,7 +50,10 @@ def add_arguments(parser):
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="one run per seed")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: a few training steps per run; the figures mean nothing"
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_STEPS} training steps per run (with --serve: {QUICK_SERVE_IMAGES} images); "
+        "the figures mean nothing",
     )
     parser.add_argument("--no-classic", action="store_true", help="skip the classic baseline")
     parser.add_argument(
@@ -78,9 +82,10 @@ def run(args):
     if args.serve:
         from serve_bench import serve_benchmark
 
-        serve_benchmark(args.model, data_dir, args.out_dir, SERVE_BENCH_IMAGES, args.requests, args.clients)
+        images = QUICK_SERVE_IMAGES if args.quick else SERVE_BENCH_IMAGES
+        serve_benchmark(args.model, data_dir, args.out_dir, images, args.requests, args.clients)
     elif args.end_to_end:
-        end_to_end_benchmark(data_dir, args.out_dir, args.repeats)
+        end_to_end_benchmark(data_dir, args.out_dir, args.repeats, args.quick)
     else:
         run_benchmark(
             args.arch,
@@ -220,30 +225,39 @@ def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, cache_dir, q
 END_TO_END_STEPS = ("data", "training", "evaluation", "robustness", "saving", "plots")  # metrics.json
 
 
-def end_to_end_benchmark(data_dir, out_dir, repeats):
+def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
     """Wall seconds of each way of running, alternated `repeats` times: the original design's train.py then
-    test.py; `python main.py` with an empty suite cache, then again with it filled; `python main.py --dry-run`."""
+    test.py; `python main.py` with an empty suite cache, then again with it filled; `python main.py --dry-run`.
+    With quick, the training runs stop after QUICK_STEPS steps: a smoke run whose figures mean nothing."""
     from checkpoint import write_json, write_text
 
     seconds = {"classic": [], "first_run": [], "second_run": [], "dry_run": []}
     steps = {"first_run": [], "second_run": []}
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
+        classic_options, main_options = ["--data-dir", data_dir], ["--data-dir", data_dir]
+        if quick:
+            (folder / "quick.json").write_text(json.dumps({"max_steps": QUICK_STEPS}))
+            classic_options += ["--max-steps", QUICK_STEPS]
+            main_options += ["--config", folder / "quick.json", "--min-accuracy", 0]
         for repeat in range(repeats):
-            model = folder / f"classic-{repeat}.pth"
+            model = ("--model", folder / f"classic-{repeat}.pth")
             seconds["classic"].append(
-                _timed("classic.py", "train", "--model", model) + _timed("classic.py", "test", "--model", model)
+                _timed("classic.py", "train", *model, *classic_options)
+                + _timed("classic.py", "test", *model, *classic_options)
             )
             cache = ("--cache-dir", folder / f"cache-{repeat}")
             for run in ("first_run", "second_run"):
                 out = folder / f"{run}-{repeat}" / "mnist_model.pth"
-                seconds[run].append(_timed("main.py", "--out", out, *cache))
+                seconds[run].append(_timed("main.py", "--out", out, *cache, *main_options))
                 steps[run].append(json.loads(out.with_name("metrics.json").read_text())["seconds"])
-            seconds["dry_run"].append(_timed("main.py", "--dry-run", "--out", folder / "dry" / "m.pth", *cache))
+            dry = ("--dry-run", "--out", folder / "dry" / "m.pth", "--data-dir", data_dir)
+            seconds["dry_run"].append(_timed("main.py", *dry, *cache))
             print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
     classic = statistics.median(seconds["classic"])
     results = {
         "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count()},
+        "quick": quick,
         "repeats": repeats,
         "seconds": {name: [round(value, 2) for value in values] for name, values in seconds.items()},
         "median_seconds": {name: round(statistics.median(values), 2) for name, values in seconds.items()},
@@ -291,6 +305,8 @@ def end_to_end_table(results):
     for name, label in names.items():
         runs = ", ".join(f"{value:.1f}" for value in results["seconds"][name])
         lines.append(f"| {label} | {median[name]:.2f} | {runs} | {ratio[name]:.2f}x |")
+    if results["quick"]:
+        lines += ["", f"Quick mode: {QUICK_STEPS} training steps a run; the figures mean nothing."]
     lines += ["", "Where a run's seconds go (medians, from metrics.json):", ""]
     lines += ["| run | " + " | ".join(END_TO_END_STEPS) + " | other (start-up and imports, printing) |"]
     lines += ["| --- |" + " ---: |" * (len(END_TO_END_STEPS) + 1)]

@@ -97,10 +97,11 @@ def main(argv=None):
     parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
     parser.add_argument("--model", default="classic.pth", help="model file written by train, read by test")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, help="stop training after this many steps (a smoke run)")
     args = parser.parse_args(argv)
     data_dir, device = resolve_data_dir(args.data_dir), torch.device("cpu")
     if args.stage == "train":
-        model, seconds, _ = train(args.seed, device, data_dir)
+        model, seconds, _ = train(args.seed, device, data_dir, args.max_steps)
         torch.save(model.state_dict(), args.model)
         print(f"trained in {seconds:.1f} s")
     else:

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from bench import end_to_end_table
+from bench import _timed
+from cli import RunError
 from conftest import DATA_DIR
 from corruptions import SUITE
 
@@ -28,24 +29,30 @@ def test_bench_quick_mode(cli, tmp_path):
     assert "| classic |" in table and "| low_resolution_8 |" in table
 
 
-def test_end_to_end_table_reports_each_way_of_running_and_where_the_seconds_go():
-    steps = {
-        "imports": 0.0,
-        "data": 0.3,
-        "training": 5.5,
-        "evaluation": 0.2,
-        "robustness": 0.6,
-        "saving": 0.0,
-        "plots": 0.9,
-    }
-    results = {
-        "machine": {"cpu": "a CPU", "cpu_count": 2},
-        "repeats": 1,
-        "seconds": {"classic": [20.0], "first_run": [10.0], "second_run": [9.0], "dry_run": [4.0]},
-        "median_seconds": {"classic": 20.0, "first_run": 10.0, "second_run": 9.0, "dry_run": 4.0},
-        "vs_classic": {"classic": 1.0, "first_run": 0.5, "second_run": 0.45, "dry_run": 0.2},
-        "median_step_seconds": {"first_run": steps, "second_run": steps},
-    }
-    table = end_to_end_table(results)
-    assert "| `python main.py`, second run (cached suite) | 9.00 | 9.0 | 0.45x |" in table
-    assert "| second_run | 0.30 | 5.50 | 0.20 | 0.60 | 0.00 | 0.90 | 1.50 |" in table
+@pytest.mark.slow
+def test_end_to_end_quick_times_each_way_of_running(cli, tmp_path):
+    result = cli("bench", "--end-to-end", "--quick", "--repeats", 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "end_to_end.json").read_text())
+    assert set(results["seconds"]) == {"classic", "first_run", "second_run", "dry_run"}
+    assert all(len(runs) == 1 and runs[0] > 0 for runs in results["seconds"].values())
+    assert results["vs_classic"]["classic"] == 1.0 and results["quick"]
+    first = results["median_step_seconds"]["first_run"]
+    assert set(first) == {"data", "training", "evaluation", "robustness", "saving", "plots"} and first["robustness"] > 0
+    table = (tmp_path / "end_to_end.md").read_text()
+    assert "| `python main.py`, second run (cached suite) |" in table and "Quick mode" in table
+
+
+def test_a_failing_timed_command_is_a_one_line_error():
+    with pytest.raises(RunError, match=r"classic.py bogus failed \(exit 2\): .*invalid choice"):
+        _timed("classic.py", "bogus")
+
+
+@pytest.mark.slow
+def test_serve_benchmark_quick(cli, untrained, tmp_path):
+    result = cli("bench", "--serve", "--quick", "--model", untrained, "--requests", 40, "--clients", 4,
+                 "--data-dir", DATA_DIR, "--out-dir", tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "serve_benchmark.json").read_text())
+    assert results["served"]["statuses"] == {"200": 40} and results["served_vs_in_process"] > 0
+    assert "requests/s" in result.stdout

@@ -7,15 +7,17 @@ import pytest
 import torch
 
 from config import VALIDATION_SIZE
-from conftest import DATA_DIR, assert_one_line_error, run_cli
+from conftest import DATA_DIR, assert_one_line_error
 from data import validation_split
 
 RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses
 
 
-def test_missing_data_offline_names_the_files_and_folder(tmp_path):
-    result = run_cli("--dry-run", "--data-dir", tmp_path / "empty", "--out", tmp_path / "m.pth", env=OFFLINE)
+def test_missing_data_offline_names_the_files_and_folder(cli, tmp_path, monkeypatch):
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    result = cli("--dry-run", "--data-dir", tmp_path / "empty", "--out", tmp_path / "m.pth")
     assert_one_line_error(result, 2, *RAW_NAMES, str(tmp_path / "empty" / "MNIST" / "raw"))
     assert not (tmp_path / "m.pth").exists()
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli, write_huge_png
+from conftest import assert_one_line_error, write_huge_png
 from model import MNISTModel, count_parameters
 
 SERVE_TEST_UPLOAD_LIMIT = 2**20  # bytes: 1 MiB, a limit the test can exceed quickly
@@ -131,11 +131,11 @@ def httpx_post(url, content):
     return httpx.post(f"{url}/api/predict", content=content, headers={"content-type": "image/png"}, timeout=30)
 
 
-def test_serve_refuses_a_bad_model_before_listening(untrained, tmp_path):
+def test_serve_refuses_a_bad_model_before_listening(cli, untrained, tmp_path):
     (tmp_path / "bad.pth").write_bytes(untrained.read_bytes()[:5000])
-    result = run_cli("serve", "--model", tmp_path / "bad.pth", "--port", "1")
+    result = cli("serve", "--model", tmp_path / "bad.pth", "--port", "1")
     assert_one_line_error(result, 2, "corrupt or truncated")
-    result = run_cli("serve", "--port", "70000")
+    result = cli("serve", "--port", "70000")
     assert result.returncode == 2 and "not a TCP port" in result.stderr
 
 

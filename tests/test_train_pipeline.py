@@ -80,17 +80,19 @@ def test_a_run_below_the_gate_builds_no_suite_and_saves_nothing(mnist, tmp_path)
     assert not cache.exists() and not list(tmp_path.iterdir())
 
 
-def test_dry_run_cli_writes_only_where_told(tmp_path, cache_dir):
+def test_dry_run_cli_writes_only_where_told(cli, tmp_path, cache_dir, monkeypatch):
     models_dir = ROOT / "models"
     before = sorted(models_dir.iterdir()) if models_dir.exists() else []
     cached = sorted(cache_dir.iterdir())
     out = tmp_path / "dry" / "model.pth"
-    result = run_cli("--dry-run", "--out", out, "--data-dir", DATA_DIR, cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+    result = cli("--dry-run", "--out", out, "--data-dir", DATA_DIR)
     assert result.returncode == 0, result.stderr
     assert out.is_file() and out.with_name("metrics.json").is_file()
     assert "parameters, receptive field" in result.stdout
     assert (sorted(models_dir.iterdir()) if models_dir.exists() else []) == before
     assert sorted(cache_dir.iterdir()) == cached  # a dry run pays for no suite
+    assert list(tmp_path.iterdir()) == [tmp_path / "dry"]
 
 
 def test_config_file_sets_the_recipe_and_options_override_it(cli, tmp_path):

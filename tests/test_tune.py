@@ -129,9 +129,9 @@ def test_two_tune_workers_share_a_postgresql_study(tmp_path):
     "url, message",
     [("not a url at all", "cannot open --storage"), ("postgresql://nobody@127.0.0.1:1/none", "cannot open --storage")],
 )
-def test_tune_refuses_an_unusable_storage_in_one_line(tmp_path, url, message):
-    assert_one_line_error(tune_cli(tmp_path, "--storage", url), 2, message)
+def test_tune_refuses_an_unusable_storage_in_one_line(cli, tmp_path, url, message):
+    assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--storage", url), 2, message)
 
 
-def test_tune_show_without_a_study_is_a_one_line_error(tmp_path):
-    assert_one_line_error(tune_cli(tmp_path, "--show"), 2, "no study 'mnist'")
+def test_tune_show_without_a_study_is_a_one_line_error(cli, tmp_path):
+    assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--show"), 2, "no study 'mnist'")
