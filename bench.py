@@ -68,6 +68,12 @@ def add_arguments(parser):
         action="store_true",
         help="instead: predictions per second of `serve` over HTTP against in-process predict, on --model",
     )
+    parser.add_argument(
+        "--abuse",
+        action="store_true",
+        help="with --serve: instead, 300 large uploads, 8 decompression-heavy PNGs and 50 slow clients at once, "
+        "health and memory watched throughout, then SIGTERM mid-upload",
+    )
     add_model_option(parser)
     parser.add_argument("--clients", type=positive(int), default=16, help="concurrent HTTP clients with --serve")
     parser.add_argument("--requests", type=positive(int), default=4000, help="HTTP predictions in all with --serve")
@@ -79,7 +85,11 @@ def add_arguments(parser):
 
 def run(args):
     data_dir = resolve_data_dir(args.data_dir)
-    if args.serve:
+    if args.serve and args.abuse:
+        from serve_bench import abuse_benchmark
+
+        abuse_benchmark(args.model, data_dir, args.out_dir)
+    elif args.serve:
         from serve_bench import serve_benchmark
 
         images = QUICK_SERVE_IMAGES if args.quick else SERVE_BENCH_IMAGES

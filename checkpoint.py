@@ -61,6 +61,8 @@ def load_state_dict(path):
         raise CheckpointError(f"{path} is corrupt or truncated ({type(error).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a state dict of tensors")
+    if not all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise CheckpointError(f"{path} holds NaN or infinite weights; refused to load it")
     return state
 
 

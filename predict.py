@@ -19,6 +19,8 @@ from cli import add_json_option, add_model_option
 MAX_PIXELS = 50_000_000  # larger images are refused from their header, before any pixel is read
 MIN_CONTRAST = 0.1  # ink must differ from the background by this much (0..1 scale), else it is blank
 INK_THRESHOLD = 0.2  # pixels above this (after removing the background) bound the digit's box
+WORKING_SIDE = 1024  # larger images are shrunk to this right after decoding: a 28x28 digit needs no more
+MOSTLY_TRANSPARENT = 0.5  # fraction of see-through pixels above which opacity, not colour, is the drawing
 
 
 def add_arguments(parser):
@@ -84,17 +86,30 @@ def _load_gray_or_alpha(source):
                 raise TooManyPixels(
                     f"image is {image.width}x{image.height}, over the {MAX_PIXELS // 1_000_000}-megapixel limit"
                 )
-            return _gray_or_alpha(ImageOps.exif_transpose(image))  # phone photos carry their rotation in EXIF
+            image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes at a reduced scale
+            image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
+            return _gray_or_alpha(_shrunk(image))
+
+
+def _shrunk(image):
+    """The decoded image reduced by a whole factor (box filter) to at most WORKING_SIDE a side, in a mode
+    `_gray_or_alpha` reads: the float arrays after it never hold more than about a megapixel."""
+    if image.mode in ("P", "PA", "1"):
+        image = image.convert("RGBA" if image.mode != "1" else "L")
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    factor = -(-max(image.size) // WORKING_SIDE)
+    return image.reduce(factor) if factor > 1 else image
 
 
 def _gray_or_alpha(image):
-    if image.mode == "P":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+    if image.mode in ("RGBA", "LA"):
         alpha = np.asarray(image.getchannel("A"), dtype=np.float32) / 255
-        if alpha.min() < 1:  # strokes drawn on a transparent canvas: opacity is the ink
+        if (alpha < 0.5).mean() > MOSTLY_TRANSPARENT:  # strokes drawn on a transparent canvas: opacity is the ink
             return alpha
-    if image.mode.startswith("I"):  # 16-bit greyscale
+        # An opaque drawing with a few see-through pixels (rounded corners, say): its colours, on white.
+        image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+    if image.mode == "I":  # 16-bit greyscale
         return np.clip(np.asarray(image, dtype=np.float32) / 65535, 0, 1)
     return np.asarray(image.convert("L"), dtype=np.float32) / 255
 

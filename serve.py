@@ -3,10 +3,16 @@
 The page and its script live in static/ and load nothing from elsewhere; so do the API docs at /docs
 (fastapi-offline serves Swagger UI's files itself). Every image goes through predict's
 prepared_image and read_digits, as in `python main.py predict`.
+
+Hostile clients are bounded (docs/serving.md): at most MAX_IN_FLIGHT predictions are admitted at once
+(others get 503 at once, before their body is read); images decode DECODE_THREADS at a time in their own
+threads, so /api/health never waits behind them; a request head must fit in HEADER_LIMIT_BYTES, and it and
+then the body must each arrive within --request-timeout; a stop waits SHUTDOWN_SECONDS for requests in flight.
 """
 
 import asyncio
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import uvicorn
@@ -16,6 +22,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cli import add_model_option, port_number, positive
 from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepared_image, read_digits
@@ -23,6 +32,16 @@ from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepared_
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_UPLOAD_MB = "127.0.0.1", 8000, 5.0
 STATUS = {NotAnImage: 415, TooManyPixels: 413, BlankImage: 422}  # any other ImageError (truncated): 400
+MAX_IN_FLIGHT = 32  # predictions admitted at once (body read, decoding or at the model); more get 503
+DECODE_THREADS = 2  # images decoded at once: each may take a few hundred MB for a moment
+DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request's head, and then its body, may take to arrive
+HEADER_LIMIT_BYTES = 64 * 1024  # larger request heads are refused (400) by h11
+KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
+SHUTDOWN_SECONDS = 5  # Ctrl-C or SIGTERM: requests in flight get this long, then are cut off
+PAGE_POLICY = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+# Swagger UI starts itself with an inline script and styles: still nothing from another origin.
+DOCS_POLICY = PAGE_POLICY + "; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"
+SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY")]
 UPLOAD_HELP = "send one image: multipart field 'image', or the raw bytes with an image/* content type"
 REQUEST_BODY = {  # for /docs: the endpoint reads its body itself, to refuse an oversized one early
     "required": True,
@@ -40,6 +59,18 @@ def add_arguments(parser):
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; 0.0.0.0 opens it to other machines")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="TCP port")
     parser.add_argument(
+        "--request-timeout",
+        type=positive(float),
+        default=DEFAULT_REQUEST_TIMEOUT,
+        help="seconds a request's headers, and then its body, may take to arrive (slower: closed, or 408)",
+    )
+    parser.add_argument(
+        "--allowed-hosts",
+        nargs="+",
+        metavar="HOST",
+        help="Host headers the server answers; others get 400 (default: the --host address, localhost, 127.0.0.1)",
+    )
+    parser.add_argument(
         "--max-upload-mb",
         type=positive(float),
         default=DEFAULT_MAX_UPLOAD_MB,
@@ -48,7 +79,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    serve(args.model, args.host, args.port, args.max_upload_mb)
+    serve(args.model, args.host, args.port, args.max_upload_mb, args.allowed_hosts, args.request_timeout)
 
 
 class TopDigit(BaseModel):
@@ -71,14 +102,20 @@ class Health(BaseModel):
     parameters: int
 
 
-def create_app(model, model_path, max_upload_bytes):
-    app = FastAPIOffline(
-        title="MNIST digit reader", summary="Draw a digit or send an image; a <25k-parameter CNN reads it."
-    )
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    batcher = Batcher(model)
+def create_app(model, model_path, max_upload_bytes, allowed_hosts, request_timeout=DEFAULT_REQUEST_TIMEOUT):
     from model import count_parameters
 
+    app = FastAPIOffline(
+        title="MNIST digit reader",
+        summary="Draw a digit or send an image; a <25k-parameter CNN reads it.",
+        redoc_url=None,  # ReDoc's bundle fetches its logo from another host; /docs is the API's page
+    )
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    batcher = Batcher(model)
+    decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
+    admitted = Admission(MAX_IN_FLIGHT)
     health = Health(status="ok", model=str(model_path), architecture=model.arch, parameters=count_parameters(model))
 
     @app.get("/", include_in_schema=False)
@@ -86,25 +123,65 @@ def create_app(model, model_path, max_upload_bytes):
         return FileResponse(STATIC_DIR / "index.html")
 
     @app.get("/api/health")
-    def get_health() -> Health:
+    async def get_health() -> Health:  # on the event loop itself: no thread pool to queue behind
         return health
 
     @app.post(
         "/api/predict",
         openapi_extra={"requestBody": REQUEST_BODY},
-        responses={status: {"description": "the image cannot be read"} for status in (400, 413, 415, 422)},
+        responses={
+            status: {"description": "the image cannot be read, or the server is busy"}
+            for status in (400, 408, 413, 415, 422, 503)
+        },
     )
     async def predict(request: Request) -> Prediction:
         """The digit in one image, the ten probabilities, and the 28x28 image the model saw."""
-        data = await read_image(request, max_upload_bytes)
-        try:  # in a worker thread: the event loop keeps answering other requests meanwhile
-            prepared = await run_in_threadpool(prepared_image, io.BytesIO(data))
-        except ImageError as error:
-            raise HTTPException(STATUS.get(type(error), 400), str(error)) from None
-        result = await batcher.read(prepared)
+        with admitted:
+            data = await read_image(request, max_upload_bytes, request_timeout)
+            try:  # in a decoding thread: the event loop keeps answering other requests meanwhile
+                prepared = await asyncio.get_running_loop().run_in_executor(decoder, prepared_image, io.BytesIO(data))
+            except ImageError as error:
+                raise HTTPException(STATUS.get(type(error), 400), str(error)) from None
+            del data  # the upload's bytes are not needed while the model reads
+            result = await batcher.read(prepared)
         return Prediction(**result, image=(prepared * 255).round().int().tolist())
 
     return app
+
+
+class Admission:
+    """Counts the predictions in flight; one more than `limit` is answered 503 at once, its body unread."""
+
+    def __init__(self, limit):
+        self.limit, self.count = limit, 0
+
+    def __enter__(self):
+        if self.count >= self.limit:
+            raise HTTPException(503, "busy: too many predictions in flight; try again", headers={"Retry-After": "1"})
+        self.count += 1
+
+    def __exit__(self, *exc_info):
+        self.count -= 1
+
+
+class SecurityHeaders:
+    """Adds a Content-Security-Policy (the server's own origin only), nosniff and no framing to every response."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        policy = DOCS_POLICY if scope["path"].startswith("/docs") else PAGE_POLICY
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *SECURITY_HEADERS]
+                message = {**message, "headers": [*headers, (b"content-security-policy", policy.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class Batcher:
@@ -148,16 +225,23 @@ class Batcher:
             self.busy = False
 
 
-async def read_image(request, limit):
-    """The uploaded image's bytes; refuses a body over limit bytes as soon as it is known to be."""
+async def read_image(request, limit, timeout):
+    """The uploaded image's bytes; refuses a body over limit bytes as soon as it is known to be, and one that
+    has not arrived within timeout seconds."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large(limit)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large(limit)
+    except TimeoutError:
+        raise HTTPException(408, f"the upload did not arrive within {timeout:g} s (--request-timeout)") from None
+    except ClientDisconnect:  # the client left: there is no one to answer, and nothing to log
+        raise HTTPException(400, "the client disconnected mid-upload") from None
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         body = await image_field(request, bytes(body))
@@ -190,8 +274,44 @@ def too_large(limit):
     return HTTPException(413, f"upload over the {limit / 2**20:g} MB limit (--max-upload-mb)")
 
 
-def serve(model_path, host, port, max_upload_mb):
-    """Load the model (its errors come before the port opens), then serve until Ctrl-C."""
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request head has not arrived within head_seconds
+    (uvicorn times idle connections only, so a client sending its headers a byte at a time stayed open)."""
+
+    head_seconds = DEFAULT_REQUEST_TIMEOUT
+    head_timer = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self._await_head()
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        self._await_head()  # the next request on this connection has the same time
+
+    def data_received(self, data):
+        super().data_received(data)
+        if self.cycle is not None and not self.cycle.response_complete and self.head_timer:
+            self.head_timer.cancel()  # a request is under way: the app times its body
+            self.head_timer = None
+
+    def connection_lost(self, exc):
+        if self.head_timer:
+            self.head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _await_head(self):
+        if self.head_timer:
+            self.head_timer.cancel()
+        self.head_timer = self.loop.call_later(self.head_seconds, self._head_too_slow)
+
+    def _head_too_slow(self):
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
+
+
+def serve(model_path, host, port, max_upload_mb, allowed_hosts=None, request_timeout=DEFAULT_REQUEST_TIMEOUT):
+    """Load the model (its errors come before the port opens), then serve until Ctrl-C or SIGTERM."""
     import torch
 
     from checkpoint import load_model
@@ -200,6 +320,16 @@ def serve(model_path, host, port, max_upload_mb):
     # Requests are prepared side by side in worker threads while the model reads a batch in another;
     # one intra-op thread each keeps them from fighting over the cores (docs/serving.md).
     torch.set_num_threads(1)
-    app = create_app(model, model_path, int(max_upload_mb * 2**20))
+    allowed_hosts = allowed_hosts or [host, "localhost", "127.0.0.1"]
+    app = create_app(model, model_path, int(max_upload_mb * 2**20), allowed_hosts, request_timeout)
     print(f"serving {model_path} at http://{host}:{port} (API docs at /docs); Ctrl-C stops", flush=True)
-    uvicorn.run(app, host=host, port=port, access_log=False)  # a line per request would drown the rest
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        access_log=False,  # a line per request would drown the rest
+        http=type("Protocol", (TimedH11Protocol,), {"head_seconds": request_timeout}),
+        h11_max_incomplete_event_size=HEADER_LIMIT_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=SHUTDOWN_SECONDS,
+    )

@@ -7,6 +7,7 @@ concurrent httpx connections in this process.
 
 import asyncio
 import io
+import json
 import os
 import signal
 import socket
@@ -147,4 +148,144 @@ def serve_benchmark(model_path, data_dir, out_dir, images, requests, clients):
         f"{load['requests_per_second']:,.0f} requests/s ({results['served_vs_in_process']:.2f}x), "
         f"latency p50 {latency['p50']} ms, p99 {latency['p99']} ms; statuses {load['statuses']}; wrote {out}"
     )
+    return results
+
+
+# --- bench --serve --abuse: the server under hostile load, at once ---------------------------------
+
+ABUSE = {"uploads": 300, "upload_mb": 4, "white_pngs": 8, "white_side": 7000, "slow_clients": 50}
+ANSWERED = {200, 413, 422, 503}  # what every upload and white PNG must get
+POLL_SECONDS = 0.05  # health checks and memory samples, throughout
+
+
+def noise_png(megabytes):
+    """A valid PNG of random colour noise, about `megabytes` MB (noise does not compress)."""
+    import numpy as np
+
+    side = int((megabytes * 2**20 / 3) ** 0.5)
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def white_png(side):
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 255).save(buffer, "PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def resident_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def slow_client(url, body_too):
+    """Sends a request a byte a second, headers only or a body too, until the server closes on it."""
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+    started = time.perf_counter()
+    try:
+        if body_too:
+            writer.write(head)
+            await writer.drain()
+        for byte in b"x" * 1000 if body_too else head:
+            if reader.at_eof():
+                break
+            writer.write(bytes([byte]))
+            await writer.drain()
+            try:
+                answer = await asyncio.wait_for(reader.read(100), timeout=1)
+            except TimeoutError:
+                continue
+            return answer.split(b"\r\n", 1)[0].decode() or "closed", time.perf_counter() - started
+    except ConnectionError:
+        return "closed", time.perf_counter() - started
+    finally:
+        writer.close()
+    return "never cut off", time.perf_counter() - started
+
+
+async def hostile_load(url, server_pid):
+    """Everything at once; health polled and memory sampled throughout. Returns the figures."""
+    upload, white = noise_png(ABUSE["upload_mb"]), white_png(ABUSE["white_side"])
+    health_ms, memory = [], []
+    done = asyncio.Event()
+
+    async def watch(http):
+        while not done.is_set():
+            start = time.perf_counter()
+            async with http.get(f"{url}/api/health") as response:
+                await response.read()
+            health_ms.append((time.perf_counter() - start) * 1000)
+            memory.append(resident_mib(server_pid))
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def post(http, body):
+        try:
+            async with http.post(f"{url}/api/predict", data=body, headers={"content-type": "image/png"}) as response:
+                await response.read()
+                return response.status
+        except aiohttp.ClientError as error:
+            return type(error).__name__
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as http:
+        watcher = asyncio.create_task(watch(http))
+        start = time.perf_counter()
+        statuses = await asyncio.gather(
+            *(post(http, upload) for _ in range(ABUSE["uploads"])),
+            *(post(http, white) for _ in range(ABUSE["white_pngs"])),
+        )
+        attacks_seconds = time.perf_counter() - start
+        slow = await asyncio.gather(*(slow_client(url, i % 2 == 1) for i in range(ABUSE["slow_clients"])))
+        done.set()
+        await watcher
+    return {
+        "load": ABUSE,
+        "upload_statuses": dict(Counter(map(str, statuses[: ABUSE["uploads"]]))),
+        "white_png_statuses": dict(Counter(map(str, statuses[ABUSE["uploads"] :]))),
+        "all_answered": set(statuses) <= ANSWERED,
+        "uploads_seconds": round(attacks_seconds, 1),
+        "slow_clients": dict(Counter(answer for answer, _ in slow)),
+        "slow_clients_cut_off_after_seconds_max": round(max(seconds for _, seconds in slow), 1),
+        "health_ms": {
+            "count": len(health_ms),
+            "p50": round(statistics.median(health_ms), 1),
+            "max": round(max(health_ms), 1),
+        },
+        "server_resident_mib_max": round(max(memory)),
+    }
+
+
+def abuse_benchmark(model_path, data_dir, out_dir):
+    """The server under 300 large uploads, 8 decompression-heavy PNGs and 50 slow clients, then SIGTERM
+    with a client mid-upload; writes serve_abuse.json."""
+    pngs, labels = digit_pngs(data_dir, 1)
+    server, url = start_server(model_path, free_port())
+    try:
+        results = asyncio.run(hostile_load(url, server.pid))
+        after = httpx.post(f"{url}/api/predict", content=pngs[0], headers={"content-type": "image/png"}, timeout=30)
+        results["predicts_after"] = after.status_code == 200 and after.json()["digit"] == labels[0]
+        mid_upload = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+        mid_upload.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nxx")
+        time.sleep(0.2)
+        start = time.perf_counter()
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+        results["sigterm_stop_seconds"] = round(time.perf_counter() - start, 2)
+        results["tracebacks_in_log"] = stderr.count("Traceback")
+        mid_upload.close()
+    finally:
+        if server.poll() is None:
+            server.kill()
+    out = Path(out_dir) / "serve_abuse.json"
+    write_json(out, results)
+    print(json.dumps(results, indent=2))
+    print(f"wrote {out}")
     return results

@@ -7,8 +7,10 @@ by default, or any database URL Optuna takes (PostgreSQL for many machines). tor
 imported where they are used: `tune --help` answers without them.
 """
 
+import json
 import math
 import os
+import re
 import socket
 import statistics
 import sys
@@ -50,6 +52,8 @@ HEARTBEAT_SECONDS = 5  # a database-stored trial whose worker stays silent for 3
 SCHEMA_ATTEMPTS = 5  # tries at opening a database that other workers are setting up at the same moment
 POLL_SECONDS = 2  # how often a worker that waits for the others' last trials looks again
 JOURNAL_FILE = "tune.journal"
+SETTINGS_WAIT_SECONDS = 30  # how long a worker that joins a study mid-creation waits for its settings
+PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")  # the password of user:password@ in a URL
 TRIALS, QUICK_TRIALS = 60, 2  # complete trials a study holds by default, without and with --quick
 
 
@@ -144,6 +148,19 @@ def open_study(name, storage_url, out_dir, base, settings, create=True):
     return study
 
 
+def recorded_settings(study):
+    """The settings the study's creator records just after creating it: a worker that joined in between waits."""
+    deadline = time.monotonic() + SETTINGS_WAIT_SECONDS
+    while "settings" not in study.user_attrs:
+        if time.monotonic() > deadline:
+            raise TuneError(
+                f"study {study.study_name!r} holds no settings: its creator stopped before recording them; "
+                "name another --study"
+            )
+        time.sleep(POLL_SECONDS / 10)
+    return study.user_attrs["settings"]
+
+
 def study_settings(args):
     """What every trial of a study must share: the architecture, the seeds, and whether runs are --quick."""
     return {"arch": args.arch, "seeds": args.seeds, "quick": args.quick}
@@ -158,9 +175,14 @@ def settings_option(settings):
 def open_storage(url, out_dir):
     if url is None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(Path(out_dir) / JOURNAL_FILE))
-        )
+        path = str(Path(out_dir) / JOURNAL_FILE)
+        lock = optuna.storages.journal.JournalFileSymlinkLock(path)  # the lock Optuna's own writes take
+        lock.acquire()
+        try:
+            repair_journal(Path(path))
+        finally:
+            lock.release()
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path, lock))
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     for attempt in range(SCHEMA_ATTEMPTS):
@@ -179,14 +201,47 @@ def open_storage(url, out_dir):
     raise TuneError(f"cannot open --storage {redact(url)}: {first_line(failure)}")
 
 
+def repair_journal(path):
+    """Drop what a crash mid-write leaves in a journal: a last record without its newline, and a partial
+    record that a later write was appended to (that later record is kept). One warning line says so."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    *lines, tail = data.split(b"\n")
+    kept, damaged = [], 1 if tail else 0
+    for line in lines:
+        if _is_record(line):
+            kept.append(line)
+            continue
+        damaged += 1
+        start = line.rfind(b'{"op_code"')
+        if start > 0 and _is_record(line[start:]):
+            kept.append(line[start:])
+    if damaged:
+        repaired = b"".join(line + b"\n" for line in kept)
+        from checkpoint import atomic_write
+
+        atomic_write(path, lambda temporary: Path(temporary).write_bytes(repaired))
+        print(
+            f"warning: {path} held {damaged} damaged record(s), from a write cut short; dropped them", file=sys.stderr
+        )
+
+
+def _is_record(line):
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def redact(url):
-    """The URL with its password hidden, for printing."""
+    """The URL with its password hidden, for printing, whether or not SQLAlchemy can parse it."""
     from sqlalchemy.engine import make_url
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001  an unparsable URL is shown as given
-        return url
+    except Exception:  # noqa: BLE001  an unparsable URL (a port that is no number, say) is masked by pattern
+        return PASSWORD.sub(r"\1***@", url)
 
 
 def first_line(error):
@@ -280,7 +335,7 @@ def tune(args, base, device, data_dir, cache_dir):
     optuna.logging.set_verbosity(optuna.logging.INFO)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = open_study(args.study, args.storage, args.out_dir, base, study_settings(args), create=not args.show)
-    settings = study.user_attrs["settings"]
+    settings = recorded_settings(study)
     print(f"study {args.study!r} in {redact(args.storage) if args.storage else Path(args.out_dir) / JOURNAL_FILE}")
     if not args.show:
         if settings != study_settings(args):

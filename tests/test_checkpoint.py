@@ -70,3 +70,11 @@ def test_a_pickle_carrying_code_is_refused_and_never_runs(cli, tmp_path):
     result = cli("predict", "--model", path, tmp_path / "any.png")
     assert_one_line_error(result, 2, "refused")
     assert not MARKER.exists()
+
+
+def test_a_model_with_nan_weights_is_refused(cli, tmp_path):
+    model = MNISTModel()
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = float("nan")
+    torch.save(model.state_dict(), tmp_path / "nan.pth")
+    assert_one_line_error(cli("evaluate", "--model", tmp_path / "nan.pth"), 2, "NaN or infinite weights")

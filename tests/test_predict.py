@@ -129,3 +129,49 @@ def test_predict_leaves_torchvision_and_matplotlib_unloaded(untrained, user_imag
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stderr.strip().splitlines()[-1].replace("'", '"')))
     assert "torch" in loaded and not loaded & {"torchvision", "matplotlib", "skimage", "onnx", "sympy", "optuna"}
+
+
+def opaque_seven_with_see_through_corners(seven, corner_alpha):
+    """A dark 7 on white, opaque, saved as RGBA with its four corner pixels at corner_alpha (rounded corners)."""
+    drawing = ImageOps.invert(seven).convert("RGBA")
+    alpha = np.full((drawing.height, drawing.width), 255, dtype=np.uint8)
+    alpha[[0, 0, -1, -1], [0, -1, 0, -1]] = corner_alpha
+    drawing.putalpha(Image.fromarray(alpha))
+    return drawing
+
+
+@pytest.mark.parametrize("corner_alpha", [0, 254])
+def test_an_opaque_drawing_with_a_few_see_through_pixels_is_read_by_its_colours(
+    trained, mnist, tmp_path, predict_json, corner_alpha
+):
+    seven = Image.fromarray(as_8bit(mnist["eval"][0][0])).resize((112, 112))  # test image 0 is a 7
+    opaque_seven_with_see_through_corners(seven, corner_alpha).save(tmp_path / "seven.png")
+    result, (prediction,) = predict_json(trained[0], tmp_path / "seven.png")
+    assert result.returncode == 0, result.stderr
+    assert prediction["digit"] == 7, prediction
+
+
+MEMORY_PROBE = """
+import sys
+from pathlib import Path
+from predict import ImageError, read_ink
+try:
+    read_ink(sys.argv[1])
+except ImageError as error:
+    print(error)
+# This process's peak resident memory (ru_maxrss would count the parent's pages at fork).
+print(next(int(line.split()[1]) // 1024 for line in Path("/proc/self/status").read_text().splitlines()
+           if line.startswith("VmHWM:")))
+"""
+
+
+def test_a_huge_white_image_is_refused_without_holding_it_as_floats(tmp_path):
+    """49 megapixels of white compress to a few kilobytes; reading them must not cost floats of each pixel."""
+    write_huge_png(tmp_path / "white.png", 7000, 7000)  # one colour throughout, like the all-white attack
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "white.png")], cwd=ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    message, peak_mib = result.stdout.strip().splitlines()
+    assert "blank" in message
+    assert int(peak_mib) < 200  # the 8-bit decode (47 MiB) and the interpreter; as floats it took over 400

@@ -2,8 +2,13 @@
 
 import json
 import os
+import signal
+import socket
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -27,7 +32,6 @@ def server(trained):
 
 @pytest.fixture(scope="session")
 def api(server):
-    import httpx
 
     with httpx.Client(base_url=server, timeout=30) as client:
         yield client
@@ -126,7 +130,6 @@ def test_serve_process_answers_refuses_big_bodies_early_and_stops_on_ctrl_c(trai
 
 
 def httpx_post(url, content):
-    import httpx
 
     return httpx.post(f"{url}/api/predict", content=content, headers={"content-type": "image/png"}, timeout=30)
 
@@ -211,3 +214,120 @@ def test_server_answers_2000_predictions_from_16_clients(server, cli, user_image
     assert load["statuses"] == {200: LOAD_TEST_REQUESTS}
     assert load["digits"] == [expected[i % len(bodies)]["digit"] for i in range(LOAD_TEST_REQUESTS)]
     print(f"{load['requests_per_second']} requests/s, latency ms {load['latency_ms']}")
+
+
+# --- Under abuse: headers, hosts, slow and vanishing clients, overload, shutdown ---------------------
+
+
+def raw_exchange(url, request, wait=10):
+    """Send raw bytes to the server and return all it answers before closing (or wait seconds pass); a server
+    that refuses a request midway may reset the connection, which ends the answer too."""
+    address = urlsplit(url)
+    answer = b""
+    with socket.create_connection((address.hostname, address.port), timeout=wait) as connection:
+        try:
+            connection.sendall(request)
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return answer
+
+
+def test_an_oversized_request_head_is_refused(server):
+    big = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+    answer = raw_exchange(server, big)
+    assert answer.startswith(b"HTTP/1.1 400") or answer == b""  # refused, or cut off while still sending
+    small = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    assert raw_exchange(server, small).startswith(b"HTTP/1.1 200")  # and the server goes on
+
+
+def test_an_unknown_host_header_is_refused(api):
+    assert api.get("/api/health", headers={"host": "attacker.example"}).status_code == 400
+    assert api.get("/api/health", headers={"host": "localhost"}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/", "/docs", "/api/health", "/static/app.js", "/no-such-page"])
+def test_every_response_carries_the_security_headers(api, path):
+    headers = api.get(path).headers
+    assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
+    policy = headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "http" not in policy
+
+
+def test_redoc_which_loads_from_another_host_is_not_served(api):
+    assert api.get("/redoc").status_code == 404
+
+
+@pytest.fixture
+def strict_server(untrained):
+    """A server of its own with a 2-second --request-timeout, stopped by each test as it needs."""
+    from serve_bench import free_port, start_server
+
+    server, url = start_server(untrained, free_port(), "--request-timeout", "2")
+    yield server, url
+    if server.poll() is None:
+        server.kill()
+        server.communicate()
+
+
+@pytest.mark.slow
+def test_slow_and_vanishing_clients_are_cut_off_without_tracebacks(strict_server):
+
+    server, url = strict_server
+    # Headers a byte at a time: the connection is closed once the timeout has passed.
+    start = time.monotonic()
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=20) as slow:
+        for byte in b"GET /api/health HTTP/1.1\r\nHost: 127":
+            try:
+                slow.send(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.5)
+            if time.monotonic() - start > 8:
+                break
+        assert slow.recv(1024) == b"" and time.monotonic() - start < 8
+    # A body shorter than its Content-Length: answered 408.
+    short = raw_exchange(url, b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                              b"Content-Length: 1000\r\n\r\n" + b"x" * 10)  # fmt: skip
+    assert short.startswith(b"HTTP/1.1 408")
+    # A client that leaves mid-upload.
+    with socket.create_connection((address.hostname, address.port)) as leaving:
+        leaving.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                        b"Content-Length: 100000\r\n\r\n" + b"x" * 5000)  # fmt: skip
+        time.sleep(0.3)
+    # SIGTERM with a client mid-upload: the server still stops, within its shutdown time.
+    mid_upload = socket.create_connection((address.hostname, address.port))
+    mid_upload.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                       b"Content-Length: 100000\r\n\r\n" + b"x" * 5000)  # fmt: skip
+    time.sleep(0.3)
+    stopping = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    _, stderr = server.communicate(timeout=30)
+    mid_upload.close()
+    assert time.monotonic() - stopping < 15
+    assert "Traceback" not in stderr and "Exception in ASGI application" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_over_the_admission_limit_the_server_answers_503_at_once(strict_server):
+
+    from serve import MAX_IN_FLIGHT
+
+    _, url = strict_server
+    address = urlsplit(url)
+    waiting = []
+    try:
+        for _ in range(MAX_IN_FLIGHT):  # each admitted, its body still arriving
+            connection = socket.create_connection((address.hostname, address.port))
+            connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                               b"Content-Length: 1000\r\n\r\nx")  # fmt: skip
+            waiting.append(connection)
+        time.sleep(0.5)
+        answer = httpx.post(f"{url}/api/predict", content=b"x", headers={"content-type": "image/png"}, timeout=1)
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        assert httpx.get(f"{url}/api/health", timeout=1).status_code == 200  # health is never turned away
+    finally:
+        for connection in waiting:
+            connection.close()

@@ -13,6 +13,19 @@ import pytest
 from conftest import DATA_DIR, ROOT, assert_one_line_error, run_cli
 
 
+@pytest.fixture(autouse=True)
+def optuna_logs_to_the_current_stderr():
+    """Optuna's own log handler keeps the stderr of the first test that ran it in this process; in-process
+    calls log through the root logger instead, to whatever stderr the test captures."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    yield
+    optuna.logging.disable_propagation()
+    optuna.logging.enable_default_handler()
+
+
 def train_only_data_dir(tmp_path):
     """A data folder holding the training files alone: anything that opens the test files fails."""
     folder = tmp_path / "train_only" / "MNIST" / "raw"
@@ -135,3 +148,58 @@ def test_tune_refuses_an_unusable_storage_in_one_line(cli, tmp_path, url, messag
 
 def test_tune_show_without_a_study_is_a_one_line_error(cli, tmp_path):
     assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--show"), 2, "no study 'mnist'")
+
+
+def journal_with_a_study(folder, settings=True):
+    """A journal holding a study, as a worker that died after creating it (and maybe recording it) leaves it."""
+    import optuna
+
+    path = folder / "tune.journal"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    study = optuna.create_study(storage=storage, study_name="mnist", directions=["maximize"] * 2 + ["minimize"])
+    if settings:
+        study.set_user_attr("settings", {"arch": "default", "seeds": [0, 1], "quick": True})
+        study.set_user_attr("note", "the last record")
+    return path
+
+
+def test_a_worker_that_joins_a_study_mid_creation_waits_for_its_settings(tmp_path):
+    import threading
+
+    import optuna
+
+    from tune import recorded_settings
+
+    path = journal_with_a_study(tmp_path, settings=False)
+    study = optuna.load_study(
+        study_name="mnist",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path))),
+    )
+    threading.Timer(0.5, lambda: study.set_user_attr("settings", {"arch": "default"})).start()
+    assert recorded_settings(study) == {"arch": "default"}
+
+
+def test_a_study_whose_creator_died_before_its_settings_is_a_one_line_error(cli, tmp_path, monkeypatch):
+    import tune
+
+    journal_with_a_study(tmp_path, settings=False)
+    monkeypatch.setattr(tune, "SETTINGS_WAIT_SECONDS", 0.5)
+    assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--show"), 2, "holds no settings")
+
+
+@pytest.mark.parametrize("damage", ["cut last line", "a record appended to a cut one"])
+def test_a_journal_damaged_by_a_crash_mid_write_is_repaired_with_one_warning(cli, tmp_path, damage):
+    path = journal_with_a_study(tmp_path)
+    records = path.read_bytes().splitlines(keepends=True)
+    cut = records[-1][: len(records[-1]) // 2]  # the note's record, cut short
+    path.write_bytes(b"".join(records[:-1]) + cut + (records[-1] if damage != "cut last line" else b""))
+    result = cli("tune", "--quick", "--out-dir", tmp_path, "--show")
+    assert result.returncode == 0 and "Pareto front" in result.stdout, result.stderr
+    assert result.stderr.count("damaged record") == 1
+    assert all(json.loads(line) for line in path.read_bytes().splitlines())
+
+
+def test_a_password_in_an_unparsable_storage_url_is_never_printed(cli, tmp_path):
+    result = cli("tune", "--quick", "--out-dir", tmp_path, "--storage", "postgresql://u:secretpw@127.0.0.1:abc/db")
+    assert_one_line_error(result, 2, "cannot open --storage", "u:***@")
+    assert "secretpw" not in result.stdout + result.stderr
