@@ -12,6 +12,7 @@ then the body must each arrive within --request-timeout; a stop waits SHUTDOWN_S
 
 import asyncio
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -111,11 +112,11 @@ def create_app(model, model_path, max_upload_bytes, allowed_hosts, request_timeo
         redoc_url=None,  # ReDoc's bundle fetches its logo from another host; /docs is the API's page
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(Admission, path="/api/predict", limit=MAX_IN_FLIGHT)  # the last added runs first:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    app.add_middleware(SecurityHeaders)
     batcher = Batcher(model)
     decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
-    admitted = Admission(MAX_IN_FLIGHT)
     health = Health(status="ok", model=str(model_path), architecture=model.arch, parameters=count_parameters(model))
 
     @app.get("/", include_in_schema=False)
@@ -136,32 +137,40 @@ def create_app(model, model_path, max_upload_bytes, allowed_hosts, request_timeo
     )
     async def predict(request: Request) -> Prediction:
         """The digit in one image, the ten probabilities, and the 28x28 image the model saw."""
-        with admitted:
-            data = await read_image(request, max_upload_bytes, request_timeout)
-            try:  # in a decoding thread: the event loop keeps answering other requests meanwhile
-                prepared = await asyncio.get_running_loop().run_in_executor(decoder, prepared_image, io.BytesIO(data))
-            except ImageError as error:
-                raise HTTPException(STATUS.get(type(error), 400), str(error)) from None
-            del data  # the upload's bytes are not needed while the model reads
-            result = await batcher.read(prepared)
+        data = await read_image(request, max_upload_bytes, request_timeout)
+        try:  # in a decoding thread: the event loop keeps answering other requests meanwhile
+            prepared = await asyncio.get_running_loop().run_in_executor(decoder, prepared_image, io.BytesIO(data))
+        except ImageError as error:
+            raise HTTPException(STATUS.get(type(error), 400), str(error)) from None
+        del data  # the upload's bytes are not needed while the model reads
+        result = await batcher.read(prepared)
         return Prediction(**result, image=(prepared * 255).round().int().tolist())
 
     return app
 
 
 class Admission:
-    """Counts the predictions in flight; one more than `limit` is answered 503 at once, its body unread."""
+    """ASGI middleware: at most `limit` requests to `path` at once (their bodies read, decoding or at the
+    model); one more is answered 503 at once, before its body is read and before any routing, and with
+    Connection: close, so that the server does not read the body it will not use."""
 
-    def __init__(self, limit):
-        self.limit, self.count = limit, 0
+    BUSY = json.dumps({"detail": "busy: too many predictions in flight; try again"}).encode()
 
-    def __enter__(self):
+    def __init__(self, app, path, limit):
+        self.app, self.path, self.limit, self.count = app, path, limit, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != self.path:
+            return await self.app(scope, receive, send)
         if self.count >= self.limit:
-            raise HTTPException(503, "busy: too many predictions in flight; try again", headers={"Retry-After": "1"})
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1"), (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            return await send({"type": "http.response.body", "body": self.BUSY})
         self.count += 1
-
-    def __exit__(self, *exc_info):
-        self.count -= 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.count -= 1
 
 
 class SecurityHeaders:
@@ -276,7 +285,8 @@ def too_large(limit):
 
 class TimedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing a connection whose request head has not arrived within head_seconds
-    (uvicorn times idle connections only, so a client sending its headers a byte at a time stayed open)."""
+    (uvicorn times idle connections only, so a client sending its headers a byte at a time stayed open), and
+    at a stop, ending a request whose body is still arriving instead of waiting for it."""
 
     head_seconds = DEFAULT_REQUEST_TIMEOUT
     head_timer = None
@@ -294,6 +304,16 @@ class TimedH11Protocol(H11Protocol):
         if self.cycle is not None and not self.cycle.response_complete and self.head_timer:
             self.head_timer.cancel()  # a request is under way: the app times its body
             self.head_timer = None
+
+    def shutdown(self):
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            # A body still arriving would hold the stop until it is cancelled: end it as a client that left.
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.close()
+            return
+        super().shutdown()
 
     def connection_lost(self, exc):
         if self.head_timer:
