@@ -75,11 +75,17 @@ def add_device_option(parser):
 
 
 def add_data_option(parser):
-    parser.add_argument(
-        "--data-dir",
-        help="folder holding MNIST/raw; downloaded there if missing "
-        f"(default: ${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR})",
-    )
+    _add_folder_option(parser, "--data-dir", "folder holding MNIST/raw; downloaded there if missing", DATA_DIR_ENV,
+                       f"./{DEFAULT_DATA_DIR}")  # fmt: skip
+
+
+def add_cache_option(parser):
+    _add_folder_option(parser, "--cache-dir", "folder for the generated corruption suite, reused by later runs",
+                       CACHE_DIR_ENV, "$XDG_CACHE_HOME/mnist-cnn, else ~/.cache/mnist-cnn")  # fmt: skip
+
+
+def _add_folder_option(parser, option, about, env, fallback):
+    parser.add_argument(option, help=f"{about} (default: ${env}, else {fallback})")
 
 
 def resolve_data_dir(data_dir=None):
@@ -87,19 +93,10 @@ def resolve_data_dir(data_dir=None):
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
 
 
-def add_cache_option(parser):
-    parser.add_argument(
-        "--cache-dir",
-        help="folder for the generated corruption suite, reused by later runs "
-        f"(default: ${CACHE_DIR_ENV}, else $XDG_CACHE_HOME/mnist-cnn, else ~/.cache/mnist-cnn)",
-    )
-
-
 def resolve_cache_dir(cache_dir=None):
     """The cache folder: the option if given, else $MNIST_CACHE_DIR, else the user's cache folder."""
-    if cache_dir or os.environ.get(CACHE_DIR_ENV):
-        return Path(cache_dir or os.environ[CACHE_DIR_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-cnn"
+    user_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mnist-cnn"
+    return Path(cache_dir or os.environ.get(CACHE_DIR_ENV) or user_cache)
 
 
 def add_model_option(parser):

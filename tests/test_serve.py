@@ -109,6 +109,7 @@ def test_api_health_docs_and_page_need_nothing_from_elsewhere(api, trained):
     assert "/api/predict" in api.get("/openapi.json").json()["paths"]
 
 
+@pytest.mark.slow
 def test_serve_process_answers_refuses_big_bodies_early_and_stops_on_ctrl_c(trained, user_images):
     from serve_bench import free_port, start_server, stop_server
 
