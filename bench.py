@@ -88,7 +88,7 @@ def run(args):
     if args.serve and args.abuse:
         from serve_bench import abuse_benchmark
 
-        abuse_benchmark(args.model, data_dir, args.out_dir)
+        abuse_benchmark(args.model, data_dir, args.out_dir, args.quick)
     elif args.serve:
         from serve_bench import serve_benchmark
 

@@ -153,7 +153,8 @@ def serve_benchmark(model_path, data_dir, out_dir, images, requests, clients):
 
 # --- bench --serve --abuse: the server under hostile load, at once ---------------------------------
 
-ABUSE = {"uploads": 300, "upload_mb": 4, "white_pngs": 8, "white_side": 7000, "slow_clients": 50}
+ABUSE = {"uploads": 300, "upload_mb": 4, "white_pngs": 8, "white_side": 7000, "slow_clients": 50, "timeout_s": 30}
+QUICK_ABUSE = {"uploads": 40, "upload_mb": 1, "white_pngs": 2, "white_side": 3000, "slow_clients": 4, "timeout_s": 2}
 ANSWERED = {200, 413, 422, 503}  # what every upload and white PNG must get
 POLL_SECONDS = 0.05  # health checks and memory samples, throughout
 
@@ -225,9 +226,9 @@ def watch(url, server_pid, stop, results):
     results.put((health_ms, memory))
 
 
-async def hostile_load(url):
+async def hostile_load(url, load):
     """The uploads, the decompression-heavy PNGs and the slow clients, all at once; returns their outcomes."""
-    upload, white = noise_png(ABUSE["upload_mb"]), white_png(ABUSE["white_side"])
+    upload, white = noise_png(load["upload_mb"]), white_png(load["white_side"])
 
     async def post(http, body):
         try:
@@ -239,21 +240,21 @@ async def hostile_load(url):
 
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300)) as http:
-        slow = [asyncio.create_task(slow_client(url, i % 2 == 1)) for i in range(ABUSE["slow_clients"])]
+        slow = [asyncio.create_task(slow_client(url, i % 2 == 1)) for i in range(load["slow_clients"])]
         start = time.perf_counter()
         statuses = await asyncio.gather(
-            *(post(http, white) for _ in range(ABUSE["white_pngs"])),
-            *(post(http, upload) for _ in range(ABUSE["uploads"])),
+            *(post(http, white) for _ in range(load["white_pngs"])),
+            *(post(http, upload) for _ in range(load["uploads"])),
         )
         seconds = time.perf_counter() - start
         slow = await asyncio.gather(*slow)
     return statuses, seconds, slow
 
 
-def hostile_figures(statuses, seconds, slow, health_ms, memory):
-    whites = ABUSE["white_pngs"]
+def hostile_figures(load, statuses, seconds, slow, health_ms, memory):
+    whites = load["white_pngs"]
     return {
-        "load": ABUSE,
+        "load": load,
         "white_png_statuses": dict(Counter(map(str, statuses[:whites]))),
         "upload_statuses": dict(Counter(map(str, statuses[whites:]))),
         "all_answered": set(statuses) <= ANSWERED,
@@ -271,21 +272,22 @@ def hostile_figures(statuses, seconds, slow, health_ms, memory):
     }
 
 
-def abuse_benchmark(model_path, data_dir, out_dir):
+def abuse_benchmark(model_path, data_dir, out_dir, quick=False):
     """The server under 300 large uploads, 8 decompression-heavy PNGs and 50 slow clients, then SIGTERM
     with a client mid-upload; writes serve_abuse.json."""
     import multiprocessing
 
     pngs, labels = digit_pngs(data_dir, 1)
-    server, url = start_server(model_path, free_port())
+    load = QUICK_ABUSE if quick else ABUSE
+    server, url = start_server(model_path, free_port(), "--request-timeout", str(load["timeout_s"]))
     try:
         stop, watched = multiprocessing.Event(), multiprocessing.Queue()
         watcher = multiprocessing.Process(target=watch, args=(url, server.pid, stop, watched))
         watcher.start()
         os.nice(10)  # the load's clients share the server's cores here: the server and the watcher go first
-        outcomes = asyncio.run(hostile_load(url))
+        outcomes = asyncio.run(hostile_load(url, load))
         stop.set()
-        results = hostile_figures(*outcomes, *watched.get(timeout=60))
+        results = hostile_figures(load, *outcomes, *watched.get(timeout=60))
         watcher.join()
         after = httpx.post(f"{url}/api/predict", content=pngs[0], headers={"content-type": "image/png"}, timeout=30)
         results["predicts_after"] = after.status_code == 200 and after.json()["digit"] == labels[0]

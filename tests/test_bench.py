@@ -56,3 +56,16 @@ def test_serve_benchmark_quick(cli, untrained, tmp_path):
     results = json.loads((tmp_path / "serve_benchmark.json").read_text())
     assert results["served"]["statuses"] == {"200": 40} and results["served_vs_in_process"] > 0
     assert "requests/s" in result.stdout
+
+
+@pytest.mark.slow
+def test_abuse_benchmark_quick(cli, untrained, tmp_path):
+    result = cli("bench", "--serve", "--abuse", "--quick", "--model", untrained, "--data-dir", DATA_DIR,
+                 "--out-dir", tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "serve_abuse.json").read_text())
+    assert results["all_answered"] and results["tracebacks_in_log"] == 0
+    assert sum(results["upload_statuses"].values()) == 40 and results["white_png_statuses"] == {"422": 2}
+    assert sum(results["slow_clients"].values()) == 4 and "never cut off" not in results["slow_clients"]
+    assert results["health_ms"]["count"] > 0 and results["server_resident_mib_max"] > 0
+    assert results["sigterm_stop_seconds"] < 10
