@@ -111,13 +111,14 @@ def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds):
     robustness = None
     if cache_dir is not None:
         start = time.perf_counter()
-        robustness = suite, _, labels = robustness_sample(data["eval"], cache_dir)
+        robustness = robustness_sample(data["eval"], cache_dir)
+        suite, _, labels = robustness
         metrics.update(robustness_figures(result.model, suite, labels, metrics["accuracy"]))
         seconds["robustness"] = time.perf_counter() - start
         print(
             f"mean corruption accuracy {metrics['mean_corruption_accuracy']:.2f}% "
             f"(+/- {metrics['mean_corruption_accuracy_standard_error']:.2f}) over {len(suite)} corruptions of "
-            f"{metrics['corruption_images']:,} {metrics['evaluated_on']} images (robustness: all)"
+            f"{metrics['corruption_images']:,} {metrics['evaluated_on']} images; python main.py robustness measures all"
         )
     start = time.perf_counter()
     save_model(result.model, out)
