@@ -113,7 +113,8 @@ def create_app(model, model_path, max_upload_bytes, allowed_hosts, request_timeo
         redoc_url=None,  # ReDoc's bundle fetches its logo from another host; /docs is the API's page
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(Admission, path="/api/predict", limit=MAX_IN_FLIGHT)  # the last added runs first:
+    # The middleware added last runs first: headers on every response, then the Host check, then admission.
+    app.add_middleware(Admission, path="/api/predict", limit=MAX_IN_FLIGHT)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)
     batcher = Batcher(model)
