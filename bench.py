@@ -113,31 +113,32 @@ def run(args):
 def classic_run(seed, device, data_dir, data, suite, max_steps=None):
     """Train and evaluate the classic baseline exactly as it was built; returns its figures."""
     import classic
-    from corruptions import evaluate_robustness
+    from corruptions import accuracy_by_corruption, evaluate_robustness
+    from model import count_parameters
 
     model, train_seconds, seen = classic.train(seed, device, data_dir, max_steps)
     accuracy, test_images_per_second = classic.test(model, device, data_dir)
-    corruptions = evaluate_robustness(model, suite, data["eval"][1], accuracy)["corruptions"]
+    report = evaluate_robustness(model, suite, data["eval"][1], accuracy)
     return _figures(
         seed,
         accuracy,
         train_seconds,
         seen,
         test_images_per_second,
-        sum(p.numel() for p in model.parameters()),
-        {name: c["accuracy"] for name, c in corruptions.items()},
+        count_parameters(model),
+        accuracy_by_corruption(report),
     )
 
 
 def preset_run(arch, recipe, seed, device, data, suite, max_steps=None):
-    from corruptions import evaluate_robustness
+    from corruptions import accuracy_by_corruption, evaluate_robustness
     from train import train_and_evaluate
 
     config, contrast_stretch = RECIPES[recipe]
     config = replace(config, seed=seed, max_steps=max_steps)
     result = train_and_evaluate(arch, config, device, data, contrast_stretch)
     metrics = result.metrics
-    corruptions = evaluate_robustness(result.model, suite, data["eval"][1], metrics["accuracy"])["corruptions"]
+    report = evaluate_robustness(result.model, suite, data["eval"][1], metrics["accuracy"])
     return _figures(
         seed,
         metrics["accuracy"],
@@ -145,7 +146,7 @@ def preset_run(arch, recipe, seed, device, data, suite, max_steps=None):
         result.history[-1]["seen"],
         metrics["test_images_per_second"],
         metrics["parameters"],
-        {name: c["accuracy"] for name, c in corruptions.items()},
+        accuracy_by_corruption(report),
     )
 
 

@@ -207,9 +207,7 @@ def read_config(path):
             augmentation = Augmentation(**{k: checked(Augmentation, k, v) for k, v in augmentation.items()})
     except ValueError as error:
         raise ConfigError(f"--config {path}: {error}") from None
-    if isinstance(augmentation, str):
-        if augmentation not in AUGMENTATIONS:
-            raise ConfigError(f"--config {path}: augmentation must be an object, null or one of {list(AUGMENTATIONS)}")
+    if isinstance(augmentation, str) and augmentation in AUGMENTATIONS:
         augmentation = AUGMENTATIONS[augmentation]
     elif augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ConfigError(f"--config {path}: augmentation must be an object, null or one of {list(AUGMENTATIONS)}")

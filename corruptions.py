@@ -375,3 +375,8 @@ def evaluate_robustness(model, suite, labels, clean_accuracy):
         "mean_corruption_accuracy_standard_error": (per_image.std() / math.sqrt(len(labels))).item(),
         "corruptions": corruptions,
     }
+
+
+def accuracy_by_corruption(report):
+    """{corruption: accuracy %} from evaluate_robustness's report."""
+    return {name: row["accuracy"] for name, row in report["corruptions"].items()}

@@ -147,14 +147,14 @@ def robustness_sample(evaluated, cache_dir):
 
 def robustness_figures(model, suite, labels, clean_accuracy):
     """metrics.json's corruption keys: the mean, its standard error, each corruption's accuracy, the sample size."""
-    from corruptions import evaluate_robustness
+    from corruptions import accuracy_by_corruption, evaluate_robustness
 
     report = evaluate_robustness(model, suite, labels, clean_accuracy)
     return {
         "mean_corruption_accuracy": report["mean_corruption_accuracy"],
         "mean_corruption_accuracy_standard_error": report["mean_corruption_accuracy_standard_error"],
         "corruption_images": report["images"],
-        "corruption_accuracy": {name: row["accuracy"] for name, row in report["corruptions"].items()},
+        "corruption_accuracy": accuracy_by_corruption(report),
     }
 
 

@@ -204,6 +204,8 @@ def open_storage(url, out_dir):
 def repair_journal(path):
     """Drop what a crash mid-write leaves in a journal: a last record without its newline, and a partial
     record that a later write was appended to (that later record is kept). One warning line says so."""
+    from checkpoint import atomic_write
+
     if not path.exists():
         return
     data = path.read_bytes()
@@ -219,8 +221,6 @@ def repair_journal(path):
             kept.append(line[start:])
     if damaged:
         repaired = b"".join(line + b"\n" for line in kept)
-        from checkpoint import atomic_write
-
         atomic_write(path, lambda temporary: Path(temporary).write_bytes(repaired))
         print(
             f"warning: {path} held {damaged} damaged record(s), from a write cut short; dropped them", file=sys.stderr
