@@ -23,6 +23,7 @@ from cli import (
     add_cache_option,
     add_data_option,
     add_device_option,
+    add_min_confidence_option,
     add_model_option,
     positive,
     resolve_cache_dir,
@@ -64,6 +65,12 @@ def add_arguments(parser):
     )
     parser.add_argument("--repeats", type=positive(int), default=3, help="alternated runs of each with --end-to-end")
     parser.add_argument(
+        "--calibration",
+        action="store_true",
+        help='instead: the default model\'s calibration per seed (ECE, NLL, the "not sure" rule, non-digit images)',
+    )
+    add_min_confidence_option(parser)
+    parser.add_argument(
         "--serve",
         action="store_true",
         help="instead: predictions per second of `serve` over HTTP against in-process predict, on --model",
@@ -94,6 +101,19 @@ def run(args):
 
         images = QUICK_SERVE_IMAGES if args.quick else SERVE_BENCH_IMAGES
         serve_benchmark(args.model, data_dir, args.out_dir, images, args.requests, args.clients)
+    elif args.calibration:
+        from calibration_bench import calibration_benchmark
+
+        max_steps = QUICK_STEPS if args.quick else None
+        calibration_benchmark(
+            args.seeds,
+            args.device,
+            data_dir,
+            args.out_dir,
+            resolve_cache_dir(args.cache_dir),
+            args.min_confidence,
+            max_steps,
+        )
     elif args.end_to_end:
         end_to_end_benchmark(data_dir, args.out_dir, args.repeats, args.quick)
     else:

@@ -1,13 +1,21 @@
-"""Saving run outputs atomically, and loading state dicts safely (weights_only=True, checked shapes)."""
+"""Saving run outputs atomically, and loading state dicts safely (weights_only=True, checked shapes).
+
+A model file is a plain state dict: `MNISTModel(arch).load_state_dict(torch.load(path, weights_only=True))`
+loads it. What rebuilds the model rides along in the state dict's own `_metadata` (PyTorch's per-module
+record, which torch.save keeps and load_state_dict passes by): the architecture, the contrast stretch
+and the temperature. Files saved before they did are matched against the presets (temperature 1).
+"""
 
 import json
+import math
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
 
 from cli import InputError
-from config import ARCHITECTURES
+from config import ARCHITECTURES, architecture
 from model import MNISTModel
 
 
@@ -42,8 +50,18 @@ def write_json(path, value):
     write_text(path, json.dumps(value, indent=2) + "\n")
 
 
+METADATA_KEY = "mnist_cnn"  # this project's entry in the root module's _metadata
+
+
 def save_model(model, path):
-    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    source = model.state_dict()
+    state = OrderedDict((name, tensor.detach().cpu()) for name, tensor in source.items())
+    state._metadata = source._metadata
+    state._metadata[""][METADATA_KEY] = {
+        "architecture": {**model.spec, "body": list(model.spec["body"])},
+        "contrast_stretch": model.contrast_stretch,
+        "temperature": float(model.temperature),
+    }
     atomic_write(path, lambda temporary: torch.save(state, temporary))
 
 
@@ -67,14 +85,39 @@ def load_state_dict(path):
 
 
 def load_model(path):
-    """The MNISTModel whose architecture matches the state dict at path, with its weights, in eval mode."""
+    """The MNISTModel the file at path describes (or, for an older file, the preset its layers match), with its
+    weights and temperature, in eval mode."""
     state = load_state_dict(path)
+    described = getattr(state, "_metadata", {}).get("", {}).get(METADATA_KEY)
+    model = described_model(path, described) if described else preset_model(path, state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise CheckpointError(f"{path}: its weights do not fit the architecture it describes, {model.arch}") from None
+    return model.eval()
+
+
+def described_model(path, described):
+    try:
+        spec = architecture(described["architecture"])
+        stretch, temperature = described["contrast_stretch"], described["temperature"]
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
+    if not isinstance(stretch, bool) or not isinstance(temperature, float) or not 0 < temperature < math.inf:
+        raise CheckpointError(
+            f"{path} describes its model wrongly: contrast_stretch {stretch!r}, temperature {temperature!r}"
+        )
+    model = MNISTModel(spec, stretch)
+    model.temperature = temperature
+    return model
+
+
+def preset_model(path, state):
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
     for arch in ARCHITECTURES:
         model = MNISTModel(arch)
         if shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}:
-            model.load_state_dict(state)
-            return model.eval()
+            return model
     raise CheckpointError(
         f"{path} is from a different architecture: its layers match none of {', '.join(ARCHITECTURES)}"
     )

@@ -127,6 +127,15 @@ def render_like_a_user(image, label_index):
     return canvas.convert("RGB") if label_index % 2 else canvas
 
 
+def train_only_data_dir(tmp_path):
+    """A data folder holding the training files alone: anything that opens the test files fails."""
+    folder = tmp_path / "train_only" / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (folder / name).symlink_to(DATA_DIR / "MNIST" / "raw" / name)
+    return folder.parents[1]
+
+
 PREDICT_SAMPLES = 60  # rendered test digits put through `predict`
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from calibration import calibration_figures
 from checkpoint import atomic_write
 from config import SUITE_SEED
 from data import normalize, pixels
@@ -345,18 +346,20 @@ def corrupted_test_set(images, seed=SUITE_SEED, cache_dir=None):
     return corrupt_all(pixels(images), seed, cache_dir)
 
 
-def predictions(model, images_8bit):
-    return predict_logits(model, normalize(images_8bit).to(next(model.parameters()).device)).argmax(1)
+def suite_logits(model, images_8bit):
+    return predict_logits(model, normalize(images_8bit).to(next(model.parameters()).device))
 
 
 def evaluate_robustness(model, suite, labels, clean_accuracy):
     """Accuracy (%) under each corruption, its error relative to the clean error, and the suite's mean.
 
     Also the mean's standard error as an estimate over the images evaluated (the spread of each image's
-    accuracy over the suite): what a sample of the test set tells about the whole.
+    accuracy over the suite): what a sample of the test set tells about the whole; and the calibration
+    of the model's probabilities over the whole suite.
     """
     labels = labels.to(next(model.parameters()).device)
-    correct = torch.stack([(predictions(model, images) == labels).float() for images in suite.values()])
+    logits = [suite_logits(model, images) for images in suite.values()]
+    correct = torch.stack([(row.argmax(1) == labels).float() for row in logits])
     corruptions = {}
     for name, right in zip(suite, correct, strict=True):
         accuracy = right.sum().item() / len(labels) * 100
@@ -373,6 +376,7 @@ def evaluate_robustness(model, suite, labels, clean_accuracy):
         "mean_corruption_error": 100 - mean_accuracy,
         "images": len(labels),
         "mean_corruption_accuracy_standard_error": (per_image.std() / math.sqrt(len(labels))).item(),
+        "calibration": calibration_figures(torch.cat(logits), labels.repeat(len(logits)), model.temperature),
         "corruptions": corruptions,
     }
 

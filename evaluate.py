@@ -1,4 +1,5 @@
-"""`python main.py evaluate`: a saved model's accuracy, per-class accuracy and confusion matrix on the test set."""
+"""`python main.py evaluate`: a saved model's accuracy, per-class accuracy, calibration and confusion matrix on the
+test set."""
 
 import json
 
@@ -12,11 +13,16 @@ def add_arguments(parser):
 
 
 def run(args):
+    from calibration import calibration_figures
     from checkpoint import load_model
     from data import load_split
-    from test import evaluate, format_report
+    from test import format_report, metrics_from_logits, predict_logits
 
-    metrics = evaluate(load_model(args.model), *load_split(resolve_data_dir(args.data_dir), "test"))
+    model = load_model(args.model)
+    images, labels = load_split(resolve_data_dir(args.data_dir), "test")
+    logits = predict_logits(model, images)
+    metrics = metrics_from_logits(logits, labels)
+    metrics.update(temperature=model.temperature, calibration=calibration_figures(logits, labels, model.temperature))
     if args.json:
         print(json.dumps(metrics, indent=2))
         return

@@ -63,7 +63,9 @@ def metadata(model):
         "mean": str(MEAN),
         "std": str(STD),
         "classes": ",".join(str(digit) for digit in range(NUM_CLASSES)),
-        "output": "logits (N, 10), one per class in the order of `classes`; softmax gives probabilities",
+        "output": "logits (N, 10), one per class in the order of `classes`; softmax(logits / temperature) gives "
+        "the calibrated probabilities",
+        "temperature": str(model.temperature),
         "architecture": model.arch,
         "parameters": str(count_parameters(model)),
     }

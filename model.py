@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ARCHITECTURES
+from config import POOL, add_architecture_option, architecture, architecture_name
 from data import MEAN, STD
 
 NUM_CLASSES = 10
@@ -55,26 +55,31 @@ class HeadBatchNorm(nn.BatchNorm2d):
 
 
 class MNISTModel(nn.Module):
-    """Input (N, 1, 28, 28) images normalised with data.MEAN and data.STD; output (N, 10) logits."""
+    """Input (N, 1, 28, 28) images normalised with data.MEAN and data.STD; output (N, 10) logits.
+
+    arch: a preset name, STEM/BODY/HEAD or a {stem, body, head} mapping (config.architecture).
+    softmax(logits / temperature) are the calibrated probabilities; training sets the temperature from its
+    recipe, and the checkpoint keeps it (1.0, plain softmax, for a model never calibrated).
+    """
 
     def __init__(self, arch="default", contrast_stretch=True):
         super().__init__()
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHITECTURES)}")
-        self.arch = arch
-        spec = ARCHITECTURES[arch]
-        channels = spec["stem"]
+        self.spec = architecture(arch)
+        self.arch = architecture_name(self.spec)
+        self.contrast_stretch = contrast_stretch
+        self.temperature = 1.0
+        channels = self.spec["stem"]
         # Outside `features`, and without parameters: state dicts of models without it still load.
         self.stretch = ContrastStretch() if contrast_stretch else nn.Identity()
         layers = conv_block(1, channels, kernel=STEM_KERNEL, stride=2)
-        body = spec["body"]
+        body = self.spec["body"]
         for i, width in enumerate(body):
-            if width != "M":
-                layers += conv_block(channels, width, pool=body[i + 1 : i + 2] == ("M",))
+            if width != POOL:
+                layers += conv_block(channels, width, pool=body[i + 1 : i + 2] == (POOL,))
                 channels = width
-        layers += conv_block(channels, spec["head"], padding=0, norm=HeadBatchNorm)
+        layers += conv_block(channels, self.spec["head"], padding=0, norm=HeadBatchNorm)
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Conv2d(spec["head"], NUM_CLASSES, 1)
+        self.classifier = nn.Conv2d(self.spec["head"], NUM_CLASSES, 1)
 
     def forward(self, x):
         return self.classifier(self.features(self.stretch(x))).flatten(1)
@@ -138,7 +143,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description="Print the model as a Markdown layer table.")
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="architecture (default: default)")
+    add_architecture_option(parser)
     model = MNISTModel(parser.parse_args().arch)
     print(describe(model))
     print(layer_table(model))

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from checkpoint import atomic_write
-from corruptions import predictions
+from corruptions import suite_logits
 from data import augment, pixels
 from test import predict_logits
 
@@ -34,6 +34,23 @@ def training_curves(history):
         ax.set(xlabel="step", title=label)
         ax.grid(alpha=0.3)
     axes[1].set_ylim(max(0, min(row["accuracy"] for row in history[len(history) // 5 :]) - 2), 100.5)
+    return figure
+
+
+def reliability_diagram(logits, labels, temperature):
+    """Accuracy against confidence per equal-width bin, before and after the temperature: on the diagonal is
+    calibrated; below it, over-confident; above it, under-confident."""
+    from calibration import reliability
+
+    figure, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 100], [0, 100], color="grey", linewidth=0.8, linestyle="--", label="calibrated")
+    for scale, label in ((1.0, "softmax(logits)"), (temperature, f"softmax(logits / {temperature:.3f})")):
+        bins = reliability((logits.float().cpu() / scale).softmax(1), labels.cpu())
+        confidence, accuracy, _ = zip(*bins, strict=True)
+        ax.plot([c * 100 for c in confidence], [a * 100 for a in accuracy], marker="o", label=label)
+    ax.set(xlabel="confidence (%)", ylabel="accuracy (%)", title=f"reliability ({len(labels):,} images)")
+    ax.legend()
+    ax.grid(alpha=0.3)
     return figure
 
 
@@ -113,7 +130,7 @@ def robustness(model, images, labels, suite, count=ROBUSTNESS_SAMPLES):
     clean, labels = images[:count], labels[:count].cpu()
     suite = {name: corrupted[:count] for name, corrupted in suite.items()}
     answers = {"clean": predict_logits(model, clean).argmax(1).cpu()}
-    answers.update({name: predictions(model, corrupted).cpu() for name, corrupted in suite.items()})
+    answers.update({name: suite_logits(model, corrupted).argmax(1).cpu() for name, corrupted in suite.items()})
     rows = {"clean": pixels(clean), **{name: images.float() / 255 for name, images in suite.items()}}
     columns, cell = len(labels), CELL
     figure, ax = plt.subplots(figsize=(columns * 0.75 + 1.5, len(rows) * 0.75))

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cli import add_json_option, add_model_option
+from cli import MIN_CONFIDENCE, add_json_option, add_min_confidence_option, add_model_option
 
 MAX_PIXELS = 50_000_000  # larger images are refused from their header, before any pixel is read
 MIN_CONTRAST = 0.1  # ink must differ from the background by this much (0..1 scale), else it is blank
@@ -26,13 +26,14 @@ MOSTLY_TRANSPARENT = 0.5  # fraction of see-through pixels above which opacity, 
 def add_arguments(parser):
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, any size, colour or grey")
     add_model_option(parser)
+    add_min_confidence_option(parser)
     add_json_option(parser)
 
 
 def run(args):
     from checkpoint import load_model
 
-    results = predict_files(load_model(args.model), args.images)
+    results = predict_files(load_model(args.model), args.images, args.min_confidence)
     print(json.dumps(results, indent=2) if args.json else "\n".join(map(format_result, results)))
     failed = sum("error" in result for result in results)
     if failed:
@@ -136,14 +137,14 @@ def prepare(ink):
     return canvas
 
 
-def classify(model, source):
+def classify(model, source, min_confidence=MIN_CONFIDENCE):
     """The model's reading of one image (a path or a binary file object), and the 28x28 image it saw.
 
-    Returns ({digit, confidence, top3, probabilities}, prepared) with percentages for the numbers and
+    Returns ({digit, confidence, sure, top3, probabilities}, prepared) with percentages for the numbers and
     prepared on the 0..1 scale; raises ImageError.
     """
     prepared = prepared_image(source)
-    return read_digits(model, prepared[None])[0], prepared
+    return read_digits(model, prepared[None], min_confidence)[0], prepared
 
 
 def prepared_image(source):
@@ -151,15 +152,16 @@ def prepared_image(source):
     return prepare(read_ink(source))
 
 
-def read_digits(model, prepared):
-    """{digit, confidence, top3, probabilities} for each of a batch of prepared (N, 28, 28) images."""
+def read_digits(model, prepared, min_confidence=MIN_CONFIDENCE):
+    """{digit, confidence, sure, top3, probabilities} for each of a batch of prepared (N, 28, 28) images: calibrated
+    probabilities (the model's temperature), and sure false when the confidence is below min_confidence %."""
     import torch
     import torch.nn.functional as F
 
     from data import normalize
 
     with torch.no_grad():
-        probabilities = F.softmax(model.eval()(normalize(prepared * 255)), dim=1)
+        probabilities = F.softmax(model.eval()(normalize(prepared * 255)) / model.temperature, dim=1)
     results = []
     for row in probabilities:
         top = row.topk(3)
@@ -167,6 +169,7 @@ def read_digits(model, prepared):
             {
                 "digit": int(top.indices[0]),
                 "confidence": round(float(top.values[0]) * 100, 2),
+                "sure": float(top.values[0]) * 100 >= min_confidence,
                 "top3": [
                     {"digit": int(d), "probability": round(float(p) * 100, 2)}
                     for d, p in zip(top.indices, top.values, strict=True)
@@ -177,12 +180,12 @@ def read_digits(model, prepared):
     return results
 
 
-def predict_files(model, paths):
-    """One result per path: {file, digit, confidence, top3, probabilities} or {file, error}."""
+def predict_files(model, paths, min_confidence=MIN_CONFIDENCE):
+    """One result per path: {file, digit, confidence, sure, top3, probabilities} or {file, error}."""
     results = []
     for path in paths:
         try:
-            result, _ = classify(model, path)
+            result, _ = classify(model, path, min_confidence)
         except ImageError as error:
             results.append({"file": str(path), "error": str(error)})
             continue
@@ -194,4 +197,5 @@ def format_result(result):
     if "error" in result:
         return f"{result['file']}: error: {result['error']}"
     top3 = ", ".join(f"{t['digit']} {t['probability']:.1f}%" for t in result["top3"])
-    return f"{result['file']}: {result['digit']} (confidence {result['confidence']:.1f}%; top 3: {top3})"
+    answer = result["digit"] if result["sure"] else "not sure"
+    return f"{result['file']}: {answer} (confidence {result['confidence']:.1f}%; top 3: {top3})"

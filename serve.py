@@ -28,7 +28,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from cli import add_model_option, port_number, positive
+from cli import MIN_CONFIDENCE, add_min_confidence_option, add_model_option, port_number, positive
 from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepared_image, read_digits
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -58,6 +58,7 @@ REQUEST_BODY = {  # for /docs: the endpoint reads its body itself, to refuse an 
 
 def add_arguments(parser):
     add_model_option(parser)
+    add_min_confidence_option(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; 0.0.0.0 opens it to other machines")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="TCP port")
     parser.add_argument(
@@ -81,7 +82,15 @@ def add_arguments(parser):
 
 
 def run(args):
-    serve(args.model, args.host, args.port, args.max_upload_mb, args.allowed_hosts, args.request_timeout)
+    serve(
+        args.model,
+        args.host,
+        args.port,
+        args.max_upload_mb,
+        args.allowed_hosts,
+        args.request_timeout,
+        args.min_confidence,
+    )
 
 
 class TopDigit(BaseModel):
@@ -91,7 +100,8 @@ class TopDigit(BaseModel):
 
 class Prediction(BaseModel):
     digit: int
-    confidence: float  # %
+    confidence: float  # %, calibrated
+    sure: bool  # false: the confidence is below --min-confidence, and the top3 are guesses
     probabilities: list[float]  # % for each digit 0..9
     top3: list[TopDigit]
     image: list[list[int]]  # the 28x28 image the model saw, 0 (background) to 255 (ink)
@@ -102,9 +112,18 @@ class Health(BaseModel):
     model: str
     architecture: str
     parameters: int
+    temperature: float  # probabilities are softmax(logits / temperature)
+    min_confidence: float  # %
 
 
-def create_app(model, model_path, max_upload_bytes, allowed_hosts, request_timeout=DEFAULT_REQUEST_TIMEOUT):
+def create_app(
+    model,
+    model_path,
+    max_upload_bytes,
+    allowed_hosts,
+    request_timeout=DEFAULT_REQUEST_TIMEOUT,
+    min_confidence=MIN_CONFIDENCE,
+):
     from model import count_parameters
 
     app = FastAPIOffline(
@@ -117,9 +136,16 @@ def create_app(model, model_path, max_upload_bytes, allowed_hosts, request_timeo
     app.add_middleware(Admission, path="/api/predict", limit=MAX_IN_FLIGHT)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)
-    batcher = Batcher(model)
+    batcher = Batcher(model, min_confidence)
     decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
-    health = Health(status="ok", model=str(model_path), architecture=model.arch, parameters=count_parameters(model))
+    health = Health(
+        status="ok",
+        model=str(model_path),
+        architecture=model.arch,
+        parameters=count_parameters(model),
+        temperature=model.temperature,
+        min_confidence=min_confidence,
+    )
 
     @app.get("/", include_in_schema=False)
     def page():
@@ -203,8 +229,8 @@ class Batcher:
     clients, and one image alone waits for nothing.
     """
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, model, min_confidence):
+        self.model, self.min_confidence = model, min_confidence
         self.waiting = []  # (prepared image, future of its reading)
         self.busy = False
         self.task = None
@@ -225,7 +251,7 @@ class Batcher:
                 batch, self.waiting = self.waiting, []
                 images = torch.stack([image for image, _ in batch])
                 try:
-                    readings = await run_in_threadpool(read_digits, self.model, images)
+                    readings = await run_in_threadpool(read_digits, self.model, images, self.min_confidence)
                 except Exception as error:  # noqa: BLE001  each waiting request answers with it
                     for _, future in batch:
                         future.set_exception(error)
@@ -332,7 +358,15 @@ class TimedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def serve(model_path, host, port, max_upload_mb, allowed_hosts=None, request_timeout=DEFAULT_REQUEST_TIMEOUT):
+def serve(
+    model_path,
+    host,
+    port,
+    max_upload_mb,
+    allowed_hosts=None,
+    request_timeout=DEFAULT_REQUEST_TIMEOUT,
+    min_confidence=MIN_CONFIDENCE,
+):
     """Load the model (its errors come before the port opens), then serve until Ctrl-C or SIGTERM."""
     import torch
 
@@ -343,7 +377,7 @@ def serve(model_path, host, port, max_upload_mb, allowed_hosts=None, request_tim
     # one intra-op thread each keeps them from fighting over the cores (docs/serving.md).
     torch.set_num_threads(1)
     allowed_hosts = allowed_hosts or [host, "localhost", "127.0.0.1"]
-    app = create_app(model, model_path, int(max_upload_mb * 2**20), allowed_hosts, request_timeout)
+    app = create_app(model, model_path, int(max_upload_mb * 2**20), allowed_hosts, request_timeout, min_confidence)
     # torch and the model leave hundreds of thousands of objects that every full garbage collection walked,
     # on the event loop: the one /api/health check over 100 ms under the abuse load. Frozen, they are skipped.
     gc.collect()

@@ -46,9 +46,20 @@ def metrics_from_logits(logits, labels):
 def format_report(metrics):
     split = metrics.get("evaluated_on", "test")
     per_class = "  ".join(f"{c}:{a:.2f}" for c, a in metrics["per_class_accuracy"].items())
-    return (
+    report = (
         f"{split} accuracy {metrics['accuracy']:.2f}%  {split} loss {metrics['test_loss']:.4f}\n"
         f"per-class accuracy (%)  {per_class}"
+    )
+    if "calibration" in metrics:
+        report += "\n" + format_calibration(metrics["calibration"], metrics["temperature"])
+    return report
+
+
+def format_calibration(figures, temperature):
+    return (
+        f"calibrated with temperature {temperature:.3f}: expected calibration error {figures['ece']:.2f}% "
+        f"(before {figures['ece_before']:.2f}%; {figures['bins']} equal-width bins), NLL {figures['nll']:.4f} "
+        f"(before {figures['nll_before']:.4f})"
     )
 
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from calibration import calibration_figures, fit_temperature
 from cli import RunError
 from data import augment, load_split, validation_split
 from model import MNISTModel, count_parameters, describe, receptive_field
@@ -89,12 +90,25 @@ def _mean(rows, key):
     return sum(row[key] for row in rows) / len(rows)
 
 
+def calibrate(model, config, data, logits):
+    """Set the model's temperature: fitted on data["eval"] if it is the validation split (held out of training),
+    else the recipe's (fitted so, by the same runs); return the temperature and the clean calibration figures."""
+    labels = data["eval"][1]
+    validation = data["evaluated_on"] == "validation"
+    model.temperature = fit_temperature(logits, labels) if validation else config.temperature
+    return {
+        "temperature": round(model.temperature, 4),
+        "temperature_fitted_on": "this run's validation split" if validation else "the recipe's validation runs",
+        "calibration": calibration_figures(logits, labels, model.temperature),
+    }
+
+
 @dataclass
 class TrainedRun:
     model: torch.nn.Module
     history: list  # one dict per step: step, seen, loss, accuracy, lr
     metrics: dict  # the clean figures and the run's settings (metrics.json holds them)
-    predictions: torch.Tensor  # predicted digit for each evaluated image
+    logits: torch.Tensor  # (N, 10) for the evaluated images, before the temperature
 
 
 def synchronize(device):
@@ -135,10 +149,11 @@ def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
     synchronize(device)
     test_seconds = time.perf_counter() - start
     metrics = metrics_from_logits(logits, test_labels)
+    metrics.update(calibrate(model, config, data, logits))
     metrics.update(
         evaluated_on=data["evaluated_on"],
         train_images=len(data["train"][0]),
-        architecture=arch,
+        architecture=model.arch,
         parameters=count_parameters(model),
         receptive_field=receptive_field(model),
         epochs=config.epochs,
@@ -158,4 +173,4 @@ def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
         torchvision_version=version("torchvision"),
         python_version=platform.python_version(),
     )
-    return TrainedRun(model, history, metrics, logits.argmax(1))
+    return TrainedRun(model, history, metrics, logits)

@@ -19,11 +19,11 @@ from cli import (
     resolve_data_dir,
 )
 from config import (
-    ARCHITECTURES,
     AUGMENTATIONS,
     DRY_RUN_STEPS,
     SUITE_SEED,
     VALIDATION_SIZE,
+    add_architecture_option,
     add_config_options,
     config_from_args,
 )
@@ -35,7 +35,7 @@ ROBUSTNESS_IMAGES = 2_000
 
 
 def add_arguments(parser):
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="model preset")
+    add_architecture_option(parser)
     add_config_options(parser)
     parser.add_argument(
         "--augment",
@@ -93,7 +93,7 @@ def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds):
     """Train, evaluate, gate; then (cache_dir given) the robustness figure; then save the model, plots and
     metrics.json. Nothing is saved when the gate fails."""
     from checkpoint import save_model, write_json
-    from test import format_report
+    from test import format_calibration, format_report
     from train import AccuracyBelowGate, train_and_evaluate
 
     result = train_and_evaluate(arch, config, device, data)
@@ -120,6 +120,7 @@ def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds):
             f"(+/- {metrics['mean_corruption_accuracy_standard_error']:.2f}) over {len(suite)} corruptions of "
             f"{metrics['corruption_images']:,} {metrics['evaluated_on']} images; python main.py robustness measures all"
         )
+        print("under corruption, " + format_calibration(metrics["corruption_calibration"], metrics["temperature"]))
     start = time.perf_counter()
     save_model(result.model, out)
     seconds["saving"] = time.perf_counter() - start
@@ -155,6 +156,7 @@ def robustness_figures(model, suite, labels, clean_accuracy):
         "mean_corruption_accuracy_standard_error": report["mean_corruption_accuracy_standard_error"],
         "corruption_images": report["images"],
         "corruption_accuracy": accuracy_by_corruption(report),
+        "corruption_calibration": report["calibration"],
     }
 
 
@@ -167,7 +169,8 @@ def write_plots(folder, result, data, config, robustness):
     figures = {
         "training_curves.png": plots.training_curves(result.history),
         "confusion_matrix.png": plots.confusion_matrix(result.metrics["confusion_matrix"]),
-        "misclassified.png": plots.misclassified(images, labels, result.predictions),
+        "misclassified.png": plots.misclassified(images, labels, result.logits.argmax(1)),
+        "reliability.png": plots.reliability_diagram(result.logits, labels, result.model.temperature),
     }
     if robustness:
         suite, sample_images, sample_labels = robustness

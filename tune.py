@@ -33,12 +33,12 @@ from cli import (
     resolve_data_dir,
 )
 from config import (
-    ARCHITECTURES,
     DRY_RUN_STEPS,
     RUN_CONTROLS,
     SUITE_SEED,
     Augmentation,
     TrainConfig,
+    add_architecture_option,
     recipe_json,
 )
 
@@ -55,10 +55,11 @@ JOURNAL_FILE = "tune.journal"
 SETTINGS_WAIT_SECONDS = 30  # how long a worker that joins a study mid-creation waits for its settings
 PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")  # the password of user:password@ in a URL
 TRIALS, QUICK_TRIALS = 60, 2  # complete trials a study holds by default, without and with --quick
+NOT_SEARCHED = ("augmentation", "epochs", "temperature")  # TrainConfig fields outside the search space
 
 
 def add_arguments(parser):
-    parser.add_argument("--arch", choices=ARCHITECTURES, default="default", help="model preset")
+    add_architecture_option(parser)
     parser.add_argument(
         "--trials",
         type=positive(int),
@@ -126,7 +127,7 @@ def search_params(config):
     """The point of the search space that config is (for enqueueing the current default)."""
     return {
         **asdict(config.augmentation),
-        **{key: value for key, value in asdict(config).items() if key not in (*RUN_CONTROLS, "augmentation", "epochs")},
+        **{key: value for key, value in asdict(config).items() if key not in (*RUN_CONTROLS, *NOT_SEARCHED)},
     }
 
 

@@ -108,9 +108,16 @@ async function predict(body, headers) {
   }
 }
 
+// Below the server's --min-confidence the model is guessing: say so, and show its two best guesses.
+function confidenceText(answer) {
+  if (answer.sure) return `${answer.confidence.toFixed(1)}% sure`;
+  const guesses = answer.top3.slice(0, 2).map((t) => `${t.digit} (${t.probability.toFixed(1)}%)`);
+  return `Not sure: maybe ${guesses.join(" or ")}`;
+}
+
 function showResult(answer) {
-  digitOut.textContent = answer ? answer.digit : "–";
-  confidenceOut.textContent = answer ? `${answer.confidence.toFixed(1)}% sure` : "";
+  digitOut.textContent = answer ? (answer.sure ? answer.digit : "?") : "–";
+  confidenceOut.textContent = answer ? confidenceText(answer) : "";
   bars.querySelectorAll("li").forEach((row, d) => {
     const p = answer ? answer.probabilities[d] : 0;
     row.querySelector(".fill").style.width = `${p}%`;

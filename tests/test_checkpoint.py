@@ -1,5 +1,6 @@
-"""checkpoint.py: atomic saving, and loading only safe, matching state dicts."""
+"""checkpoint.py: atomic saving, and loading only safe, matching state dicts that describe their model."""
 
+import json
 import os
 import subprocess
 import sys
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import load_model
+from checkpoint import METADATA_KEY, load_model, save_model
+from config import ARCHITECTURES
 from conftest import ROOT, assert_one_line_error
 from model import MNISTModel
 
@@ -78,3 +80,51 @@ def test_a_model_with_nan_weights_is_refused(cli, tmp_path):
         model.classifier.weight[0, 0] = float("nan")
     torch.save(model.state_dict(), tmp_path / "nan.pth")
     assert_one_line_error(cli("evaluate", "--model", tmp_path / "nan.pth"), 2, "NaN or infinite weights")
+
+
+SEARCHED = "12/12,M,20,20,M/16"  # an architecture of no preset, such as tune finds
+
+
+def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli, user_images, tmp_path):
+    path = tmp_path / "searched.pth"
+    model = MNISTModel(SEARCHED, contrast_stretch=False)
+    model.temperature = 0.5
+    save_model(model, path)
+    loaded = load_model(path)
+    assert (loaded.arch, loaded.contrast_stretch, loaded.temperature) == (SEARCHED, False, 0.5)
+    assert json.loads(cli("evaluate", "--model", path, "--json").stdout)["temperature"] == 0.5
+    assert cli("predict", "--model", path, user_images[0][0]).returncode == 0
+    for fmt in ("onnx", "pt2"):
+        exported = cli("export", "--format", fmt, "--model", path, "--out", tmp_path / f"searched.{fmt}")
+        assert exported.returncode == 0 and f"architecture: {SEARCHED}" in exported.stdout
+        assert "temperature: 0.5" in exported.stdout
+
+
+def test_a_file_saved_before_checkpoints_described_their_model_loads_uncalibrated(tmp_path):
+    torch.save(MNISTModel("compact").state_dict(), tmp_path / "old.pth")
+    old = load_model(tmp_path / "old.pth")
+    assert (old.arch, old.contrast_stretch, old.temperature) == ("compact", True, 1.0)
+
+
+def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
+    state = MNISTModel().state_dict()
+    described = {"architecture": {"stem": 16, "body": [16, "M", "M", 8, "M"], "head": 8}}
+    cases = {
+        "unbuildable": ({**described, "contrast_stretch": True, "temperature": 1.0}, "describes its model wrongly"),
+        "other weights": (
+            {
+                "architecture": {**ARCHITECTURES["compact"], "body": [8, 16, "M", 20, "M"]},
+                "contrast_stretch": True,
+                "temperature": 1.0,
+            },  # fmt: skip
+            "do not fit the architecture it describes",
+        ),
+        "bad temperature": (
+            {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "temperature": -1.0},
+            "temperature -1.0",
+        ),
+    }
+    for name, (description, message) in cases.items():
+        state._metadata[""][METADATA_KEY] = description
+        torch.save(state, tmp_path / f"{name}.pth")
+        assert_one_line_error(cli("evaluate", "--model", tmp_path / f"{name}.pth"), 2, message)

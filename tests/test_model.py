@@ -1,9 +1,10 @@
-"""model.py: the receptive field, the contrast stretch, and the layer table it prints as a script."""
+"""model.py: architectures, the receptive field, the contrast stretch, and the layer table it prints as a script."""
 
 import pytest
 import torch
 
-from conftest import run_cli
+from config import ARCHITECTURES, architecture
+from conftest import assert_one_line_error, run_cli
 from data import normalize, pixels
 from model import MNISTModel, count_parameters, receptive_field
 
@@ -28,3 +29,17 @@ def test_model_script_prints_the_layer_table():
     assert result.returncode == 0, result.stderr
     assert f"**{count_parameters(MNISTModel('compact')):,}**" in result.stdout
     assert "| Conv2d 1->8 4x4, stride 2, pad 1 | (8, 14, 14) |" in result.stdout
+
+
+def test_an_architecture_is_a_preset_or_its_widths_written_out():
+    assert architecture("16/16,32,M,32,M/24") == ARCHITECTURES["default"]
+    model = MNISTModel("12/12,M,20,20,M/16")
+    assert model.arch == "12/12,M,20,20,M/16" and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert MNISTModel("16/16,32,M,32,M/24").arch == "default"
+    for wrong in ("huge", "16/16,M/24", "16/M,16,M/24", "16/16,M,M/24", "0/16,M,16,M/24", "16/16,M,x,M/24"):
+        with pytest.raises(ValueError):
+            architecture(wrong)
+
+
+def test_a_wrong_architecture_option_is_a_usage_error(cli):
+    assert_one_line_error(cli("--arch", "16/16,M/24", "--dry-run"), 2, "exactly 2 'M'")

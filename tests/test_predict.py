@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter, ImageOps
 
-from conftest import ROOT, as_8bit, write_huge_png
+from cli import MIN_CONFIDENCE
+from conftest import ROOT, as_8bit, assert_one_line_error, write_huge_png
 
 PREDICT_FLOOR = 0.95  # fraction it must get right; measured: 60/60 here, 989/1000 on a larger render
 USER_STYLE_OFFSET, USER_STYLE_SAMPLES = 100, 200  # test digits drawn in each user style
@@ -69,6 +70,19 @@ def test_predict_recovers_labels_of_rendered_mnist_digits(trained, user_images, 
     correct = sum(p["digit"] == label for p, label in zip(predictions, labels, strict=True))
     assert correct / len(labels) >= PREDICT_FLOOR, f"{correct}/{len(labels)}"
     assert all(len(p["top3"]) == 3 and 0 < p["confidence"] <= 100 for p in predictions)
+
+
+def test_predict_says_not_sure_below_min_confidence(cli, trained, user_images, predict_json):
+    paths = user_images[0][:20]
+    _, readings = predict_json(trained[0], *paths)
+    assert sum(r["sure"] for r in readings) >= 18 and all(
+        r["sure"] == (r["confidence"] >= MIN_CONFIDENCE) for r in readings
+    )
+    path, reading = next((p, r) for p, r in zip(paths, readings, strict=True) if r["confidence"] < 99.9)
+    strict = ("--model", trained[0], "--min-confidence", 99.95, path)
+    assert json.loads(cli("predict", "--json", *strict).stdout) == [{**reading, "sure": False}]
+    assert f"{path}: not sure (confidence {reading['confidence']:.1f}%; top 3: " in cli("predict", *strict).stdout
+    assert_one_line_error(cli("predict", "--min-confidence", 120, path), 2, "percentage from 0 to 100")
 
 
 def test_predict_prints_one_line_per_file(cli, untrained, user_images):

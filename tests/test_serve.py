@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from calibration import letters
+from cli import MIN_CONFIDENCE
+from config import TrainConfig
 from conftest import assert_one_line_error, write_huge_png
 from model import MNISTModel, count_parameters
 
@@ -50,7 +53,9 @@ def test_api_predicts_like_the_predict_command(api, cli, trained, user_images):
         for answer in (raw, form):
             assert answer.status_code == 200, answer.text
             body = answer.json()
-            assert body["digit"] == cli["digit"]  # the server reads batches: the same to within rounding
+            assert body["digit"] == cli["digit"] and body["sure"] == cli["sure"]
+            # the server reads batches: the same calibrated figures to within rounding
+            assert body["confidence"] == pytest.approx(cli["confidence"], abs=0.02)
             assert [t["probability"] for t in body["top3"]] == pytest.approx(
                 [t["probability"] for t in cli["top3"]], abs=0.02
             )
@@ -101,6 +106,8 @@ def test_api_health_docs_and_page_need_nothing_from_elsewhere(api, trained):
         "model": str(trained[0]),
         "architecture": "default",
         "parameters": count_parameters(MNISTModel("default")),
+        "temperature": TrainConfig().temperature,
+        "min_confidence": MIN_CONFIDENCE,
     }
     for path in ("/", "/docs", "/static/app.js", "/static/style.css"):
         answer = api.get(path)
@@ -163,6 +170,17 @@ def draw(page, strokes):
         page.mouse.up()
 
 
+def a_letter_the_server_is_not_sure_of(server, folder):
+    """A letter drawn in DejaVu Sans, saved as a PNG, that the server answers "not sure"; and that answer."""
+    for i, letter in enumerate(letters()):
+        path = folder / f"letter_{i}.png"
+        Image.fromarray((letter.numpy() * 255).round().astype(np.uint8)).save(path)
+        answer = httpx.post(f"{server}/api/predict", content=path.read_bytes(), headers={"content-type": "image/png"})
+        if not answer.json()["sure"]:
+            return path, answer.json()
+    pytest.fail("the server was sure of every letter")
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium or Chrome (.ci/run installs Chromium)")
@@ -197,6 +215,12 @@ def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits(server, user_ima
         seen = page.locator("#seen").evaluate("c => Array.from(c.getContext('2d').getImageData(0, 0, 28, 28).data)")
         assert max(seen) == 255 and min(seen) == 0  # the prepared image is shown
         page.screenshot(path=tmp_path / "uploaded.png")
+        path, answer = a_letter_the_server_is_not_sure_of(server, tmp_path)
+        page.locator("#file").set_input_files(path)
+        expect(page.locator("#digit")).to_have_text("?")
+        guesses = " or ".join(f"{t['digit']} ({t['probability']:.1f}%)" for t in answer["top3"][:2])
+        expect(page.locator("#confidence")).to_have_text(f"Not sure: maybe {guesses}")
+        page.screenshot(path=tmp_path / "not_sure.png")
         browser.close()
     assert hosts == {urlsplit(server).netloc}, hosts
     print(f"screenshots in {tmp_path}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA_DIR, ROOT, assert_one_line_error, run_cli
+from conftest import DATA_DIR, ROOT, assert_one_line_error, run_cli, train_only_data_dir
 
 
 @pytest.fixture(autouse=True)
@@ -24,15 +24,6 @@ def optuna_logs_to_the_current_stderr():
     yield
     optuna.logging.disable_propagation()
     optuna.logging.enable_default_handler()
-
-
-def train_only_data_dir(tmp_path):
-    """A data folder holding the training files alone: anything that opens the test files fails."""
-    folder = tmp_path / "train_only" / "MNIST" / "raw"
-    folder.mkdir(parents=True)
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
-        (folder / name).symlink_to(DATA_DIR / "MNIST" / "raw" / name)
-    return folder.parents[1]
 
 
 def tune_cli(out_dir, *options, data_dir=DATA_DIR):

@@ -1,0 +1,132 @@
+"""Calibrated confidence: temperature scaling, its measures, and images that are not digits.
+
+Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", 2017) divides the logits by one
+number fitted to minimise the negative log-likelihood on images the model did not train on: the argmax, and
+so every prediction, stays as it was. The expected calibration error (ECE) is the gap between confidence and
+accuracy, averaged over CALIBRATION_BINS equal-width confidence bins weighted by their share of images.
+"""
+
+import math
+import random
+import string
+
+import torch
+import torch.nn.functional as F
+
+CALIBRATION_BINS = 15  # equal-width bins of confidence, as Guo et al. measure it
+FIT_STEPS = 50  # L-BFGS iterations of the temperature fit: it converges in about ten
+SCRIBBLES = 200  # seeded random scribbles measured for the flagged fraction
+SCRIBBLE_STROKES = (2, 5)  # strokes per scribble, fewest and most
+CANVAS = 112  # pixels a side of the canvas that scribbles and letters are drawn on, before MNIST's 28x28
+LETTERS = string.ascii_letters  # rendered in DejaVu Sans, the font matplotlib ships
+
+
+def fit_temperature(logits, labels):
+    """The temperature T minimising the NLL of softmax(logits / T) on these labels."""
+    logits, labels = logits.detach().float().cpu(), labels.cpu()
+    log_temperature = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_temperature], max_iter=FIT_STEPS, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_temperature.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return log_temperature.exp().item()
+
+
+def expected_calibration_error(probabilities, labels, bins=CALIBRATION_BINS):
+    """ECE in %: sum over equal-width confidence bins of |accuracy - mean confidence| times the bin's share."""
+    gaps = [
+        images * abs(accuracy - confidence) for confidence, accuracy, images in reliability(probabilities, labels, bins)
+    ]
+    return sum(gaps) / len(labels) * 100
+
+
+def reliability(probabilities, labels, bins=CALIBRATION_BINS):
+    """Per equal-width bin of confidence that holds any images: (mean confidence, accuracy, images)."""
+    confidence, predicted = probabilities.max(1)
+    correct = (predicted == labels).float()
+    which = (confidence * bins).long().clamp(max=bins - 1)  # confidence 1.0 falls in the top bin
+    return [
+        (confidence[which == b].mean().item(), correct[which == b].mean().item(), int((which == b).sum()))
+        for b in range(bins)
+        if (which == b).any()
+    ]
+
+
+def calibration_figures(logits, labels, temperature):
+    """ECE (%) and NLL of softmax(logits) and of softmax(logits / temperature), on these images."""
+    logits, labels = logits.float().cpu(), labels.cpu()
+    figures = {"images": len(labels), "bins": CALIBRATION_BINS}
+    for suffix, scale in (("_before", 1.0), ("", temperature)):
+        scaled = logits / scale
+        figures["ece" + suffix] = round(expected_calibration_error(scaled.softmax(1), labels), 3)
+        figures["nll" + suffix] = round(F.cross_entropy(scaled, labels).item(), 4)
+    return figures
+
+
+def selective_figures(logits, labels, temperature, min_confidence):
+    """How the "not sure" rule (calibrated confidence below min_confidence %) splits these answers, in %."""
+    confidence, predicted = (logits.float().cpu() / temperature).softmax(1).max(1)
+    sure, correct = confidence * 100 >= min_confidence, predicted == labels.cpu()
+    return {
+        "flagged": _percent(~sure),
+        "flagged_of_right": _percent(~sure[correct]),
+        "flagged_of_wrong": _percent(~sure[~correct]),
+        "selective_accuracy": _percent(correct[sure]),
+    }
+
+
+def flagged_fraction(logits, temperature, min_confidence):
+    """% of these images whose calibrated confidence is below min_confidence %: for images with no right answer."""
+    confidence = (logits.float().cpu() / temperature).softmax(1).amax(1)
+    return _percent(confidence * 100 < min_confidence)
+
+
+def _percent(mask):
+    return mask.float().mean().item() * 100 if len(mask) else math.nan
+
+
+def scribbles(count=SCRIBBLES, seed=0):
+    """count random pen scribbles (2 to 5 joined strokes), prepared as predict prepares an upload: (count, 28, 28)."""
+    rng = random.Random(seed)
+    images = []
+    for _ in range(count):
+        canvas, draw = _canvas()
+        corners = rng.randint(*SCRIBBLE_STROKES) + 1
+        points = [(rng.uniform(8, CANVAS - 8), rng.uniform(8, CANVAS - 8)) for _ in range(corners)]
+        draw.line(points, fill=255, width=rng.randint(6, 12), joint="curve")
+        images.append(_prepared(canvas))
+    return torch.stack(images)
+
+
+def letters(text=LETTERS):
+    """Each character of text drawn in DejaVu Sans (matplotlib's font), prepared as an upload: (len, 28, 28)."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size=CANVAS * 3 // 4)
+    images = []
+    for character in text:
+        canvas, draw = _canvas()
+        draw.text((CANVAS / 2, CANVAS / 2), character, fill=255, font=font, anchor="mm")
+        images.append(_prepared(canvas))
+    return torch.stack(images)
+
+
+def _canvas():
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (CANVAS, CANVAS), 0)
+    return canvas, ImageDraw.Draw(canvas)
+
+
+def _prepared(canvas):
+    import numpy as np
+
+    from predict import prepare
+
+    return prepare(np.asarray(canvas, dtype=np.float32) / 255)

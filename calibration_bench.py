@@ -1,0 +1,117 @@
+"""`python main.py bench --calibration`: how well the default model's probabilities mean what they say.
+
+Per seed, two runs of the default recipe: one on the training set less the validation split, whose
+temperature is fitted there (what the recipe's temperature is the median of), and one on all 60,000
+images, saved with the recipe's temperature and measured on the test set: expected calibration error and
+NLL before and after the temperature, clean and under the whole corruption suite; what the "not sure"
+rule at --min-confidence flags there; and what it flags among images that are not digits.
+"""
+
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+from config import SUITE_SEED, TrainConfig
+
+SETS = ("clean", "corrupted")  # the test set as it is, and the corruption suite made from it
+
+
+def calibration_benchmark(seeds, device, data_dir, out_dir, cache_dir, min_confidence, max_steps=None):
+    from calibration import CALIBRATION_BINS, letters, scribbles
+    from checkpoint import write_json, write_text
+    from corruptions import corrupted_test_set
+    from data import normalize
+    from train import load_data
+
+    test = load_data(data_dir, device)
+    validation = load_data(data_dir, device, validation=True)
+    suite = corrupted_test_set(test["eval"][0].cpu(), SUITE_SEED, cache_dir)
+    nondigits = {"scribbles": normalize(scribbles() * 255), "letters": normalize(letters() * 255)}
+    runs = [seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps) for seed in seeds]
+    results = {
+        "architecture": "default",
+        "recipe_temperature": TrainConfig().temperature,
+        "bins": CALIBRATION_BINS,
+        "min_confidence": min_confidence,
+        "nondigit_images": {name: len(images) for name, images in nondigits.items()},
+        "runs": runs,
+        "mean": {key: round(statistics.fmean(run[key] for run in runs), 3) for key in runs[0] if key != "seed"},
+    }
+    write_json(Path(out_dir) / "calibration.json", results)
+    table = markdown_table(results)
+    write_text(Path(out_dir) / "calibration.md", table)
+    print(table)
+    return results
+
+
+def seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps):
+    """One seed's figures, flat: {set}_{figure} for the clean test set and the suite, and the flagged nondigits."""
+    import torch
+
+    from calibration import calibration_figures, flagged_fraction, selective_figures
+    from corruptions import suite_logits
+    from test import predict_logits
+    from train import train_and_evaluate
+
+    config = replace(TrainConfig(), seed=seed, max_steps=max_steps)
+    fitted = train_and_evaluate("default", config, device, validation).metrics["temperature"]
+    result = train_and_evaluate("default", config, device, test)
+    model, labels = result.model, test["eval"][1]
+    logits = {
+        "clean": result.logits,
+        "corrupted": torch.cat([suite_logits(model, images) for images in suite.values()]),
+    }
+    row = {"seed": seed, "accuracy": round(result.metrics["accuracy"], 2), "validation_temperature": fitted}
+    for name in SETS:
+        set_labels = labels.repeat(len(logits[name]) // len(labels))
+        figures = {
+            **calibration_figures(logits[name], set_labels, model.temperature),
+            **selective_figures(logits[name], set_labels, model.temperature, min_confidence),
+        }
+        row.update(
+            {f"{name}_{key}": round(value, 3) for key, value in figures.items() if key not in ("images", "bins")}
+        )
+    for name, images in nondigits.items():
+        row[f"{name}_flagged"] = round(
+            flagged_fraction(predict_logits(model, images), model.temperature, min_confidence), 1
+        )
+    return row
+
+
+COLUMNS = {  # key in a run -> column heading
+    "accuracy": "test acc %",
+    "validation_temperature": "T fitted (validation)",
+    "clean_ece_before": "ECE % before",
+    "clean_ece": "ECE % after",
+    "clean_nll_before": "NLL before",
+    "clean_nll": "NLL after",
+    "corrupted_ece_before": "suite ECE % before",
+    "corrupted_ece": "suite ECE % after",
+    "corrupted_nll": "suite NLL after",
+    "clean_flagged": "flagged %",
+    "clean_flagged_of_wrong": "wrong flagged %",
+    "clean_selective_accuracy": "acc. unflagged %",
+    "corrupted_flagged": "suite flagged %",
+    "corrupted_selective_accuracy": "suite acc. unflagged %",
+    "scribbles_flagged": "scribbles flagged %",
+    "letters_flagged": "letters flagged %",
+}
+
+
+def markdown_table(results):
+    lines = [
+        "# Calibration of the default model (`python main.py bench --calibration`)",
+        "",
+        (
+            f"Recipe temperature {results['recipe_temperature']}; ECE over {results['bins']} equal-width bins; "
+            f"'not sure' below {results['min_confidence']}% calibrated confidence; "
+            f"{results['nondigit_images']['scribbles']} seeded scribbles and {results['nondigit_images']['letters']} "
+            "letters (DejaVu Sans). Test set and its corruption suite; temperatures fitted on the validation split."
+        ),
+        "",
+        "| seed | " + " | ".join(COLUMNS.values()) + " |",
+        "| ---: |" + " ---: |" * len(COLUMNS),
+    ]
+    for run in [*results["runs"], {"seed": "mean", **results["mean"]}]:
+        lines.append(f"| {run['seed']} | " + " | ".join(f"{run[key]:g}" for key in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
