@@ -14,6 +14,7 @@ from pathlib import Path
 from config import SUITE_SEED, TrainConfig
 
 SETS = ("clean", "corrupted")  # the test set as it is, and the corruption suite made from it
+THRESHOLDS = (50, 60, 70, 80, 85, 90, 95, 99)  # --min-confidence candidates, measured on the validation split
 
 
 def calibration_benchmark(seeds, device, data_dir, out_dir, cache_dir, min_confidence, max_steps=None):
@@ -27,7 +28,10 @@ def calibration_benchmark(seeds, device, data_dir, out_dir, cache_dir, min_confi
     validation = load_data(data_dir, device, validation=True)
     suite = corrupted_test_set(test["eval"][0].cpu(), SUITE_SEED, cache_dir)
     nondigits = {"scribbles": normalize(scribbles() * 255), "letters": normalize(letters() * 255)}
-    runs = [seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps) for seed in seeds]
+    runs, sweeps = zip(
+        *(seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps) for seed in seeds),
+        strict=True,
+    )
     results = {
         "architecture": "default",
         "recipe_temperature": TrainConfig().temperature,
@@ -35,7 +39,8 @@ def calibration_benchmark(seeds, device, data_dir, out_dir, cache_dir, min_confi
         "min_confidence": min_confidence,
         "nondigit_images": {name: len(images) for name, images in nondigits.items()},
         "runs": runs,
-        "mean": {key: round(statistics.fmean(run[key] for run in runs), 3) for key in runs[0] if key != "seed"},
+        "mean": _means(runs),
+        "validation_thresholds": {t: _means([sweep[t] for sweep in sweeps]) for t in THRESHOLDS},
     }
     write_json(Path(out_dir) / "calibration.json", results)
     table = markdown_table(results)
@@ -44,8 +49,13 @@ def calibration_benchmark(seeds, device, data_dir, out_dir, cache_dir, min_confi
     return results
 
 
+def _means(rows):
+    return {key: round(statistics.fmean(row[key] for row in rows), 3) for key in rows[0] if key != "seed"}
+
+
 def seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps):
-    """One seed's figures, flat: {set}_{figure} for the clean test set and the suite, and the flagged nondigits."""
+    """One seed's figures, flat: {set}_{figure} for the clean test set and the suite, and the flagged nondigits;
+    and what each of THRESHOLDS flags on the validation split, at the recipe's temperature."""
     import torch
 
     from calibration import calibration_figures, flagged_fraction, selective_figures
@@ -54,7 +64,12 @@ def seed_run(seed, device, test, validation, suite, nondigits, min_confidence, m
     from train import train_and_evaluate
 
     config = replace(TrainConfig(), seed=seed, max_steps=max_steps)
-    fitted = train_and_evaluate("default", config, device, validation).metrics["temperature"]
+    held_out = train_and_evaluate("default", config, device, validation)
+    fitted = held_out.metrics["temperature"]
+    sweep = {
+        threshold: selective_figures(held_out.logits, validation["eval"][1], config.temperature, threshold)
+        for threshold in THRESHOLDS
+    }
     result = train_and_evaluate("default", config, device, test)
     model, labels = result.model, test["eval"][1]
     logits = {
@@ -75,7 +90,7 @@ def seed_run(seed, device, test, validation, suite, nondigits, min_confidence, m
         row[f"{name}_flagged"] = round(
             flagged_fraction(predict_logits(model, images), model.temperature, min_confidence), 1
         )
-    return row
+    return row, sweep
 
 
 COLUMNS = {  # key in a run -> column heading
@@ -114,4 +129,15 @@ def markdown_table(results):
     ]
     for run in [*results["runs"], {"seed": "mean", **results["mean"]}]:
         lines.append(f"| {run['seed']} | " + " | ".join(f"{run[key]:g}" for key in COLUMNS) + " |")
+    lines += [
+        "",
+        "How --min-confidence was chosen: each candidate on the validation split, at the recipe's temperature.",
+        "",
+        "| --min-confidence % | flagged % | wrong answers flagged % | accuracy of the rest % |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for threshold, row in results["validation_thresholds"].items():
+        lines.append(
+            f"| {threshold} | {row['flagged']:.2f} | {row['flagged_of_wrong']:.1f} | {row['selective_accuracy']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
