@@ -22,6 +22,7 @@ ARCHITECTURES = {
     "default": {"stem": 16, "body": (16, 32, "M", 32, "M"), "head": 24},  # 23,786 parameters
     "compact": {"stem": 8, "body": (8, 16, "M", 20, "M"), "head": 16},  # 7,922 parameters
 }
+PARAMETER_BUDGETS = {"default": 25_000, "compact": 8_000}  # what each preset must stay under, searched or not
 POOL, POOLS = "M", 2  # the body's max-pools: exactly two take 14x14 to 3x3, which the head needs
 MAX_WIDTH = 512  # channels of any one layer: far beyond any model under a parameter budget of this size
 
@@ -90,6 +91,9 @@ def _architecture_option(text):
     return text
 
 
+MAX_NOISE = 0.25  # strongest Gaussian noise of the augmentation: std as a fraction of the pixel range
+
+
 @dataclass(frozen=True)
 class Augmentation:
     """Random changes applied to each training image, each drawing its own amounts from these ranges."""
@@ -99,6 +103,7 @@ class Augmentation:
     scale: float = 0.05
     stroke: float = 0.0
     resolution: float = 0.0
+    noise: float = 0.0
     clean_tail: float = 0.0
 
 
@@ -154,6 +159,7 @@ FIELDS = {  # field -> (meaning, lowest, highest) for TrainConfig and Augmentati
     "scale": ("zoom, +/- fraction", 0, 0.99),
     "stroke": ("fraction of images whose ink is grown or shrunk by up to a pixel", 0, 1),
     "resolution": ("fraction of images scanned small (7 to 16 pixels a side), then scaled back up", 0, 1),
+    "noise": (f"fraction of images given Gaussian pixel noise, each its own std up to {MAX_NOISE}", 0, 1),
     "clean_tail": ("fraction of the final training steps that see unaugmented images", 0, 1),
 }
 OPTIONS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup", "label_smoothing", "seed")

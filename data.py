@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cli import InputError
-from config import VALIDATION_SEED, VALIDATION_SIZE
+from config import MAX_NOISE, VALIDATION_SEED, VALIDATION_SIZE
 
 MEAN, STD = 0.1307, 0.3081  # training-set pixel statistics, on the 0..1 scale
 RAW_FILES = {  # split -> (images, labels), as torchvision keeps them in DIR/MNIST/raw
@@ -101,12 +101,15 @@ def pixels(images):
 
 
 def augment(images, aug, generator=None):
-    """One batched step: stroke-width and resolution jitter, then rotation, shift and zoom."""
+    """One batched step: stroke-width and resolution jitter, then rotation, shift and zoom, then noise."""
     if aug.stroke:
         images = stroke_jitter(images, aug.stroke, generator)
     if aug.resolution:
         images = resolution_jitter(images, aug.resolution, generator)
-    return random_affine(images, aug, generator)
+    images = random_affine(images, aug, generator)
+    if aug.noise:
+        images = additive_noise(images, aug.noise, generator)
+    return images
 
 
 def _per_image(images, generator):
@@ -129,6 +132,13 @@ def resolution_jitter(images, fraction, generator):
     small = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     rescanned = F.interpolate(small, size=images.shape[-2:], mode="bicubic", align_corners=False)
     return torch.where(_per_image(images, generator) < fraction, rescanned, images)
+
+
+def additive_noise(images, fraction, generator):
+    """Add Gaussian noise to a fraction of the images, each with a std drawn up to MAX_NOISE of the pixel range."""
+    strength = _per_image(images, generator) * MAX_NOISE / STD  # images are normalised: a pixel range spans 1 / STD
+    noisy = images + torch.randn(images.shape, device=images.device, generator=generator) * strength
+    return torch.where(_per_image(images, generator) < fraction, noisy, images)
 
 
 def random_affine(images, aug, generator=None):

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA_DIR, ROOT, assert_one_line_error, run_cli, train_only_data_dir
+from config import architecture
+from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, run_cli, train_only_data_dir
+from tune import architecture_params
+
+ARCHITECTURE = architecture("default")
 
 
 @pytest.fixture(autouse=True)
@@ -75,12 +79,14 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     assert metrics["augmentation"] == recipe.pop("augmentation")
     assert {key: metrics["hyperparameters"][key] for key in recipe} == recipe
     trained_with = {**metrics["hyperparameters"], **metrics["augmentation"]}
-    assert {key: trained_with[key] for key in row["params"]} == row["params"]
+    recipe_params = {key: value for key, value in row["params"].items() if key not in architecture_params(ARCHITECTURE)}
+    assert {key: trained_with[key] for key in recipe_params} == recipe_params
+    assert (metrics["architecture"], metrics["parameters"]) == (row["architecture"], row["parameters"])
     assert metrics["accuracy"] == pytest.approx(row["runs"][0]["accuracy"])  # the trial's own run, redone
     shown = tune_cli(tmp_path / "tune", "--show")
     assert shown.returncode == 0 and shown.stdout.count("python main.py --arch") == len(report["pareto_front"])
     other_seeds = tune_cli(tmp_path / "tune", "--seeds", "3")  # a worker with other settings is refused
-    assert_one_line_error(other_seeds, 2, "was made with --arch default --seeds 0 1 --quick")
+    assert_one_line_error(other_seeds, 2, "was made with --arch default --max-params 25000 --seeds 0 1 --quick")
 
 
 @pytest.mark.slow
@@ -127,6 +133,25 @@ def test_two_tune_workers_share_a_postgresql_study(tmp_path):
         _, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0 and "Traceback" not in stderr, stderr
     assert_complete_trials(optuna.load_study(study_name=name, storage=url), 3)
+
+
+def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
+    import optuna
+
+    from config import TrainConfig
+    from tune import OBJECTIVES, objective, search_params
+
+    study = optuna.create_study(directions=list(OBJECTIVES.values()))
+    study.enqueue_trial(search_params(TrainConfig(), ARCHITECTURE))
+    # No data: a trial that trained would fail, not be pruned.
+    study.optimize(lambda trial: objective(trial, 1, 20_000, [0], TrainConfig(), CPU, None, 0.0), n_trials=1)
+    (trial,) = study.trials
+    assert trial.state.name == "PRUNED"
+    assert trial.user_attrs["pruned"] == "23,786 parameters, over --max-params 20,000"
+
+
+def test_a_budget_that_fits_no_architecture_is_a_one_line_error(cli, tmp_path):
+    assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--max-params", 500), 2, "fits no architecture")
 
 
 @pytest.mark.parametrize(
