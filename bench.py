@@ -29,7 +29,7 @@ from cli import (
     resolve_cache_dir,
     resolve_data_dir,
 )
-from config import ARCHITECTURES, DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES, SUITE_SEED
+from config import ARCHITECTURES, DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES, SUITE_SEED, architecture_type
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench --serve sends, in turn
@@ -39,7 +39,11 @@ ROOT = Path(__file__).parent
 
 def add_arguments(parser):
     parser.add_argument(
-        "--arch", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES), help="presets to benchmark"
+        "--arch",
+        nargs="+",
+        type=architecture_type,
+        default=list(ARCHITECTURES),
+        help="architectures to benchmark: presets or STEM/BODY/HEAD (default: the presets)",
     )
     parser.add_argument(
         "--recipe",

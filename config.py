@@ -76,14 +76,14 @@ def architecture_name(spec):
 def add_architecture_option(parser):
     parser.add_argument(
         "--arch",
-        type=_architecture_option,
+        type=architecture_type,
         default="default",
         help=f"model: a preset ({', '.join(ARCHITECTURES)}) or STEM/BODY/HEAD widths, "
         "such as 16/16,32,M,32,M/24 (default: default)",
     )
 
 
-def _architecture_option(text):
+def architecture_type(text):
     try:
         architecture(text)
     except ValueError as error:

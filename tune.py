@@ -155,7 +155,7 @@ def suggest_config(trial, base):
 def suggest_architecture(trial):
     """Widths and depths of MNISTModel: a stem, two stages of one or two 3x3 convolutions (at 14x14, then 7x7),
     each ending in a max-pool, and a head. Both widths of a stage are always drawn, the second used only at
-    depth 2: a fixed space, which NSGA-II's crossover needs."""
+    depth 2: every trial has every parameter, which Optuna's importances need (they read only those)."""
     body = []
     for stage in STAGES:
         depth = trial.suggest_int(f"{stage}_depth", 1, 2)
@@ -369,7 +369,7 @@ def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless):
         worst = min(by_corruption, key=by_corruption.get)
         runs.append(
             {
-                **{key: metrics[key] for key in ("seed", "accuracy", "train_seconds")},
+                **{key: metrics[key] for key in ("seed", "accuracy", "train_seconds", "temperature")},
                 "corruption_error_geometric_mean": geometric_mean_error(by_corruption.values()),
                 "mean_corruption_accuracy": report["mean_corruption_accuracy"],
                 "worst_corruption": worst,
@@ -455,6 +455,9 @@ def reproduce(trial, settings, folder):
 
     path = folder / "trials" / f"trial_{trial.number}.json"
     config = suggest_config(FixedTrial(trial.params), TrainConfig())
+    fitted = [run["temperature"] for run in trial.user_attrs.get("runs", []) if "temperature" in run]
+    if fitted:  # the recipe's own, as the default's was fitted: the median over the seeds, on validation
+        config = replace(config, temperature=round(statistics.median(fitted), 3))
     write_text(path, recipe_json(config))
     quick = " --dry-run" if settings["quick"] else ""
     return (

@@ -7,12 +7,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
+import pytest
 import torch
 
 from checkpoint import METADATA_KEY, load_model, save_model
 from config import ARCHITECTURES
 from conftest import ROOT, assert_one_line_error
 from model import MNISTModel
+from serve_bench import free_port, start_server, stop_server
 
 KILL_MID_SAVE = """
 import sys, time
@@ -85,6 +88,7 @@ def test_a_model_with_nan_weights_is_refused(cli, tmp_path):
 SEARCHED = "12/12,M,20,20,M/16"  # an architecture of no preset, such as tune finds
 
 
+@pytest.mark.slow
 def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli, user_images, tmp_path):
     path = tmp_path / "searched.pth"
     model = MNISTModel(SEARCHED, contrast_stretch=False)
@@ -98,6 +102,12 @@ def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli,
         exported = cli("export", "--format", fmt, "--model", path, "--out", tmp_path / f"searched.{fmt}")
         assert exported.returncode == 0 and f"architecture: {SEARCHED}" in exported.stdout
         assert "temperature: 0.5" in exported.stdout
+    assert json.loads(cli("robustness", "--model", path, "--json").stdout)["calibration"]["images"] == 190_000
+    server, url = start_server(path, free_port())
+    try:
+        assert httpx.get(f"{url}/api/health").json()["architecture"] == SEARCHED
+    finally:
+        stop_server(server)
 
 
 def test_a_file_saved_before_checkpoints_described_their_model_loads_uncalibrated(tmp_path):
