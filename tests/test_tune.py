@@ -65,7 +65,10 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout and "Traceback" not in result.stderr
     report = json.loads((tmp_path / "tune" / "tune.json").read_text())
-    assert report["trials"] == {"complete": 2}
+    pruned = [trial for trial in journal_study(tmp_path / "tune").trials if trial.state.name == "PRUNED"]
+    assert report["trials"] == {"complete": 2, **({"pruned": len(pruned)} if pruned else {})}
+    for trial in pruned:  # --quick prunes only an architecture over the budget, and a run that diverged
+        assert "over --max-params" in trial.user_attrs["pruned"] or "diverged" in trial.user_attrs["pruned"]
     for name in ("tune.md", "pareto_front.png", "importance_accuracy.png", "importance_corruption.png"):
         assert (tmp_path / "tune" / name).stat().st_size > 0
     row = report["pareto_front"][0]
