@@ -37,6 +37,11 @@ def fit_temperature(logits, labels):
     return log_temperature.exp().item()
 
 
+def calibrated(logits, temperature):
+    """softmax(logits / temperature), on the CPU: the probabilities this project shows and measures."""
+    return (logits.float().cpu() / temperature).softmax(1)
+
+
 def expected_calibration_error(probabilities, labels, bins=CALIBRATION_BINS):
     """ECE in %: sum over equal-width confidence bins of |accuracy - mean confidence| times the bin's share."""
     gaps = [
@@ -62,15 +67,14 @@ def calibration_figures(logits, labels, temperature):
     logits, labels = logits.float().cpu(), labels.cpu()
     figures = {"images": len(labels), "bins": CALIBRATION_BINS}
     for suffix, scale in (("_before", 1.0), ("", temperature)):
-        scaled = logits / scale
-        figures["ece" + suffix] = round(expected_calibration_error(scaled.softmax(1), labels), 3)
-        figures["nll" + suffix] = round(F.cross_entropy(scaled, labels).item(), 4)
+        figures["ece" + suffix] = round(expected_calibration_error(calibrated(logits, scale), labels), 3)
+        figures["nll" + suffix] = round(F.cross_entropy(logits / scale, labels).item(), 4)
     return figures
 
 
 def selective_figures(logits, labels, temperature, min_confidence):
     """How the "not sure" rule (calibrated confidence below min_confidence %) splits these answers, in %."""
-    confidence, predicted = (logits.float().cpu() / temperature).softmax(1).max(1)
+    confidence, predicted = calibrated(logits, temperature).max(1)
     sure, correct = confidence * 100 >= min_confidence, predicted == labels.cpu()
     return {
         "flagged": _percent(~sure),
@@ -82,7 +86,7 @@ def selective_figures(logits, labels, temperature, min_confidence):
 
 def flagged_fraction(logits, temperature, min_confidence):
     """% of these images whose calibrated confidence is below min_confidence %: for images with no right answer."""
-    confidence = (logits.float().cpu() / temperature).softmax(1).amax(1)
+    confidence = calibrated(logits, temperature).amax(1)
     return _percent(confidence * 100 < min_confidence)
 
 

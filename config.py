@@ -69,8 +69,8 @@ def _is_width(value):
 
 def architecture_name(spec):
     """The preset's name if spec is one, else its STEM/BODY/HEAD notation."""
-    presets = {name: preset for name, preset in ARCHITECTURES.items() if preset == spec}
-    return next(iter(presets), f"{spec['stem']}/{','.join(map(str, spec['body']))}/{spec['head']}")
+    notation = f"{spec['stem']}/{','.join(map(str, spec['body']))}/{spec['head']}"
+    return next((name for name, preset in ARCHITECTURES.items() if preset == spec), notation)
 
 
 def add_architecture_option(parser):

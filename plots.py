@@ -40,12 +40,12 @@ def training_curves(history):
 def reliability_diagram(logits, labels, temperature):
     """Accuracy against confidence per equal-width bin, before and after the temperature: on the diagonal is
     calibrated; below it, over-confident; above it, under-confident."""
-    from calibration import reliability
+    from calibration import calibrated, reliability
 
     figure, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 100], [0, 100], color="grey", linewidth=0.8, linestyle="--", label="calibrated")
     for scale, label in ((1.0, "softmax(logits)"), (temperature, f"softmax(logits / {temperature:.3f})")):
-        bins = reliability((logits.float().cpu() / scale).softmax(1), labels.cpu())
+        bins = reliability(calibrated(logits, scale), labels.cpu())
         confidence, accuracy, _ = zip(*bins, strict=True)
         ax.plot([c * 100 for c in confidence], [a * 100 for a in accuracy], marker="o", label=label)
     ax.set(xlabel="confidence (%)", ylabel="accuracy (%)", title=f"reliability ({len(labels):,} images)")

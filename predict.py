@@ -156,12 +156,12 @@ def read_digits(model, prepared, min_confidence=MIN_CONFIDENCE):
     """{digit, confidence, sure, top3, probabilities} for each of a batch of prepared (N, 28, 28) images: calibrated
     probabilities (the model's temperature), and sure false when the confidence is below min_confidence %."""
     import torch
-    import torch.nn.functional as F
 
+    from calibration import calibrated
     from data import normalize
 
     with torch.no_grad():
-        probabilities = F.softmax(model.eval()(normalize(prepared * 255)) / model.temperature, dim=1)
+        probabilities = calibrated(model.eval()(normalize(prepared * 255)), model.temperature)
     results = []
     for row in probabilities:
         top = row.topk(3)

@@ -18,6 +18,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import asdict, replace
+from itertools import groupby
 from pathlib import Path
 
 import optuna
@@ -167,17 +168,15 @@ def suggest_architecture(trial):
 
 def smallest_architecture():
     fewest = {part: low for part, (low, _) in WIDTHS.items()}
-    return architecture(
-        {"stem": fewest["stem"], "body": [fewest["stage1"], POOL, fewest["stage2"], POOL], "head": fewest["head"]}
-    )
+    body = [layer for stage in STAGES for layer in (fewest[stage], POOL)]
+    return architecture({"stem": fewest["stem"], "body": body, "head": fewest["head"]})
 
 
 def architecture_params(spec):
     """The point of suggest_architecture's space that spec is."""
     params = {"stem": spec["stem"], "head": spec["head"]}
-    stages = " ".join(str(layer) for layer in spec["body"]).split(POOL)[:POOLS]
-    for stage, widths in zip(STAGES, stages, strict=True):
-        widths = [int(width) for width in widths.split()]
+    stages = [list(widths) for pooled, widths in groupby(spec["body"], lambda layer: layer == POOL) if not pooled]
+    for stage, widths in zip(STAGES, stages[:POOLS], strict=True):
         params.update({f"{stage}_depth": len(widths), f"{stage}_width1": widths[0], f"{stage}_width2": widths[-1]})
     return params
 
