@@ -20,6 +20,9 @@ from data import augment, load_split, validation_split
 from model import MNISTModel, count_parameters, describe, receptive_field
 from test import metrics_from_logits, predict_logits
 
+# OneCycleLR's defaults: the schedule starts at lr / 25, ends 10,000 times lower still, and dips the momentum to 0.85.
+START_DIVISOR, END_DIVISOR, BASE_MOMENTUM = 25.0, 1e4, 0.85
+
 
 class TrainingDiverged(RunError):
     """The loss stopped being a finite number."""
@@ -37,12 +40,7 @@ def train(model, images, labels, config):
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup
-    )
+    optimizer = OneCycleSGD(model.parameters(), config, total_steps)
     augmentation = config.augmentation
     augmented_steps = round(total_steps * (1 - augmentation.clean_tail)) if augmentation else 0
     history, seen = [], 0
@@ -55,9 +53,8 @@ def train(model, images, labels, config):
             x, y = images[batch], labels[batch]
             if augmentation and step < augmented_steps:
                 x = augment(x, augmentation, generator)
-            lr = schedule.get_last_lr()[0]
+            lr = optimizer.lr
             loss, accuracy = train_step(model, optimizer, x, y, config.label_smoothing)
-            schedule.step()
             seen += len(batch)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -65,7 +62,7 @@ def train(model, images, labels, config):
                 )
             history.append({"step": step + 1, "seen": seen, "loss": loss, "accuracy": accuracy, "lr": lr})
             bar.update()
-            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}%")
+            bar.set_postfix(loss=f"{loss:.3f}", acc=f"{accuracy:.1f}%", refresh=False)  # drawn at tqdm's pace
             if (step + 1) % config.log_every == 0 or step + 1 == total_steps:
                 recent = history[-config.log_every :]
                 bar.write(
@@ -75,10 +72,81 @@ def train(model, images, labels, config):
     return history
 
 
+class OneCycleSGD:
+    """SGD with Nesterov momentum and weight decay, on a one-cycle schedule: torch.optim.SGD stepped by
+    lr_scheduler.OneCycleLR (cosine annealing, momentum cycled against the learning rate), update for update.
+
+    Written out because building any torch.optim optimizer imports torch._dynamo, 0.85 s of a 6 s run.
+    The learning rate rises from lr / 25 to lr over the warmup fraction of the steps, then falls to
+    lr / 25 / 10,000; meanwhile the momentum dips from `momentum` to BASE_MOMENTUM and comes back.
+    """
+
+    def __init__(self, parameters, config, total_steps):
+        self.parameters = [p for p in parameters if p.requires_grad]
+        self.momentum_buffers = None
+        self.weight_decay = config.weight_decay
+        self.total_steps, self.peak_step = total_steps, config.warmup * total_steps - 1
+        start, end = config.lr / START_DIVISOR, config.lr / START_DIVISOR / END_DIVISOR
+        lowest_momentum = min(BASE_MOMENTUM, config.momentum)
+        self.phases = [
+            (start, config.lr, config.momentum, lowest_momentum),
+            (config.lr, end, lowest_momentum, config.momentum),
+        ]
+        self.steps_taken = 0
+        self.lr, self.momentum = self.schedule(0)
+
+    def schedule(self, step):
+        """(learning rate, momentum) of a step, as OneCycleLR computes them."""
+        if step <= self.peak_step:
+            (lr_from, lr_to, momentum_from, momentum_to), fraction = self.phases[0], step / self.peak_step
+        else:
+            last = self.total_steps - 1
+            (lr_from, lr_to, momentum_from, momentum_to), fraction = (
+                self.phases[1],
+                (step - self.peak_step) / (last - self.peak_step),
+            )
+        return _cosine(lr_from, lr_to, fraction), _cosine(momentum_from, momentum_to, fraction)
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.parameters:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        grads = torch._foreach_add([p.grad for p in self.parameters], self.parameters, alpha=self.weight_decay)
+        if self.momentum_buffers is None:
+            self.momentum_buffers = [g.clone() for g in grads]
+        else:
+            torch._foreach_mul_(self.momentum_buffers, self.momentum)
+            torch._foreach_add_(self.momentum_buffers, grads)
+        torch._foreach_add_(
+            grads, self.momentum_buffers, alpha=self.momentum
+        )  # Nesterov: a look ahead along the momentum
+        torch._foreach_add_(self.parameters, grads, alpha=-self.lr)
+        self.steps_taken += 1
+        self.lr, self.momentum = self.schedule(self.steps_taken)
+
+
+def _cosine(start, end, fraction):
+    return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
+
+
+def low_precision(device):
+    """The dtype training runs its forward pass in on this device: bfloat16 on a CPU that computes it natively
+    (AVX-512 BF16 or AMX), where an epoch takes 0.9x the time for the same validation accuracy (README);
+    else float32, which a GPU's run was measured in."""
+    return torch.bfloat16 if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
 def train_step(model, optimizer, x, y, label_smoothing=0.0):
-    """One SGD step on a batch; returns its loss and accuracy (%) before the step."""
-    logits = model(x.contiguous(memory_format=torch.channels_last))
-    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    """One SGD step on a batch; returns its loss and accuracy (%) before the step.
+
+    The forward pass runs under autocast in low_precision(device); weights, their gradients and the loss
+    stay float32."""
+    dtype = low_precision(x.device)
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from corruptions import SUITE, SUITE_VERSION, corrupt, corrupt_all
+from corruptions import SUITE, SUITE_VERSION, corrupt, corrupt_all, gaussian_blur
 from data import pixels
 
 UNSEEDED = {
@@ -71,3 +72,13 @@ def test_an_unwritable_cache_folder_costs_time_not_the_run(images, tmp_path, cap
     blocker.write_text("not a folder")
     suite = corrupt_all(images, 0, blocker / "cache")
     assert len(suite) == 19 and "cannot cache the corruption suite" in capsys.readouterr().err
+
+
+def test_gaussian_blur_is_a_separable_convolution_of_each_image():
+    images = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    offsets = torch.arange(-6, 7.0)
+    kernel = torch.exp(-(offsets**2) / (2 * 1.5**2))
+    kernel /= kernel.sum()
+    padded = F.pad(images, (6,) * 4, mode="replicate")
+    expected = F.conv2d(F.conv2d(padded, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+    assert torch.allclose(gaussian_blur(images, 1.5), expected, atol=1e-6)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from config import VALIDATION_SIZE
 from conftest import DATA_DIR, assert_one_line_error
-from data import validation_split
+from data import neighbourhood_max, validation_split
 
 RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses
@@ -76,3 +77,8 @@ def test_validation_split_is_fixed_and_disjoint_from_the_training_images():
     assert not set(train_images.tolist()) & set(held_images.tolist())
     assert torch.equal(train_images, train_labels) and torch.equal(held_images, held_labels)
     assert torch.equal(validation_split(numbers, numbers)[1][0], held_images)  # the same split every time
+
+
+def test_neighbourhood_max_is_a_3x3_max_pool():
+    images = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(neighbourhood_max(images), F.max_pool2d(images, 3, stride=1, padding=1))

@@ -214,6 +214,8 @@ def test_ctrl_c_mid_training_keeps_the_previous_model(previous_run):
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A shell's background job ignores SIGINT, and its children would too: let this one hear it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in process.stdout:  # wait until training has begun
         if line.startswith("MNISTModel("):
