@@ -37,7 +37,6 @@ from config import (
     DRY_RUN_STEPS,
     PARAMETER_BUDGETS,
     POOL,
-    POOLS,
     RUN_CONTROLS,
     SUITE_SEED,
     Augmentation,
@@ -69,6 +68,7 @@ NOT_SEARCHED = ("augmentation", "epochs", "temperature")  # TrainConfig fields o
 # Channels searched, fewest and most: the stem, each stage's convolutions (at 14x14, then 7x7), the head.
 WIDTHS = {"stem": (8, 32), "stage1": (8, 48), "stage2": (12, 64), "head": (8, 48)}
 STAGES = ("stage1", "stage2")
+MAX_DEPTH = 2  # 3x3 convolutions in a stage
 WIDTH_STEP = 4  # channels: finer steps add trials, not accuracy
 MIN_ERROR = 0.01  # % error a corruption counts as at least: a perfect score must not zero the geometric mean
 
@@ -113,6 +113,7 @@ def add_arguments(parser):
 def run(args):
     from model import MNISTModel, count_parameters
 
+    architecture_params(architecture(args.arch))  # trial 0 must be a point of the search space
     args.trials = args.trials or (QUICK_TRIALS if args.quick else TRIALS)
     args.max_params = args.max_params or PARAMETER_BUDGETS.get(args.arch, PARAMETER_BUDGETS["default"])
     fewest = count_parameters(MNISTModel(smallest_architecture()))
@@ -159,7 +160,7 @@ def suggest_architecture(trial):
     depth 2: every trial has every parameter, which Optuna's importances need (they read only those)."""
     body = []
     for stage in STAGES:
-        depth = trial.suggest_int(f"{stage}_depth", 1, 2)
+        depth = trial.suggest_int(f"{stage}_depth", 1, MAX_DEPTH)
         widths = [trial.suggest_int(f"{stage}_width{i}", *WIDTHS[stage], step=WIDTH_STEP) for i in (1, 2)]
         body += [*widths[:depth], POOL]
     stem, head = (trial.suggest_int(part, *WIDTHS[part], step=WIDTH_STEP) for part in ("stem", "head"))
@@ -173,12 +174,28 @@ def smallest_architecture():
 
 
 def architecture_params(spec):
-    """The point of suggest_architecture's space that spec is."""
-    params = {"stem": spec["stem"], "head": spec["head"]}
+    """The point of suggest_architecture's space that spec is; a TuneError says what of it lies outside."""
     stages = [list(widths) for pooled, widths in groupby(spec["body"], lambda layer: layer == POOL) if not pooled]
-    for stage, widths in zip(STAGES, stages[:POOLS], strict=True):
+    outside = [f"a convolution after the last {POOL!r}"] if len(stages) > len(STAGES) else []
+    params = {"stem": spec["stem"], "head": spec["head"]}
+    for stage, widths in zip(STAGES, stages, strict=False):
+        if len(widths) > MAX_DEPTH:
+            outside.append(f"{len(widths)} convolutions in {stage} (at most {MAX_DEPTH})")
         params.update({f"{stage}_depth": len(widths), f"{stage}_width1": widths[0], f"{stage}_width2": widths[-1]})
+        outside += [f"{stage} width {width}" for width in widths if not _searched(stage, width)]
+    outside += [f"{part} width {params[part]}" for part in ("stem", "head") if not _searched(part, params[part])]
+    if outside:
+        ranges = ", ".join(f"{part} {low} to {high}" for part, (low, high) in WIDTHS.items())
+        raise TuneError(
+            f"--arch {architecture_name(spec)} lies outside the search space ({'; '.join(outside)}): "
+            f"widths in steps of {WIDTH_STEP}, {ranges}, 1 or {MAX_DEPTH} convolutions a stage"
+        )
     return params
+
+
+def _searched(part, width):
+    low, high = WIDTHS[part]
+    return width in range(low, high + 1, WIDTH_STEP)
 
 
 def search_params(config, spec):
@@ -402,6 +419,17 @@ def work(study, n_trials, timeout, run_trial):
     Counts the other workers' running trials as taken, waiting for them rather than starting more,
     and takes over the trial of a worker that died.
     """
+    interrupted = []
+
+    def run_or_stop(trial):
+        # Ctrl-C mid-trial: the trial is pruned, with the reason, and Optuna logs one line, not a traceback.
+        try:
+            return run_trial(trial)
+        except KeyboardInterrupt:
+            interrupted.append(trial.number)
+            trial.set_user_attr("pruned", "interrupted")
+            raise optuna.TrialPruned("interrupted") from None
+
     deadline = time.monotonic() + (timeout or math.inf)
     while time.monotonic() < deadline:
         fail_abandoned_trials(study)
@@ -411,7 +439,9 @@ def work(study, n_trials, timeout, run_trial):
         if states[TrialState.COMPLETE] + states[TrialState.RUNNING] >= n_trials:
             time.sleep(POLL_SECONDS)
             continue
-        study.optimize(run_trial, n_trials=1)
+        study.optimize(run_or_stop, n_trials=1)
+        if interrupted:
+            raise KeyboardInterrupt
 
 
 def tune(args, base, device, data_dir, cache_dir):

@@ -41,6 +41,7 @@ def start_tune_worker(out_dir, *options):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "MNIST_DATA_DIR": str(DATA_DIR)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # heard even when run as a background job
     )
 
 
@@ -101,16 +102,20 @@ def test_two_tune_workers_share_one_journal_study(tmp_path):
     assert_complete_trials(journal_study(tmp_path), 3)
 
 
+def wait_for_a_running_trial(out_dir, timeout=300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (out_dir / "tune.journal").exists() and any(
+            trial.state.name == "RUNNING" and "worker" in trial.user_attrs for trial in journal_study(out_dir).trials
+        ):
+            return
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_a_killed_tune_worker_leaves_a_usable_study(tmp_path):
     killed = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if (tmp_path / "tune.journal").exists() and any(
-            trial.state.name == "RUNNING" and "worker" in trial.user_attrs for trial in journal_study(tmp_path).trials
-        ):
-            break
-        time.sleep(0.5)
+    wait_for_a_running_trial(tmp_path)
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
     successor = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
@@ -119,6 +124,22 @@ def test_a_killed_tune_worker_leaves_a_usable_study(tmp_path):
     assert f"process {killed.pid}) is gone" in stderr
     trials = assert_complete_trials(journal_study(tmp_path), 2)
     assert trials[0].state.name == "FAIL"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_tune_in_one_line_and_the_same_command_continues(tmp_path):
+    stopped = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    wait_for_a_running_trial(tmp_path)
+    stopped.send_signal(signal.SIGINT)
+    _, stderr = stopped.communicate(timeout=120)
+    assert stopped.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "interrupted: the study keeps its finished trials" in stderr
+    unfinished = [trial for trial in journal_study(tmp_path).trials if trial.state.name != "COMPLETE"]
+    assert all(trial.state.name == "PRUNED" and trial.user_attrs["pruned"] == "interrupted" for trial in unfinished)
+    successor = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    _, stderr = successor.communicate(timeout=600)
+    assert successor.returncode == 0, stderr
+    assert_complete_trials(journal_study(tmp_path), 2)
 
 
 @pytest.mark.slow
@@ -155,6 +176,22 @@ def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
 
 def test_a_budget_that_fits_no_architecture_is_a_one_line_error(cli, tmp_path):
     assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--max-params", 500), 2, "fits no architecture")
+
+
+@pytest.mark.parametrize(
+    ("arch", "outside"),
+    [
+        ("16/16,32,32,M,32,M/24", "3 convolutions in stage1"),
+        ("16/16,M,32,M,8/24", "a convolution after the last 'M'"),
+        ("17/16,M,32,M/24", "stem width 17"),
+        ("16/16,M,100,M/24", "stage2 width 100"),
+    ],
+)
+def test_an_architecture_outside_the_search_space_is_a_one_line_error(cli, tmp_path, arch, outside):
+    assert_one_line_error(
+        cli("tune", "--quick", "--out-dir", tmp_path, "--arch", arch), 2, "outside the search space", outside
+    )
+    assert not any(tmp_path.iterdir())  # refused before a study was made
 
 
 @pytest.mark.parametrize(
