@@ -7,6 +7,7 @@ session's own, for the in-process calls and the subprocesses alike.
 """
 
 import os
+import signal
 import subprocess
 import sys
 from collections import namedtuple
@@ -24,6 +25,12 @@ ROOT = Path(__file__).parent
 DATA_DIR = resolve_data_dir().resolve()
 CPU = torch.device("cpu")
 Result = namedtuple("Result", "returncode stdout stderr")
+
+
+def hear_sigint():
+    """Popen's preexec_fn for a child that Ctrl-C tests interrupt: a shell's background job ignores SIGINT,
+    and its children would too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -98,16 +98,13 @@ class OneCycleSGD:
     def schedule(self, step):
         """(learning rate, momentum) of a step, as OneCycleLR computes them."""
         if step <= self.peak_step:
-            (lr_from, lr_to, momentum_from, momentum_to), fraction = self.phases[0], step / self.peak_step
+            phase, fraction = self.phases[0], step / self.peak_step
         else:
-            last = self.total_steps - 1
-            (lr_from, lr_to, momentum_from, momentum_to), fraction = (
-                self.phases[1],
-                (step - self.peak_step) / (last - self.peak_step),
-            )
+            phase, fraction = self.phases[1], (step - self.peak_step) / (self.total_steps - 1 - self.peak_step)
+        lr_from, lr_to, momentum_from, momentum_to = phase
         return _cosine(lr_from, lr_to, fraction), _cosine(momentum_from, momentum_to, fraction)
 
-    def zero_grad(self, set_to_none=True):
+    def zero_grad(self):
         for p in self.parameters:
             p.grad = None
 
@@ -119,9 +116,8 @@ class OneCycleSGD:
         else:
             torch._foreach_mul_(self.momentum_buffers, self.momentum)
             torch._foreach_add_(self.momentum_buffers, grads)
-        torch._foreach_add_(
-            grads, self.momentum_buffers, alpha=self.momentum
-        )  # Nesterov: a look ahead along the momentum
+        # Nesterov: the step looks ahead along the momentum.
+        torch._foreach_add_(grads, self.momentum_buffers, alpha=self.momentum)
         torch._foreach_add_(self.parameters, grads, alpha=-self.lr)
         self.steps_taken += 1
         self.lr, self.momentum = self.schedule(self.steps_taken)
@@ -147,7 +143,7 @@ def train_step(model, optimizer, x, y, label_smoothing=0.0):
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = model(x.contiguous(memory_format=torch.channels_last))
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     accuracy = (logits.argmax(1) == y).float().mean() * 100

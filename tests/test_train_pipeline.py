@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from config import DRY_RUN_STEPS, Augmentation, TrainConfig
-from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, run_cli
+from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli
 from corruptions import SUITE
 from train import AccuracyBelowGate, train_and_evaluate
 from train_pipeline import pipeline
@@ -214,8 +214,7 @@ def test_ctrl_c_mid_training_keeps_the_previous_model(previous_run):
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        # A shell's background job ignores SIGINT, and its children would too: let this one hear it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=hear_sigint,
     )
     for line in process.stdout:  # wait until training has begun
         if line.startswith("MNISTModel("):

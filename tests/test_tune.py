@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from config import architecture
-from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, run_cli, train_only_data_dir
+from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, train_only_data_dir
 from tune import architecture_params
 
 ARCHITECTURE = architecture("default")
@@ -41,7 +41,7 @@ def start_tune_worker(out_dir, *options):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "MNIST_DATA_DIR": str(DATA_DIR)},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # heard even when run as a background job
+        preexec_fn=hear_sigint,
     )
 
 
