@@ -29,7 +29,18 @@ from cli import (
     resolve_cache_dir,
     resolve_data_dir,
 )
-from config import ARCHITECTURES, DEFAULT_RECIPE, EARLIER_RECIPE, RECIPES, SUITE_SEED, architecture_type
+from config import (
+    ARCHITECTURES,
+    DEFAULT_RECIPE,
+    EARLIER_RECIPE,
+    RECIPES,
+    SUITE_SEED,
+    architecture,
+    architecture_name,
+    architecture_type,
+    preset_recipe,
+    recipe_architecture,
+)
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench --serve sends, in turn
@@ -159,8 +170,10 @@ def preset_run(arch, recipe, seed, device, data, suite, max_steps=None):
     from train import train_and_evaluate
 
     config, contrast_stretch = RECIPES[recipe]
+    if recipe == DEFAULT_RECIPE:
+        config = preset_recipe(arch)
     config = replace(config, seed=seed, max_steps=max_steps)
-    result = train_and_evaluate(arch, config, device, data, contrast_stretch)
+    result = train_and_evaluate(recipe_architecture(arch, recipe), config, device, data, contrast_stretch)
     metrics = result.metrics
     report = evaluate_robustness(result.model, suite, data["eval"][1], metrics["accuracy"])
     return _figures(
@@ -240,7 +253,9 @@ def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, cache_dir, q
     for arch in archs:
         for recipe in recipes:
             runs = [preset_run(arch, recipe, seed, device, data, suite, max_steps) for seed in seeds]
-            results["models"][model_name(arch, recipe)] = {"runs": runs, "summary": summarize(runs)}
+            trained = architecture_name(architecture(recipe_architecture(arch, recipe)))
+            summary = summarize(runs)
+            results["models"][model_name(arch, recipe)] = {"architecture": trained, "runs": runs, "summary": summary}
     if classic:
         runs = [classic_run(seed, device, data_dir, data, suite, max_steps) for seed in seeds]
         results["models"]["classic"] = {"runs": runs, "summary": summarize(runs)}
@@ -400,19 +415,20 @@ def markdown_table(results):
                 f"{run['train_images_per_second']:,} | {run['test_images_per_second']:,} |"
             )
     summary_header = (
-        "| model | mean accuracy % | min | std | mean corruption accuracy % | min | corruption error vs "
+        "| model | architecture | mean accuracy % | min | std | mean corruption accuracy % | min | corruption error vs "
         "earlier | mean train s | train time vs earlier | train time vs classic | accuracy vs classic "
         "(points) | inference speed vs classic |"
     )
     lines += [
         "",
         summary_header,
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, model in results["models"].items():
         s = model["summary"]
         lines.append(
-            f"| {name} | {s['accuracy_mean']:.2f} | {s['accuracy_min']:.2f} | {s['accuracy_std']:.3f} | "
+            f"| {name} | {model.get('architecture', '')} | {s['accuracy_mean']:.2f} | {s['accuracy_min']:.2f} | "
+            f"{s['accuracy_std']:.3f} | "
             f"{s['mean_corruption_accuracy_mean']:.2f} | {s['mean_corruption_accuracy_min']:.2f} | "
             f"{_ratio(s, 'corruption_error_vs_earlier', 'x')} | {s['train_seconds_mean']:.2f} | "
             f"{_ratio(s, 'train_time_vs_earlier', 'x')} | {_ratio(s, 'train_time_vs_classic', 'x')} | "

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from cli import InputError
-from config import ARCHITECTURES, architecture
+from config import ARCHITECTURES, FORMER_ARCHITECTURES, architecture
 from model import MNISTModel
 
 
@@ -114,7 +114,7 @@ def described_model(path, described):
 
 def preset_model(path, state):
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
-    for arch in ARCHITECTURES:
+    for arch in (*ARCHITECTURES, *FORMER_ARCHITECTURES.values()):
         model = MNISTModel(arch)
         if shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}:
             return model

@@ -40,8 +40,9 @@ def add_arguments(parser):
     parser.add_argument(
         "--augment",
         choices=AUGMENTATIONS,
-        help="augmentation preset: robust (stroke, resolution and affine jitter), mild (the earlier recipe: "
-        "small affine changes only) or none (default: the --config file's, else robust)",
+        help="augmentation preset: robust (the default preset's: stroke, noise, resolution and affine jitter), "
+        "mild (the earlier recipe: small affine changes only) or none "
+        "(default: the --config file's, else the preset's own)",
     )
     parser.add_argument(
         "--validation",

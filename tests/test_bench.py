@@ -20,6 +20,8 @@ def test_bench_quick_mode(cli, tmp_path):
     assert set(results["models"]) == {"compact", "compact-hand-found", "compact-earlier", "classic"}
     assert [run["seed"] for run in results["models"]["compact"]["runs"]] == [0, 1]
     assert results["models"]["classic"]["runs"][0]["parameters"] == 10_602
+    assert results["models"]["compact"]["architecture"] == "compact"
+    assert results["models"]["compact-earlier"]["architecture"] == "8/8,16,M,20,M/16"  # the layout it shipped with
     for model in results["models"].values():
         assert set(model["runs"][0]["corruption_accuracy"]) == set(SUITE)
         assert 0 <= model["summary"]["mean_corruption_accuracy_mean"] <= 100

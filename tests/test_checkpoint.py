@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from checkpoint import METADATA_KEY, load_model, save_model
-from config import ARCHITECTURES
+from config import ARCHITECTURES, FORMER_ARCHITECTURES, architecture, architecture_name
 from conftest import ROOT, assert_one_line_error
 from model import MNISTModel
 from serve_bench import free_port, start_server, stop_server
@@ -110,10 +110,11 @@ def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli,
         stop_server(server)
 
 
-def test_a_file_saved_before_checkpoints_described_their_model_loads_uncalibrated(tmp_path):
-    torch.save(MNISTModel("compact").state_dict(), tmp_path / "old.pth")
+@pytest.mark.parametrize("arch", [*ARCHITECTURES.values(), *FORMER_ARCHITECTURES.values()], ids=architecture_name)
+def test_a_file_saved_before_checkpoints_described_their_model_loads_uncalibrated(tmp_path, arch):
+    torch.save(MNISTModel(arch).state_dict(), tmp_path / "old.pth")  # the presets' layouts, today's and before
     old = load_model(tmp_path / "old.pth")
-    assert (old.arch, old.contrast_stretch, old.temperature) == ("compact", True, 1.0)
+    assert (old.spec, old.contrast_stretch, old.temperature) == (architecture(arch), True, 1.0)
 
 
 def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):

@@ -34,7 +34,8 @@ def test_help_of_main_and_of_every_command_leaves_torch_unloaded():
 def test_help_shows_training_defaults_and_lists_the_commands(cli):
     result = cli("--help")
     assert result.returncode == 0
-    assert f"(default: {TrainConfig().batch_size})" in result.stdout and "--min-accuracy" in result.stdout
+    assert f"(default: {TrainConfig().batch_size}, 256 for --arch compact)" in result.stdout
+    assert "--min-accuracy" in result.stdout
     assert all(f"  {command} " in result.stdout for command in COMMANDS)
 
 

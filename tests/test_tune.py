@@ -12,7 +12,8 @@ import pytest
 
 from config import architecture
 from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, train_only_data_dir
-from tune import architecture_params
+from corruptions import SUITE
+from tune import REFERENCE_MARGIN, SHORTFALL, architecture_params, shortfall
 
 ARCHITECTURE = architecture("default")
 
@@ -66,13 +67,20 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout and "Traceback" not in result.stderr
     report = json.loads((tmp_path / "tune" / "tune.json").read_text())
-    pruned = [trial for trial in journal_study(tmp_path / "tune").trials if trial.state.name == "PRUNED"]
+    study = journal_study(tmp_path / "tune")
+    pruned = [trial for trial in study.trials if trial.state.name == "PRUNED"]
     assert report["trials"] == {"complete": 2, **({"pruned": len(pruned)} if pruned else {})}
     for trial in pruned:  # --quick prunes only an architecture over the budget, and a run that diverged
         assert "over --max-params" in trial.user_attrs["pruned"] or "diverged" in trial.user_attrs["pruned"]
     for name in ("tune.md", "pareto_front.png", "importance_accuracy.png", "importance_corruption.png"):
         assert (tmp_path / "tune" / name).stat().st_size > 0
     row = report["pareto_front"][0]
+    assert set(study.user_attrs["reference"]) == set(SUITE) == set(report["reference"])  # the earlier recipe's
+    shortfalls = {
+        trial.number: trial.constraints[SHORTFALL] for trial in study.trials if trial.state.name == "COMPLETE"
+    }
+    assert row["shortfall"] == pytest.approx(shortfalls[row["trial"]] + REFERENCE_MARGIN)
+    assert row["shortfall"] == pytest.approx(shortfall(row["runs"], study.user_attrs["reference"]))
     command = row["command"].split()
     assert command[:2] == ["python", "main.py"] and "--validation" in command
     reproduced = run_cli(*command[2:], cwd=ROOT)  # paths in the command are as tune printed them: absolute here
@@ -105,11 +113,18 @@ def test_two_tune_workers_share_one_journal_study(tmp_path):
 def wait_for_a_running_trial(out_dir, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if (out_dir / "tune.journal").exists() and any(
-            trial.state.name == "RUNNING" and "worker" in trial.user_attrs for trial in journal_study(out_dir).trials
-        ):
+        trials = study_trials_so_far(out_dir)
+        if any(trial.state.name == "RUNNING" and "worker" in trial.user_attrs for trial in trials):
             return
         time.sleep(0.5)
+
+
+def study_trials_so_far(out_dir):
+    """The study's trials; none while the journal or the study (made once its reference is trained) is missing."""
+    try:
+        return journal_study(out_dir).trials if (out_dir / "tune.journal").exists() else []
+    except KeyError:
+        return []
 
 
 @pytest.mark.slow
@@ -159,6 +174,16 @@ def test_two_tune_workers_share_a_postgresql_study(tmp_path):
     assert_complete_trials(optuna.load_study(study_name=name, storage=url), 3)
 
 
+def test_the_shortfall_is_the_most_points_any_corruption_lies_below_the_reference():
+    runs = [
+        {"corruption_accuracy": {"translate": 90.0, "stripe": 50.0}},
+        {"corruption_accuracy": {"translate": 92.0, "stripe": 54.0}},
+    ]
+    assert shortfall(runs, {"translate": 90.0, "stripe": 60.0}) == 8.0  # stripe: 60 against a mean of 52
+    assert shortfall(runs, {"translate": 95.0, "stripe": 40.0}) == 4.0
+    assert shortfall(runs, {"translate": 80.0, "stripe": 40.0}) == -11.0  # every corruption above it
+
+
 def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
     import optuna
 
@@ -171,7 +196,7 @@ def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
     study.optimize(lambda trial: objective(trial, 1, 20_000, [0], TrainConfig(), CPU, None, 0.0), n_trials=1)
     (trial,) = study.trials
     assert trial.state.name == "PRUNED"
-    assert trial.user_attrs["pruned"] == "23,786 parameters, over --max-params 20,000"
+    assert trial.user_attrs["pruned"] == "20,610 parameters, over --max-params 20,000"
 
 
 def test_a_budget_that_fits_no_architecture_is_a_one_line_error(cli, tmp_path):
