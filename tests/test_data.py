@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from config import VALIDATION_SIZE
 from conftest import DATA_DIR, assert_one_line_error
-from data import neighbourhood_max, validation_split
+from data import neighbourhood_max, resolution_jitter, validation_split
 
 RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses
@@ -82,3 +82,15 @@ def test_validation_split_is_fixed_and_disjoint_from_the_training_images():
 def test_neighbourhood_max_is_a_3x3_max_pool():
     images = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     assert torch.equal(neighbourhood_max(images), F.max_pool2d(images, 3, stride=1, padding=1))
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.02, 0.5, 1.0])
+def test_resolution_jitter_rescans_only_the_chosen_images_as_a_whole_batch_would(fraction):
+    images = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    draws = torch.Generator().manual_seed(3)  # the same draws, in the same order: the size, then the choice
+    size = int(torch.randint(7, 17, (1,), generator=draws))
+    chosen = torch.rand(64, 1, 1, 1, generator=draws) < fraction
+    small = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    whole_batch = F.interpolate(small, size=(28, 28), mode="bicubic", align_corners=False)
+    jittered = resolution_jitter(images, fraction, torch.Generator().manual_seed(3))
+    assert torch.equal(jittered, torch.where(chosen, whole_batch, images))
