@@ -250,15 +250,23 @@ def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, cache_dir, q
     results = {"machine": machine(device), "quick": quick, "models": {}}
     data = load_data(data_dir, device)
     suite = corrupted_test_set(data["eval"][0].cpu(), SUITE_SEED, cache_dir)
-    for arch in archs:
-        for recipe in recipes:
-            runs = [preset_run(arch, recipe, seed, device, data, suite, max_steps) for seed in seeds]
+    models = [(arch, recipe) for arch in archs for recipe in recipes] + ([("classic", None)] if classic else [])
+    runs = {model: [] for model in models}
+    for seed in seeds:  # each seed runs every model in turn, so that a machine's drift spreads over all of them
+        for arch, recipe in models:
+            run = (
+                classic_run(seed, device, data_dir, data, suite, max_steps)
+                if recipe is None
+                else preset_run(arch, recipe, seed, device, data, suite, max_steps)
+            )
+            runs[arch, recipe].append(run)
+    for (arch, recipe), model_runs in runs.items():
+        entry = {"runs": model_runs, "summary": summarize(model_runs)}
+        if recipe is None:
+            results["models"]["classic"] = entry
+        else:
             trained = architecture_name(architecture(recipe_architecture(arch, recipe)))
-            summary = summarize(runs)
-            results["models"][model_name(arch, recipe)] = {"architecture": trained, "runs": runs, "summary": summary}
-    if classic:
-        runs = [classic_run(seed, device, data_dir, data, suite, max_steps) for seed in seeds]
-        results["models"]["classic"] = {"runs": runs, "summary": summarize(runs)}
+            results["models"][model_name(arch, recipe)] = {"architecture": trained, **entry}
     compare(results["models"], archs, recipes)
     results["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if device.type == "cuda":

@@ -1,9 +1,10 @@
 """Hyperparameter search on Optuna: a multi-objective study scored on data held out of the training set.
 
 Each trial trains one epoch per seed on the training images less the validation split (data.py) and
-scores it there, clean and under the corruption suite; the test set is never opened. Any number of
-workers, in other terminals or on other machines, join a study by sharing its storage: a journal file
-by default, or any database URL Optuna takes (PostgreSQL for many machines). torch and the plots are
+scores it there, clean and under the corruption suite, with the constraint that no corruption falls more
+than a point below the earlier recipe, which the study trains when it is made; the test set is never opened.
+Any number of workers, in other terminals or on other machines, join a study by sharing its storage: a journal
+file by default, or any database URL Optuna takes (PostgreSQL for many machines). torch and the plots are
 imported where they are used: `tune --help` answers without them.
 """
 
