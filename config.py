@@ -206,8 +206,8 @@ PRESET_RECIPES = {"default": TrainConfig(), "compact": COMPACT_RECIPE}
 
 
 def preset_recipe(arch):
-    """The recipe that trains arch by default: a preset's own, else the default preset's."""
-    return PRESET_RECIPES.get(arch, TrainConfig())
+    """The recipe that trains arch (a name, notation or mapping) by default: a preset's own, else the default's."""
+    return PRESET_RECIPES.get(architecture_name(architecture(arch)), TrainConfig())
 
 
 RECIPES = {  # the benchmark's recipes: (training config, contrast stretch in the model)

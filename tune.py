@@ -442,14 +442,13 @@ def measure_reference(seeds, base, device, data):
 
     print("training the earlier recipe on each seed: the reference of the corruption constraint")
     config, contrast_stretch = RECIPES[EARLIER_RECIPE]
+    arch = recipe_architecture("default", EARLIER_RECIPE)
     runs = []
     for seed in seeds:
         run_config = replace(config, seed=seed, max_steps=base.max_steps, log_every=base.log_every)
-        arch = recipe_architecture("default", EARLIER_RECIPE)
         result = train_and_evaluate(arch, run_config, device, data, contrast_stretch)
-        _, by_corruption = corruption_accuracies(result.model, data, result.metrics["accuracy"])
-        runs.append({"corruption_accuracy": by_corruption})
-    return {name: statistics.fmean(run["corruption_accuracy"][name] for run in runs) for name in by_corruption}
+        runs.append(corruption_accuracies(result.model, data, result.metrics["accuracy"])[1])
+    return {name: statistics.fmean(run[name] for run in runs) for name in runs[0]}
 
 
 def geometric_mean_error(accuracies):

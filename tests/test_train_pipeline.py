@@ -117,6 +117,7 @@ def test_config_file_sets_the_recipe_and_options_override_it(cli, tmp_path):
 def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path):
     for options, expected in (
         (["--arch", "compact"], COMPACT_RECIPE),
+        (["--arch", "8/8,12,M,24,M/16"], COMPACT_RECIPE),  # the preset, written out
         (["--arch", "compact", "--lr", "0.5"], replace(COMPACT_RECIPE, lr=0.5)),
         (["--arch", "12/12,M,20,20,M/16"], TrainConfig()),  # no preset: the default's recipe
     ):
