@@ -81,6 +81,11 @@ MIN_ERROR = 0.01  # % error a corruption counts as at least: a perfect score mus
 # error rates, let one corruption fall (translate, then stripe) while the others rose.
 REFERENCE_MARGIN = 1.0
 SHORTFALL = "corruption shortfall"  # the constraint's name: worst points below the reference, less the margin
+# Pruned trials carry constraints too. TPE ranks its good trials feasible first, then pruned, then infeasible:
+# with the constraint rarely met, pruned trials without one counted as good, and a study drew architectures
+# over the budget 85 % of the time (docs/tuning.md). An architecture over the budget is infeasible by
+# 100 + its % over (beyond any shortfall, at most 100 points); a hopeless trial by the points it lies under.
+OVER_BUDGET, HOPELESS = "parameters over budget", "under the hopeless accuracy"
 
 
 def add_arguments(parser):
@@ -384,6 +389,7 @@ def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless):
     trial.set_user_attr("parameters", parameters)
     if parameters > max_params:
         trial.set_user_attr("pruned", f"{parameters:,} parameters, over --max-params {max_params:,}")
+        trial.set_constraint(OVER_BUDGET, 100 + 100 * (parameters - max_params) / max_params)
         raise optuna.TrialPruned()
     runs = []
     for seed in seeds:
@@ -410,14 +416,21 @@ def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless):
             trial.set_user_attr(
                 "pruned", f"validation accuracy {metrics['accuracy']:.2f}% < {hopeless}% on seed {seed}"
             )
+            trial.set_constraint(HOPELESS, hopeless - metrics["accuracy"])
+            set_shortfall(trial, runs)
             raise optuna.TrialPruned()
-    reference = trial.study.user_attrs.get("reference")  # studies made before the constraint have none
-    if reference:
-        trial.set_constraint(SHORTFALL, shortfall(runs, reference) - REFERENCE_MARGIN)
+    set_shortfall(trial, runs)
     return [
         statistics.fmean(run[key] for run in runs)
         for key in ("accuracy", "corruption_error_geometric_mean", "train_seconds")
     ]
+
+
+def set_shortfall(trial, runs):
+    """The constraint, where the study has a reference (studies made before the constraint have none)."""
+    reference = trial.study.user_attrs.get("reference")
+    if reference:
+        trial.set_constraint(SHORTFALL, shortfall(runs, reference) - REFERENCE_MARGIN)
 
 
 def corruption_accuracies(model, data, clean_accuracy):
@@ -579,7 +592,7 @@ def write_report(study, name, settings, folder):
             **dict(zip(OBJECTIVES, (round(value, 3) for value in trial.values), strict=True)),
             "architecture": trial_architecture(trial, settings),
             "parameters": trial.user_attrs.get("parameters"),
-            "shortfall": trial.constraints[SHORTFALL] + REFERENCE_MARGIN if trial.constraints else None,
+            "shortfall": trial.constraints[SHORTFALL] + REFERENCE_MARGIN if SHORTFALL in trial.constraints else None,
             "runs": trial.user_attrs.get("runs"),
             "note": trial.user_attrs.get("note", ""),
             "params": trial.params,

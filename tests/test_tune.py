@@ -13,7 +13,7 @@ import pytest
 from config import architecture
 from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, train_only_data_dir
 from corruptions import SUITE
-from tune import REFERENCE_MARGIN, SHORTFALL, architecture_params, shortfall
+from tune import OVER_BUDGET, REFERENCE_MARGIN, SHORTFALL, architecture_params, shortfall
 
 ARCHITECTURE = architecture("default")
 
@@ -72,6 +72,7 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     assert report["trials"] == {"complete": 2, **({"pruned": len(pruned)} if pruned else {})}
     for trial in pruned:  # --quick prunes only an architecture over the budget, and a run that diverged
         assert "over --max-params" in trial.user_attrs["pruned"] or "diverged" in trial.user_attrs["pruned"]
+        assert OVER_BUDGET in trial.constraints or "diverged" in trial.user_attrs["pruned"]
     for name in ("tune.md", "pareto_front.png", "importance_accuracy.png", "importance_corruption.png"):
         assert (tmp_path / "tune" / name).stat().st_size > 0
     row = report["pareto_front"][0]
@@ -197,6 +198,7 @@ def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
     (trial,) = study.trials
     assert trial.state.name == "PRUNED"
     assert trial.user_attrs["pruned"] == "20,610 parameters, over --max-params 20,000"
+    assert trial.constraints == {OVER_BUDGET: 100 + 100 * 610 / 20_000}  # so that the sampler ranks it last
 
 
 def test_a_budget_that_fits_no_architecture_is_a_one_line_error(cli, tmp_path):
