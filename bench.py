@@ -38,8 +38,7 @@ from config import (
     architecture,
     architecture_name,
     architecture_type,
-    preset_recipe,
-    recipe_architecture,
+    recipe_model,
 )
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
@@ -169,11 +168,9 @@ def preset_run(arch, recipe, seed, device, data, suite, max_steps=None):
     from corruptions import accuracy_by_corruption, evaluate_robustness
     from train import train_and_evaluate
 
-    config, contrast_stretch = RECIPES[recipe]
-    if recipe == DEFAULT_RECIPE:
-        config = preset_recipe(arch)
+    arch, config, contrast_stretch = recipe_model(arch, recipe)
     config = replace(config, seed=seed, max_steps=max_steps)
-    result = train_and_evaluate(recipe_architecture(arch, recipe), config, device, data, contrast_stretch)
+    result = train_and_evaluate(arch, config, device, data, contrast_stretch)
     metrics = result.metrics
     report = evaluate_robustness(result.model, suite, data["eval"][1], metrics["accuracy"])
     return _figures(
@@ -265,7 +262,7 @@ def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, cache_dir, q
         if recipe is None:
             results["models"]["classic"] = entry
         else:
-            trained = architecture_name(architecture(recipe_architecture(arch, recipe)))
+            trained = architecture_name(architecture(recipe_model(arch, recipe)[0]))
             results["models"][model_name(arch, recipe)] = {"architecture": trained, **entry}
     compare(results["models"], archs, recipes)
     results["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -221,10 +221,15 @@ DEFAULT_RECIPE, EARLIER_RECIPE = "robust", "earlier"  # the benchmark compares t
 HISTORICAL_RECIPES = ("hand-found", "earlier")  # trained the presets' former layouts (FORMER_ARCHITECTURES)
 
 
-def recipe_architecture(arch, recipe):
-    """The architecture that the benchmark's recipe trains for arch: a preset's former layout for a recipe of
-    that time, else arch itself."""
-    return FORMER_ARCHITECTURES.get(arch, arch) if recipe in HISTORICAL_RECIPES else arch
+def recipe_model(arch, recipe):
+    """(architecture, training config, contrast stretch) that the benchmark's recipe trains for arch: the default
+    recipe is each preset's own; a recipe of before the architecture search trains a preset's former layout."""
+    config, contrast_stretch = RECIPES[recipe]
+    if recipe == DEFAULT_RECIPE:
+        config = preset_recipe(arch)
+    if recipe in HISTORICAL_RECIPES:
+        arch = FORMER_ARCHITECTURES.get(arch, arch)
+    return arch, config, contrast_stretch
 
 
 VALIDATION_SIZE = 5_000  # training images held out to choose hyperparameters on (tune, --validation)

@@ -39,7 +39,6 @@ from config import (
     EARLIER_RECIPE,
     PARAMETER_BUDGETS,
     POOL,
-    RECIPES,
     RUN_CONTROLS,
     SUITE_SEED,
     Augmentation,
@@ -48,8 +47,8 @@ from config import (
     architecture,
     architecture_name,
     preset_recipe,
-    recipe_architecture,
     recipe_json,
+    recipe_model,
 )
 
 OBJECTIVES = {  # name -> direction; each trial's values are the means over its seeds
@@ -454,8 +453,7 @@ def measure_reference(seeds, base, device, data):
     from train import train_and_evaluate
 
     print("training the earlier recipe on each seed: the reference of the corruption constraint")
-    config, contrast_stretch = RECIPES[EARLIER_RECIPE]
-    arch = recipe_architecture("default", EARLIER_RECIPE)
+    arch, config, contrast_stretch = recipe_model("default", EARLIER_RECIPE)
     runs = []
     for seed in seeds:
         run_config = replace(config, seed=seed, max_steps=base.max_steps, log_every=base.log_every)
@@ -553,8 +551,7 @@ def front(study):
     """The Pareto-optimal trials that meet the constraint, lowest validation corruption error first; while none
     meets it, the trial that misses it by least."""
     trials = study.best_trials
-    complete = study_trials(study, TrialState.COMPLETE)
-    if not trials and complete:
+    if not trials and (complete := study_trials(study, TrialState.COMPLETE)):
         trials = [min(complete, key=lambda trial: trial.constraints[SHORTFALL])]
     return sorted(trials, key=lambda trial: trial.values[1])
 
