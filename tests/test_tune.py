@@ -77,6 +77,7 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
         assert (tmp_path / "tune" / name).stat().st_size > 0
     row = report["pareto_front"][0]
     assert set(study.user_attrs["reference"]) == set(SUITE) == set(report["reference"])  # the earlier recipe's
+    assert 0 < study.user_attrs["reference_accuracy"] <= 100  # its clean accuracy, which hopeless_accuracy reads
     shortfalls = {
         trial.number: trial.constraints[SHORTFALL] for trial in study.trials if trial.state.name == "COMPLETE"
     }
@@ -183,6 +184,17 @@ def test_the_shortfall_is_the_most_points_any_corruption_lies_below_the_referenc
     assert shortfall(runs, {"translate": 90.0, "stripe": 60.0}) == 8.0  # stripe: 60 against a mean of 52
     assert shortfall(runs, {"translate": 95.0, "stripe": 40.0}) == 4.0
     assert shortfall(runs, {"translate": 80.0, "stripe": 40.0}) == -11.0  # every corruption above it
+
+
+def test_a_trial_is_hopeless_half_a_point_below_the_studys_reference():
+    import optuna
+
+    from tune import HOPELESS_ACCURACY, hopeless_accuracy
+
+    study = optuna.create_study()
+    assert hopeless_accuracy(study) == HOPELESS_ACCURACY  # a study made before the reference was measured
+    study.set_user_attr("reference_accuracy", 98.63)  # as a compact study's earlier recipe might score
+    assert hopeless_accuracy(study) == 98.13
 
 
 def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
