@@ -290,8 +290,8 @@ def add_config_options(parser):
     parser.add_argument(
         "--config",
         metavar="FILE",
-        help="JSON file of TrainConfig fields (config.py), such as a recipe tune found; "
-        "options given on the command line override it",
+        help="JSON file of TrainConfig fields (config.py), such as a recipe tune found; the fields it leaves "
+        "out keep --arch's recipe, and options given on the command line override it",
     )
     for name in OPTIONS:
         help = f"{FIELDS[name][0]} (default: {preset_values(name)})"
@@ -306,9 +306,11 @@ def preset_values(name):
 
 
 def config_from_args(args):
-    """TrainConfig from --config, else the recipe of --arch, with the options given on the command line applied;
+    """The recipe of --arch, with the fields of --config and then the options given on the command line applied;
     raises ConfigError."""
-    base = read_config(args.config) if args.config else preset_recipe(args.arch)
+    base = preset_recipe(args.arch)
+    if args.config:
+        base = read_config(args.config, base)
     given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
     return replace(base, **given)
 
@@ -319,8 +321,8 @@ def recipe_json(config):
     return json.dumps(recipe, indent=2) + "\n"
 
 
-def read_config(path):
-    """TrainConfig's defaults with the fields that the JSON file at path sets; "augmentation" is an object of
+def read_config(path, base):
+    """The recipe base with the fields that the JSON file at path sets; "augmentation" is an object of
     Augmentation fields (missing ones take Augmentation's defaults), a preset name, or null."""
     try:
         values = json.loads(Path(path).read_text())
@@ -330,7 +332,7 @@ def read_config(path):
         raise ConfigError(f"--config {path} is not JSON: {error}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path} must hold a JSON object of TrainConfig fields")
-    augmentation = values.pop("augmentation", TrainConfig.augmentation)
+    augmentation = values.pop("augmentation", base.augmentation)
     try:
         values = {name: checked(TrainConfig, name, value) for name, value in values.items()}
         if isinstance(augmentation, dict):
@@ -341,4 +343,4 @@ def read_config(path):
         augmentation = AUGMENTATIONS[augmentation]
     elif augmentation is not None and not isinstance(augmentation, Augmentation):
         raise ConfigError(f"--config {path}: augmentation must be an object, null or one of {list(AUGMENTATIONS)}")
-    return replace(TrainConfig(), **values, augmentation=augmentation)
+    return replace(base, **values, augmentation=augmentation)

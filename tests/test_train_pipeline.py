@@ -115,13 +115,21 @@ def test_config_file_sets_the_recipe_and_options_override_it(cli, tmp_path):
 
 
 def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path):
-    for options, expected in (
-        (["--arch", "compact"], COMPACT_RECIPE),
-        (["--arch", "8/8,12,M,24,M/16"], COMPACT_RECIPE),  # the preset, written out
-        (["--arch", "compact", "--lr", "0.5"], replace(COMPACT_RECIPE, lr=0.5)),
-        (["--arch", "12/12,M,20,20,M/16"], TrainConfig()),  # no preset: the default's recipe
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"lr": 0.5}))
+    for run, (options, expected) in enumerate(
+        (
+            (["--arch", "compact"], COMPACT_RECIPE),
+            (["--arch", "8/8,12,M,24,M/16"], COMPACT_RECIPE),  # the preset, written out
+            (["--arch", "compact", "--lr", "0.5"], replace(COMPACT_RECIPE, lr=0.5)),
+            (
+                ["--arch", "compact", "--config", partial],
+                replace(COMPACT_RECIPE, lr=0.5),
+            ),  # what it leaves out: compact's
+            (["--arch", "12/12,M,20,20,M/16"], TrainConfig()),  # no preset: the default's recipe
+        )
     ):
-        out = tmp_path / "_".join(options) / "m.pth"
+        out = tmp_path / f"run{run}" / "m.pth"
         assert cli(*options, "--dry-run", "--out", out).returncode == 0
         metrics = json.loads(out.with_name("metrics.json").read_text())
         assert metrics["hyperparameters"]["batch_size"] == expected.batch_size
