@@ -228,7 +228,7 @@ def recipe_model(arch, recipe):
     if recipe == DEFAULT_RECIPE:
         config = preset_recipe(arch)
     if recipe in HISTORICAL_RECIPES:
-        arch = FORMER_ARCHITECTURES.get(arch, arch)
+        arch = FORMER_ARCHITECTURES.get(architecture_name(architecture(arch)), arch)  # a preset, named or written out
     return arch, config, contrast_stretch
 
 

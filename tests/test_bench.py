@@ -71,3 +71,12 @@ def test_abuse_benchmark_quick(cli, untrained, tmp_path):
     assert sum(results["slow_clients"].values()) == 4 and "never cut off" not in results["slow_clients"]
     assert results["health_ms"]["count"] > 0 and results["server_resident_mib_max"] > 0
     assert results["sigterm_stop_seconds"] < 10
+
+
+def test_a_recipe_of_before_the_search_trains_the_layout_its_preset_had_then():
+    from config import FORMER_ARCHITECTURES, recipe_model
+
+    for arch in ("compact", "8/8,12,M,24,M/16"):  # the preset by name and written out
+        assert recipe_model(arch, "earlier")[0] == FORMER_ARCHITECTURES["compact"]
+    assert recipe_model("12/12,M,20,20,M/16", "hand-found")[0] == "12/12,M,20,20,M/16"  # no preset: as given
+    assert recipe_model("compact", "robust")[0] == "compact"

@@ -122,10 +122,8 @@ def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path
             (["--arch", "compact"], COMPACT_RECIPE),
             (["--arch", "8/8,12,M,24,M/16"], COMPACT_RECIPE),  # the preset, written out
             (["--arch", "compact", "--lr", "0.5"], replace(COMPACT_RECIPE, lr=0.5)),
-            (
-                ["--arch", "compact", "--config", partial],
-                replace(COMPACT_RECIPE, lr=0.5),
-            ),  # what it leaves out: compact's
+            # What the file leaves out keeps compact's recipe.
+            (["--arch", "compact", "--config", partial], replace(COMPACT_RECIPE, lr=0.5)),
             (["--arch", "12/12,M,20,20,M/16"], TrainConfig()),  # no preset: the default's recipe
         )
     ):
