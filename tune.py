@@ -377,8 +377,9 @@ def process_exists(pid):
 
 
 def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless):
-    """Train one epoch per seed; prune an architecture over max_params before it trains, and a trial whose
-    first seed scores below `hopeless` % on validation. Sets the constraint where the study has a reference."""
+    """Train one epoch per seed; prune an architecture over max_params before it trains, and a trial once a
+    seed scores below `hopeless` % on validation (its later seeds never train). Sets the constraint where the
+    study has a reference."""
     from model import MNISTModel, count_parameters
     from train import TrainingDiverged, train_and_evaluate
 
