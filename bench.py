@@ -25,6 +25,7 @@ from cli import (
     add_device_option,
     add_min_confidence_option,
     add_model_option,
+    add_precision_option,
     positive,
     resolve_cache_dir,
     resolve_data_dir,
@@ -100,6 +101,7 @@ def add_arguments(parser):
     parser.add_argument("--requests", type=positive(int), default=4000, help="HTTP predictions in all with --serve")
     parser.add_argument("--out-dir", default="models", help="folder for the benchmark's JSON and Markdown")
     add_device_option(parser)
+    add_precision_option(parser, nargs="+")
     add_data_option(parser)
     add_cache_option(parser)
 
@@ -141,6 +143,7 @@ def run(args):
             resolve_cache_dir(args.cache_dir),
             quick=args.quick,
             classic=not args.no_classic,
+            precisions=args.precision,
         )
 
 
@@ -164,13 +167,13 @@ def classic_run(seed, device, data_dir, data, suite, max_steps=None):
     )
 
 
-def preset_run(arch, recipe, seed, device, data, suite, max_steps=None):
+def preset_run(arch, recipe, seed, device, data, suite, max_steps=None, precision="auto"):
     from corruptions import accuracy_by_corruption, evaluate_robustness
     from train import train_and_evaluate
 
     arch, config, contrast_stretch = recipe_model(arch, recipe)
     config = replace(config, seed=seed, max_steps=max_steps)
-    result = train_and_evaluate(arch, config, device, data, contrast_stretch)
+    result = train_and_evaluate(arch, config, device, data, contrast_stretch, precision)
     metrics = result.metrics
     report = evaluate_robustness(result.model, suite, data["eval"][1], metrics["accuracy"])
     return _figures(
@@ -220,10 +223,14 @@ def machine(device):
     import torch
     import torchvision
 
+    from numerics import bf16_native, cpu_name
+
     return {
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_native": bf16_native(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -231,40 +238,48 @@ def machine(device):
     }
 
 
-def model_name(arch, recipe):
-    """The default recipe's runs are named by their preset alone; others also by their recipe."""
-    return arch if recipe == DEFAULT_RECIPE else f"{arch}-{recipe}"
+def model_name(arch, recipe, precision=None):
+    """The default recipe's runs are named by their preset alone; others also by their recipe; and where several
+    precisions run, each name ends in its own."""
+    name = arch if recipe == DEFAULT_RECIPE else f"{arch}-{recipe}"
+    return f"{name}-{precision}" if precision else name
 
 
-def run_benchmark(archs, recipes, seeds, device, data_dir, out_dir, cache_dir, quick=False, classic=True):
+def run_benchmark(
+    archs, recipes, seeds, device, data_dir, out_dir, cache_dir, quick=False, classic=True, precisions=("auto",)
+):
     import torch
 
     from checkpoint import write_json, write_text
     from corruptions import corrupted_test_set
+    from numerics import resolve_precision
     from train import load_data
 
     max_steps = QUICK_STEPS if quick else None
-    results = {"machine": machine(device), "quick": quick, "models": {}}
+    precisions = list(dict.fromkeys(resolve_precision(p, device) for p in precisions))
+    results = {"machine": machine(device), "quick": quick, "precisions": precisions, "models": {}}
     data = load_data(data_dir, device)
     suite = corrupted_test_set(data["eval"][0].cpu(), SUITE_SEED, cache_dir)
-    models = [(arch, recipe) for arch in archs for recipe in recipes] + ([("classic", None)] if classic else [])
+    models = [(arch, recipe, precision) for precision in precisions for arch in archs for recipe in recipes]
+    models += [("classic", None, "fp32")] if classic else []
     runs = {model: [] for model in models}
     for seed in seeds:  # each seed runs every model in turn, so that a machine's drift spreads over all of them
-        for arch, recipe in models:
+        for arch, recipe, precision in models:
             run = (
                 classic_run(seed, device, data_dir, data, suite, max_steps)
                 if recipe is None
-                else preset_run(arch, recipe, seed, device, data, suite, max_steps)
+                else preset_run(arch, recipe, seed, device, data, suite, max_steps, precision)
             )
-            runs[arch, recipe].append(run)
-    for (arch, recipe), model_runs in runs.items():
-        entry = {"runs": model_runs, "summary": summarize(model_runs)}
+            runs[arch, recipe, precision].append(run)
+    for (arch, recipe, precision), model_runs in runs.items():
+        entry = {"precision": precision, "runs": model_runs, "summary": summarize(model_runs)}
         if recipe is None:
             results["models"]["classic"] = entry
         else:
             trained = architecture_name(architecture(recipe_model(arch, recipe)[0]))
-            results["models"][model_name(arch, recipe)] = {"architecture": trained, **entry}
-    compare(results["models"], archs, recipes)
+            name = model_name(arch, recipe, precision if len(precisions) > 1 else None)
+            results["models"][name] = {"architecture": trained, "arch": arch, "recipe": recipe, **entry}
+    compare(results["models"])
     results["peak_memory_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if device.type == "cuda":
         results["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
@@ -285,6 +300,7 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
     test.py; `python main.py` with an empty suite cache, then again with it filled; `python main.py --dry-run`.
     With quick, the training runs stop after QUICK_STEPS steps: a smoke run whose figures mean nothing."""
     from checkpoint import write_json, write_text
+    from numerics import cpu_name
 
     seconds = {"classic": [], "first_run": [], "second_run": [], "dry_run": []}
     steps = {"first_run": [], "second_run": []}
@@ -311,7 +327,7 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
             print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
     classic = statistics.median(seconds["classic"])
     results = {
-        "machine": {"cpu": _cpu_name(), "cpu_count": os.cpu_count()},
+        "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count()},
         "quick": quick,
         "repeats": repeats,
         "seconds": {name: [round(value, 2) for value in values] for name, values in seconds.items()},
@@ -371,68 +387,76 @@ def end_to_end_table(results):
     return "\n".join(lines) + "\n"
 
 
-def _cpu_name():
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
-
-
-def compare(models, archs, recipes):
-    """Each preset's summary against the classic baseline and, for the default recipe, against the earlier one."""
-    for arch in archs:
-        for recipe in recipes:
-            summary = models[model_name(arch, recipe)]["summary"]
-            if "classic" in models:
-                base = models["classic"]["summary"]
-                summary["train_time_vs_classic"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
-                summary["accuracy_vs_classic"] = round(summary["accuracy_mean"] - base["accuracy_mean"], 3)
-                summary["inference_speed_vs_classic"] = round(
-                    summary["test_images_per_second_mean"] / base["test_images_per_second_mean"], 2
-                )
-            earlier = models.get(model_name(arch, EARLIER_RECIPE))
-            if recipe == DEFAULT_RECIPE and earlier:
-                base = earlier["summary"]
-                summary["corruption_error_vs_earlier"] = round(
-                    (100 - summary["mean_corruption_accuracy_mean"]) / (100 - base["mean_corruption_accuracy_mean"]), 3
-                )
-                summary["train_time_vs_earlier"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
+def compare(models):
+    """Each preset's summary against the classic baseline and, for the default recipe, against the earlier one
+    on the same architecture in the same precision."""
+    for model in models.values():
+        if "recipe" not in model:
+            continue
+        summary = model["summary"]
+        if "classic" in models:
+            base = models["classic"]["summary"]
+            summary["train_time_vs_classic"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
+            summary["accuracy_vs_classic"] = round(summary["accuracy_mean"] - base["accuracy_mean"], 3)
+            summary["inference_speed_vs_classic"] = round(
+                summary["test_images_per_second_mean"] / base["test_images_per_second_mean"], 2
+            )
+        earlier = next(
+            (
+                other
+                for other in models.values()
+                if other.get("recipe") == EARLIER_RECIPE
+                and (other["arch"], other["precision"]) == (model["arch"], model["precision"])
+            ),
+            None,
+        )
+        if model["recipe"] == DEFAULT_RECIPE and earlier:
+            base = earlier["summary"]
+            summary["corruption_error_vs_earlier"] = round(
+                (100 - summary["mean_corruption_accuracy_mean"]) / (100 - base["mean_corruption_accuracy_mean"]), 3
+            )
+            summary["train_time_vs_earlier"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
 
 
 def markdown_table(results):
     m = results["machine"]
-    where = m["gpu"] or f"{m['cpu']}, {m['torch_threads']} threads"
+    native = "native bfloat16" if m["bf16_native"] else "no native bfloat16"
+    where = m["gpu"] or f"{m['cpu']} (CPU capability {m['cpu_capability']}, {native}), {m['torch_threads']} threads"
     quick = " (quick mode: not real figures)" if results["quick"] else ""
     lines = [
-        f"Measured on {where}; Python {m['python']}, torch {m['torch']}{quick}.",
+        (
+            f"Measured on {where}; Python {m['python']}, torch {m['torch']}{quick}. "
+            "Precision: the training forward pass's (evaluation is float32)."
+        ),
         "",
         (
-            "| model | parameters | seed | test accuracy % | mean corruption accuracy % | train s | train images/s | "
-            "inference images/s |"
+            "| model | precision | parameters | seed | test accuracy % | mean corruption accuracy % | train s | "
+            "train images/s | inference images/s |"
         ),
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, model in results["models"].items():
         for run in model["runs"]:
             lines.append(
-                f"| {name} | {run['parameters']:,} | {run['seed']} | {run['accuracy']:.2f} | "
+                f"| {name} | {model['precision']} | {run['parameters']:,} | {run['seed']} | {run['accuracy']:.2f} | "
                 f"{run['mean_corruption_accuracy']:.2f} | {run['train_seconds']:.2f} | "
                 f"{run['train_images_per_second']:,} | {run['test_images_per_second']:,} |"
             )
     summary_header = (
-        "| model | architecture | mean accuracy % | min | std | mean corruption accuracy % | min | corruption error vs "
-        "earlier | mean train s | train time vs earlier | train time vs classic | accuracy vs classic "
-        "(points) | inference speed vs classic |"
+        "| model | precision | architecture | mean accuracy % | min | std | mean corruption accuracy % | min | "
+        "corruption error vs earlier | mean train s | train time vs earlier | train time vs classic | "
+        "accuracy vs classic (points) | inference speed vs classic |"
     )
     lines += [
         "",
         summary_header,
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, model in results["models"].items():
         s = model["summary"]
         lines.append(
-            f"| {name} | {model.get('architecture', '')} | {s['accuracy_mean']:.2f} | {s['accuracy_min']:.2f} | "
+            f"| {name} | {model['precision']} | {model.get('architecture', '')} | {s['accuracy_mean']:.2f} | "
+            f"{s['accuracy_min']:.2f} | "
             f"{s['accuracy_std']:.3f} | "
             f"{s['mean_corruption_accuracy_mean']:.2f} | {s['mean_corruption_accuracy_min']:.2f} | "
             f"{_ratio(s, 'corruption_error_vs_earlier', 'x')} | {s['train_seconds_mean']:.2f} | "

@@ -6,15 +6,21 @@ record, which torch.save keeps and load_state_dict passes by): the architecture,
 and the temperature. Files saved before they did are matched against the presets (temperature 1).
 """
 
+import glob
 import json
 import math
 import os
+import re
+import signal
+import stat
+import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from cli import InputError
+from cli import InputError, RunError
 from config import ARCHITECTURES, FORMER_ARCHITECTURES, architecture
 from model import MNISTModel
 
@@ -23,23 +29,118 @@ class CheckpointError(InputError):
     """A model file is missing, damaged, unsafe, or not one of this project's architectures."""
 
 
+class OutputError(RunError):
+    """An output path that is not a regular, writable file (a folder, a device, a pipe, a read-only file)."""
+
+
+def output_target(path):
+    """The file that writing to path replaces: a symlink's target, written through. Refuses anything that is
+    there and is not a regular file with a write bit (root could replace a read-only file or a device node)."""
+    target = Path(os.path.realpath(path))
+    if target.exists() or target.is_symlink():
+        mode = target.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise OutputError(f"{path} is not a regular file; refused to replace it")
+        if not mode & 0o222:
+            raise OutputError(f"{path} is read-only; refused to replace it")
+    return target
+
+
+TEMPORARY = re.compile(r"\.(?P<stem>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>.*)")  # .NAME.PID.tmp.SUFFIX, beside NAME.SUFFIX
+
+
+def temporary_beside(target):
+    """A hidden temporary beside target, one per process, so concurrent runs never share one; the suffix is kept
+    for writers that check it (pt2). Temporaries that a killed process left for target are removed first."""
+    for left in target.parent.glob(f".{glob.escape(target.stem)}.*.tmp{glob.escape(target.suffix)}"):
+        match = TEMPORARY.fullmatch(left.name)
+        if match and match["stem"] == target.stem and not process_exists(int(match["pid"])):
+            left.unlink(missing_ok=True)
+    return target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+
+
+def process_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+class Outputs:
+    """Files that land together or not at all: each is written in full to a temporary beside its path, then
+    commit() moves every one into place in a burst of renames, with Ctrl-C and SIGTERM held off until it is done.
+    Leaving the block without a commit (an error, a full disk, Ctrl-C) removes the temporaries and changes nothing.
+    """
+
+    def __init__(self):
+        self.staged, self.removed = [], []  # [(temporary, target)], [target]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for temporary, _ in self.staged:
+            temporary.unlink(missing_ok=True)
+        self.staged = []
+
+    def write(self, path, write):
+        """Stage write(temporary_path) for path; the new file keeps the permissions of the one it replaces."""
+        target = output_target(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = temporary_beside(target)
+        self.staged.append((temporary, target))
+        write(temporary)
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        if target.exists():
+            os.chmod(temporary, stat.S_IMODE(target.stat().st_mode))
+
+    def remove(self, path):
+        """Stage the removal of path (a previous run's output that this run does not replace)."""
+        target = output_target(path)
+        if target.exists():
+            self.removed.append(target)
+
+    def commit(self):
+        with signals_held() as held:
+            for temporary, target in self.staged:
+                os.replace(temporary, target)
+            for target in self.removed:
+                target.unlink(missing_ok=True)
+            self.staged, self.removed = [], []
+        if held:
+            raise KeyboardInterrupt("interrupted after the outputs were saved")
+
+
+@contextmanager
+def signals_held(signals=(signal.SIGINT, signal.SIGTERM)):
+    """Record SIGINT and SIGTERM instead of acting on them inside the block (main thread only: elsewhere the
+    block runs as it is); yields the list of those that arrived. A SIGTERM is delivered again after the block."""
+    held = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+    previous = {number: signal.signal(number, lambda number, _: held.append(number)) for number in signals}
+    try:
+        yield held
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if signal.SIGTERM in held:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def atomic_write(path, write):
     """Call write(temporary_path), then move the finished file onto path in one step.
 
     A run killed at any moment leaves either the old file or the new one, never a part of either.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One per process, so concurrent runs never share one; the suffix is kept for writers that check it (pt2).
-    temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        write(temporary)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with Outputs() as outputs:
+        outputs.write(path, write)
+        outputs.commit()
 
 
 def write_text(path, text):
@@ -47,13 +148,24 @@ def write_text(path, text):
 
 
 def write_json(path, value):
-    write_text(path, json.dumps(value, indent=2) + "\n")
+    atomic_write(path, json_writer(value))
+
+
+def json_writer(value):
+    text = json.dumps(value, indent=2) + "\n"
+    return lambda temporary: Path(temporary).write_text(text)
 
 
 METADATA_KEY = "mnist_cnn"  # this project's entry in the root module's _metadata
 
 
-def save_model(model, path):
+def save_model(model, path, trained_with=None):
+    atomic_write(path, model_writer(model, trained_with))
+
+
+def model_writer(model, trained_with=None):
+    """A write(path) for the model's state dict, described (architecture, contrast stretch, temperature) and,
+    given trained_with (numerics.numerics), with what its training computed in and on what."""
     source = model.state_dict()
     state = OrderedDict((name, tensor.detach().cpu()) for name, tensor in source.items())
     state._metadata = source._metadata
@@ -61,8 +173,9 @@ def save_model(model, path):
         "architecture": {**model.spec, "body": list(model.spec["body"])},
         "contrast_stretch": model.contrast_stretch,
         "temperature": float(model.temperature),
+        **({"trained_with": trained_with} if trained_with else {}),
     }
-    atomic_write(path, lambda temporary: torch.save(state, temporary))
+    return lambda temporary: torch.save(state, temporary)
 
 
 def load_state_dict(path):

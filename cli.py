@@ -81,6 +81,13 @@ def add_device_option(parser):
     )
 
 
+def add_precision_option(parser, nargs=None):
+    from numerics import PRECISION_HELP, PRECISIONS
+
+    default = ["auto"] if nargs else "auto"
+    parser.add_argument("--precision", nargs=nargs, choices=PRECISIONS, default=default, help=PRECISION_HELP)
+
+
 def add_data_option(parser):
     _add_folder_option(parser, "--data-dir", "folder holding MNIST/raw; downloaded there if missing", DATA_DIR_ENV,
                        f"./{DEFAULT_DATA_DIR}")  # fmt: skip

@@ -164,7 +164,15 @@ FIELDS = {  # field -> (meaning, lowest, highest) for TrainConfig and Augmentati
     "weight_decay": ("L2 penalty per step, scaled by the learning rate", 0, None),
     "warmup": ("fraction of all steps spent rising to the peak learning rate", 0.01, 0.99),  # OneCycle needs both sides
     "label_smoothing": ("probability mass spread evenly over the 10 classes", 0, 0.99),
-    "seed": ("random seed of the weights, shuffling and augmentation; same seed, same weights on CPU", None, None),
+    "seed": (
+        (
+            "random seed of the weights, shuffling and augmentation: the same seed, --precision and machine give "
+            "bit-identical weights on a CPU; another precision or CPU family gives other weights, of the same "
+            "quality (docs/floors.md)"
+        ),
+        None,
+        None,
+    ),
     "temperature": ("probabilities are softmax(logits / temperature); fitted on the validation split", 0.05, 20),
     "max_steps": ("stop after this many steps", 1, None),
     "log_every": ("steps between log lines", 1, None),

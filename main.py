@@ -53,8 +53,8 @@ def main(argv=None):
         parser.exit(2, f"error: {error}\n")
     except (RunError, OSError) as error:  # OSError: an output that cannot be written (a folder in the way, a full disk)
         parser.exit(1, f"error: {error}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, "interrupted: nothing was saved\n")
+    except KeyboardInterrupt as interrupt:  # Outputs.commit says so where the outputs had landed
+        parser.exit(130, f"{interrupt or 'interrupted: nothing was saved'}\n")
 
 
 if __name__ == "__main__":

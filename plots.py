@@ -19,10 +19,15 @@ ROBUSTNESS_SAMPLES = 10  # test digits shown under each corruption in robustness
 
 
 def save_figure(figure, path):
+    atomic_write(path, png_writer(figure))
+
+
+def png_writer(figure):
+    """A write(path) for the figure as a PNG; the figure is rendered and closed now."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    atomic_write(path, lambda temporary: Path(temporary).write_bytes(buffer.getvalue()))
+    return lambda temporary: Path(temporary).write_bytes(buffer.getvalue())
 
 
 def training_curves(history):

@@ -18,6 +18,7 @@ from calibration import calibration_figures, fit_temperature
 from cli import RunError
 from data import augment, load_split, validation_split
 from model import MNISTModel, count_parameters, describe, receptive_field
+from numerics import autocast_dtype, numerics, resolve_precision
 from test import metrics_from_logits, predict_logits
 
 # OneCycleLR's defaults: the schedule starts at lr / 25, ends 10,000 times lower still, and dips the momentum to 0.85.
@@ -32,9 +33,11 @@ class AccuracyBelowGate(RunError):
     """The trained model missed --min-accuracy."""
 
 
-def train(model, images, labels, config):
-    """Train in place on images/labels (already on the model's device); return the per-step history."""
+def train(model, images, labels, config, precision="auto"):
+    """Train in place on images/labels (already on the model's device), the forward pass in precision (auto,
+    bf16 or fp32; numerics.py); return the per-step history."""
     device = images.device
+    dtype = autocast_dtype(resolve_precision(precision, device))
     generator = torch.Generator(device=device).manual_seed(config.seed)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
@@ -54,7 +57,7 @@ def train(model, images, labels, config):
             if augmentation and step < augmented_steps:
                 x = augment(x, augmentation, generator)
             lr = optimizer.lr
-            loss, accuracy = train_step(model, optimizer, x, y, config.label_smoothing)
+            loss, accuracy = train_step(model, optimizer, x, y, config.label_smoothing, dtype)
             seen += len(batch)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -127,19 +130,10 @@ def _cosine(start, end, fraction):
     return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
 
 
-def low_precision(device):
-    """The dtype training runs its forward pass in on this device: bfloat16 on a CPU that computes it natively
-    (AVX-512 BF16 or AMX), where an epoch takes 0.9x the time for the same validation accuracy (README);
-    else float32, which a GPU's run was measured in."""
-    return torch.bfloat16 if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
-
-
-def train_step(model, optimizer, x, y, label_smoothing=0.0):
+def train_step(model, optimizer, x, y, label_smoothing=0.0, dtype=torch.float32):
     """One SGD step on a batch; returns its loss and accuracy (%) before the step.
 
-    The forward pass runs under autocast in low_precision(device); weights, their gradients and the loss
-    stay float32."""
-    dtype = low_precision(x.device)
+    The forward pass runs under autocast in dtype; weights, their gradients and the loss stay float32."""
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = model(x.contiguous(memory_format=torch.channels_last))
     loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
@@ -195,15 +189,17 @@ def load_data(data_dir, device, validation=False):
     return data
 
 
-def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
-    """Train a fresh model on data["train"] and evaluate it on data["eval"] (clean images only)."""
+def train_and_evaluate(arch, config, device, data, contrast_stretch=True, precision="auto"):
+    """Train a fresh model on data["train"] in precision (auto, bf16 or fp32) and evaluate it on data["eval"]
+    (clean images only, in float32)."""
+    precision = resolve_precision(precision, device)
     torch.manual_seed(config.seed)
     model = MNISTModel(arch, contrast_stretch).to(device, memory_format=torch.channels_last)
     print(describe(model))
 
     synchronize(device)
     start = time.perf_counter()
-    history = train(model, *data["train"], config)
+    history = train(model, *data["train"], config, precision)
     synchronize(device)
     train_seconds = time.perf_counter() - start
 
@@ -231,6 +227,7 @@ def train_and_evaluate(arch, config, device, data, contrast_stretch=True):
         train_images_per_second=round(history[-1]["seen"] / train_seconds, 1),
         test_seconds=round(test_seconds, 3),
         test_images_per_second=round(len(test_images) / test_seconds, 1),
+        numerics=numerics(device, precision),
         device=str(device),
         threads=torch.get_num_threads(),
         torch_version=torch.__version__,

@@ -15,6 +15,7 @@ from cli import (
     add_cache_option,
     add_data_option,
     add_device_option,
+    add_precision_option,
     resolve_cache_dir,
     resolve_data_dir,
 )
@@ -51,9 +52,14 @@ def add_arguments(parser):
         "instead of the test set (what tune scores)",
     )
     add_device_option(parser)
+    add_precision_option(parser)
     add_data_option(parser)
     add_cache_option(parser)
-    parser.add_argument("--out", default=DEFAULT_MODEL_PATH, help="model path; metrics.json is written beside it")
+    parser.add_argument(
+        "--out",
+        help=f"model path; metrics.json and the plots are written beside it (default: {DEFAULT_MODEL_PATH}; "
+        "a --dry-run saves nothing unless given --out)",
+    )
     parser.add_argument(
         "--min-accuracy",
         type=float,
@@ -83,26 +89,36 @@ def run(args):
         config,
         args.device,
         data,
-        Path(args.out),
+        output_path(args),
         min_accuracy=0.0 if args.dry_run else args.min_accuracy,
         cache_dir=None if args.dry_run else resolve_cache_dir(args.cache_dir),
         seconds=seconds,
+        precision=args.precision,
     )
 
 
-def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds):
-    """Train, evaluate, gate; then (cache_dir given) the robustness figure; then save the model, plots and
-    metrics.json. Nothing is saved when the gate fails."""
-    from checkpoint import save_model, write_json
+def output_path(args):
+    """--out, else the default model path; a dry run keeps nothing unless told where."""
+    if args.out is None:
+        return None if args.dry_run else Path(DEFAULT_MODEL_PATH)
+    return Path(args.out)
+
+
+def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds, precision="auto"):
+    """Train, evaluate, gate; then (cache_dir given) the robustness figure; then (out given) save the model,
+    plots and metrics.json, all together or none of them. Nothing is saved when the gate fails."""
+    from checkpoint import Outputs, json_writer, model_writer
+    from numerics import describe_numerics
     from test import format_calibration, format_report
     from train import AccuracyBelowGate, train_and_evaluate
 
-    result = train_and_evaluate(arch, config, device, data)
+    result = train_and_evaluate(arch, config, device, data, precision=precision)
     metrics = result.metrics
     seconds.update(training=metrics["train_seconds"], evaluation=metrics["test_seconds"])
     print(format_report(metrics))
     print(
-        f"trained in {metrics['train_seconds']:.1f} s ({metrics['train_images_per_second']:,.0f} images/s) on {device}"
+        f"trained in {metrics['train_seconds']:.1f} s ({metrics['train_images_per_second']:,.0f} images/s), "
+        + describe_numerics(metrics["numerics"])
     )
     if metrics["accuracy"] < min_accuracy:
         raise AccuracyBelowGate(
@@ -122,14 +138,19 @@ def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds):
             f"{metrics['corruption_images']:,} {metrics['evaluated_on']} images; python main.py robustness measures all"
         )
         print("under corruption, " + format_calibration(metrics["corruption_calibration"], metrics["temperature"]))
-    start = time.perf_counter()
-    save_model(result.model, out)
-    seconds["saving"] = time.perf_counter() - start
-    start = time.perf_counter()
-    names = write_plots(out.parent, result, data, config, robustness)
-    seconds["plots"] = time.perf_counter() - start
-    metrics["seconds"] = {step: round(value, 3) for step, value in seconds.items()}
-    write_json(out.with_name("metrics.json"), metrics)
+    if out is None:
+        print("dry run: nothing saved (give --out to keep its model)")
+        return metrics
+    with Outputs() as outputs:
+        start = time.perf_counter()
+        outputs.write(out, model_writer(result.model, trained_with=metrics["numerics"]))
+        seconds["saving"] = time.perf_counter() - start
+        start = time.perf_counter()
+        names = write_plots(outputs, out.parent, result, data, config, robustness)
+        seconds["plots"] = time.perf_counter() - start
+        metrics["seconds"] = {step: round(value, 3) for step, value in seconds.items()}
+        outputs.write(out.with_name("metrics.json"), json_writer(metrics))
+        outputs.commit()
     print(f"saved {out}, metrics.json and {', '.join(names)} in {out.parent}")
     return metrics
 
@@ -161,7 +182,13 @@ def robustness_figures(model, suite, labels, clean_accuracy):
     }
 
 
-def write_plots(folder, result, data, config, robustness):
+PLOTS = ("training_curves.png", "confusion_matrix.png", "misclassified.png", "reliability.png", "robustness.png",
+         "augmentation.png")  # fmt: skip
+
+
+def write_plots(outputs, folder, result, data, config, robustness):
+    """Stage the run's plots in outputs, and the removal of a previous run's plots that this run does not draw;
+    returns the names drawn."""
     import torch
 
     import plots
@@ -180,6 +207,9 @@ def write_plots(folder, result, data, config, robustness):
         generator = torch.Generator(images.device).manual_seed(config.seed)
         samples = data["train"][0][:AUGMENTATION_SAMPLES]
         figures["augmentation.png"] = plots.augmentation(samples, config.augmentation, generator)
-    for name, figure in figures.items():
-        plots.save_figure(figure, Path(folder) / name)
+    for name in PLOTS:
+        if name in figures:
+            outputs.write(Path(folder) / name, plots.png_writer(figures[name]))
+        else:
+            outputs.remove(Path(folder) / name)
     return list(figures)

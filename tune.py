@@ -30,6 +30,7 @@ from cli import (
     add_cache_option,
     add_data_option,
     add_device_option,
+    add_precision_option,
     positive,
     resolve_cache_dir,
     resolve_data_dir,
@@ -123,6 +124,7 @@ def add_arguments(parser):
     )
     parser.add_argument("--show", action="store_true", help="only write and print the report of the study")
     add_device_option(parser)
+    add_precision_option(parser)
     add_data_option(parser)
     add_cache_option(parser)
 
@@ -357,6 +359,8 @@ def worker_name():
 def fail_abandoned_trials(study):
     """Mark FAIL the running trials whose worker died: by heartbeat in a database, by process id on this
     machine in a journal (a journal on a shared disk relies on each machine's own workers for its dead)."""
+    from checkpoint import process_exists
+
     optuna.storages.fail_stale_trials(study)
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -366,17 +370,7 @@ def fail_abandoned_trials(study):
             print(f"trial {trial.number} failed: its worker (process {pid}) is gone", file=sys.stderr)
 
 
-def process_exists(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless):
+def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless, precision="auto"):
     """Train one epoch per seed; prune an architecture over max_params before it trains, and a trial once a
     seed scores below `hopeless` % on validation (its later seeds never train). Sets the constraint where the
     study has a reference."""
@@ -398,11 +392,12 @@ def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless):
     runs = []
     for seed in seeds:
         try:
-            result = train_and_evaluate(spec, replace(config, seed=seed), device, data)
+            result = train_and_evaluate(spec, replace(config, seed=seed), device, data, precision=precision)
         except TrainingDiverged as error:
             trial.set_user_attr("pruned", str(error))
             raise optuna.TrialPruned() from None
         metrics = result.metrics
+        trial.set_user_attr("numerics", metrics["numerics"])
         mean_corruption_accuracy, by_corruption = corruption_accuracies(result.model, data, metrics["accuracy"])
         worst = min(by_corruption, key=by_corruption.get)
         runs.append(
@@ -459,7 +454,7 @@ def shortfall(runs, reference):
     )
 
 
-def measure_reference(arch, seeds, base, device, data):
+def measure_reference(arch, seeds, base, device, data, precision="auto"):
     """The clean accuracy % and {corruption: accuracy %} of the earlier recipe as it shipped on arch (a preset's
     former layout, as config.recipe_model gives it), means over seeds: a compact study is held to the compact
     preset of that time, not to the default's."""
@@ -470,7 +465,7 @@ def measure_reference(arch, seeds, base, device, data):
     accuracies, runs = [], []
     for seed in seeds:
         run_config = replace(config, seed=seed, max_steps=base.max_steps, log_every=base.log_every)
-        result = train_and_evaluate(arch, run_config, device, data, contrast_stretch)
+        result = train_and_evaluate(arch, run_config, device, data, contrast_stretch, precision)
         accuracies.append(result.metrics["accuracy"])
         runs.append(corruption_accuracies(result.model, data, accuracies[-1])[1])
     return statistics.fmean(accuracies), {name: statistics.fmean(run[name] for run in runs) for name in runs[0]}
@@ -532,7 +527,7 @@ def tune(args, base, device, data_dir, cache_dir):
             args.out_dir,
             base,
             study_settings(args),
-            measure_reference=lambda: measure_reference(args.arch, args.seeds, base, device, data),
+            measure_reference=lambda: measure_reference(args.arch, args.seeds, base, device, data, args.precision),
         )
     settings = recorded_settings(study)
     print(f"study {args.study!r} in {redact(args.storage) if args.storage else Path(args.out_dir) / JOURNAL_FILE}")
@@ -545,7 +540,9 @@ def tune(args, base, device, data_dir, cache_dir):
         hopeless = 0.0 if args.quick else hopeless_accuracy(study)
 
         def run_trial(trial):
-            return objective(trial, args.trials, args.max_params, args.seeds, base, device, data, hopeless)
+            return objective(
+                trial, args.trials, args.max_params, args.seeds, base, device, data, hopeless, args.precision
+            )
 
         work(study, args.trials, args.timeout, run_trial)
     print(write_report(study, args.study, settings, Path(args.out_dir)))

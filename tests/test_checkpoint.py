@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -11,7 +12,7 @@ import httpx
 import pytest
 import torch
 
-from checkpoint import METADATA_KEY, load_model, save_model
+from checkpoint import METADATA_KEY, OutputError, Outputs, atomic_write, load_model, save_model
 from config import ARCHITECTURES, FORMER_ARCHITECTURES, architecture, architecture_name
 from conftest import ROOT, assert_one_line_error
 from model import MNISTModel
@@ -42,6 +43,81 @@ def test_a_run_killed_mid_save_keeps_the_previous_model(untrained, tmp_path):
     assert load_model(out) is not None
     assert [p.name for p in tmp_path.iterdir() if ".tmp" not in p.name] == [out.name]
     assert out.read_bytes() == untrained.read_bytes()
+
+
+def test_a_killed_saves_temporary_is_removed_by_the_next_save(untrained, tmp_path):
+    out = tmp_path / "m.pth"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left = tmp_path / f".m.{int(dead.stdout)}.tmp.pth"  # what a killed save of another process leaves
+    live = tmp_path / f".m.{os.getppid()}.tmp.pth"  # a save still in progress in a live process
+    for path in (left, live):
+        path.write_bytes(b"half a model")
+    save_model(MNISTModel(), out)
+    assert not left.exists() and live.exists() and load_model(out) is not None
+
+
+def write(text):
+    return lambda temporary: Path(temporary).write_text(text)
+
+
+def fail(temporary):
+    Path(temporary).write_text("half")
+    raise OSError(28, "No space left on device")
+
+
+def test_outputs_land_together_or_not_at_all(tmp_path):
+    first, second = tmp_path / "model.pth", tmp_path / "metrics.json"
+    first.write_text("old model")
+    second.write_text("old metrics")
+    with pytest.raises(OSError, match="No space"), Outputs() as outputs:
+        outputs.write(first, write("new model"))
+        outputs.write(second, fail)  # the disk fills on the second file
+        outputs.commit()
+    assert (first.read_text(), second.read_text()) == ("old model", "old metrics")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model.pth"]  # no temporaries left
+
+
+def test_ctrl_c_while_outputs_land_lets_them_all_land_then_says_so(tmp_path):
+    paths = [tmp_path / f"{name}.txt" for name in "abc"]
+    with pytest.raises(KeyboardInterrupt, match="after the outputs were saved"), Outputs() as outputs:
+        for path in paths:
+            outputs.write(path, write("new " + path.stem))
+        real_replace = os.replace
+
+        def interrupted_replace(source, target):  # Ctrl-C arrives between two renames
+            real_replace(source, target)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        os.replace = interrupted_replace
+        try:
+            outputs.commit()
+        finally:
+            os.replace = real_replace
+    assert [path.read_text() for path in paths] == ["new a", "new b", "new c"]
+
+
+def test_an_output_writes_through_a_symlink_and_keeps_the_files_mode(tmp_path):
+    target = tmp_path / "kept" / "model.pth"
+    target.parent.mkdir()
+    target.write_text("old")
+    target.chmod(0o600)
+    link = tmp_path / "link.pth"
+    link.symlink_to(target)
+    atomic_write(link, write("new"))
+    assert link.is_symlink() and target.read_text() == "new"
+    assert target.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_output_that_is_not_a_writable_regular_file_is_refused(tmp_path):
+    read_only = tmp_path / "read_only.pth"
+    read_only.write_text("kept")
+    read_only.chmod(0o444)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for path, message in ((read_only, "read-only"), (pipe, "not a regular file"), (os.devnull, "not a regular file")):
+        with pytest.raises(OutputError, match=message):
+            atomic_write(path, write("new"))
+    assert read_only.read_text() == "kept" and Path(os.devnull).is_char_device()
 
 
 def test_checkpoint_problems_are_named(cli, untrained, tmp_path):

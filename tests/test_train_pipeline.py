@@ -12,9 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from checkpoint import METADATA_KEY
 from config import COMPACT_RECIPE, DRY_RUN_STEPS, Augmentation, TrainConfig
 from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli
 from corruptions import SUITE
+from numerics import numerics, resolve_precision
 from train import AccuracyBelowGate, train_and_evaluate
 from train_pipeline import pipeline
 
@@ -27,7 +29,7 @@ RUN_KEYS = (
     "learning_rate", "seed", "augmentation", "train_seconds", "train_images_per_second", "device", "torch_version",
     "torchvision_version", "python_version", "mean_corruption_accuracy", "mean_corruption_accuracy_standard_error",
     "corruption_images", "corruption_accuracy", "seconds", "temperature", "temperature_fitted_on", "calibration",
-    "corruption_calibration",
+    "corruption_calibration", "numerics",
 )  # fmt: skip
 
 
@@ -38,6 +40,10 @@ def test_metrics_json_holds_the_run(trained):
     assert all(key in saved for key in RUN_KEYS), set(RUN_KEYS) - set(saved)
     assert len(saved["per_class_accuracy"]) == 10
     assert set(saved["seconds"]) == {"training", "evaluation", "robustness", "saving", "plots"}
+    # What the run computed in, and on what, in metrics.json and in the model file alike.
+    assert saved["numerics"] == numerics(CPU, resolve_precision("auto", CPU))
+    state = torch.load(path, weights_only=True)
+    assert state._metadata[""][METADATA_KEY]["trained_with"] == saved["numerics"]
 
 
 def test_the_run_measures_robustness_on_a_sample_with_its_standard_error(trained):
@@ -85,6 +91,32 @@ def test_a_run_below_the_gate_builds_no_suite_and_saves_nothing(mnist, tmp_path)
     with pytest.raises(AccuracyBelowGate, match="nothing was saved"):
         pipeline("default", short(), CPU, mnist, tmp_path / "m.pth", min_accuracy=99.0, cache_dir=cache, seconds={})
     assert not cache.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_dry_run_keeps_nothing_unless_given_out(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the default --out, models/mnist_model.pth, would land
+    result = cli("--dry-run", "--data-dir", DATA_DIR, "--precision", "fp32")
+    assert result.returncode == 0, result.stderr
+    assert "nothing saved" in result.stdout and "fp32 on cpu" in result.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_replaces_every_output_of_the_previous_one(mnist, tmp_path):
+    out = tmp_path / "m.pth"
+    stale = [out.with_name(name) for name in ("robustness.png", "augmentation.png")]  # drawn by a full run only
+    for path in stale:
+        path.write_bytes(b"the previous run's")
+    config = replace(short(), augmentation=None)
+    pipeline("default", config, CPU, mnist, out, min_accuracy=0.0, cache_dir=None, seconds={})
+    assert out.is_file() and out.with_name("metrics.json").is_file()
+    assert not any(path.exists() for path in stale)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_precision_asked_for_is_the_one_that_ran(cli, tmp_path, precision):
+    out = tmp_path / "m.pth"
+    assert cli("--dry-run", "--precision", precision, "--out", out).returncode == 0
+    assert json.loads(out.with_name("metrics.json").read_text())["numerics"]["precision"] == precision
 
 
 def test_dry_run_cli_writes_only_where_told(cli, tmp_path, cache_dir, monkeypatch):
