@@ -8,12 +8,12 @@ and the temperature. Files saved before they did are matched against the presets
 
 import glob
 import json
-import math
 import os
 import re
 import signal
 import stat
 import threading
+import zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from cli import InputError, RunError
-from config import ARCHITECTURES, FORMER_ARCHITECTURES, architecture
+from config import ARCHITECTURES, FIELDS, FORMER_ARCHITECTURES, architecture
 from model import MNISTModel
 
 
@@ -178,12 +178,24 @@ def model_writer(model, trained_with=None):
     return lambda temporary: torch.save(state, temporary)
 
 
+# A model under the parameter budget takes about 100 KB; a file, or the tensors it unpacks to, far beyond that
+# is refused before torch reads it (a 1 MB zip can unpack to gigabytes).
+MAX_MODEL_BYTES = 64 * 2**20
+
+
 def load_state_dict(path):
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a model file")
     if not path.is_file():
         raise CheckpointError(f"no model file at {path}; train one with: python main.py --out {path}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"cannot read {path}: permission denied")
+    check_size(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise CheckpointError(f"cannot read {path}: permission denied") from None
     except Exception as error:  # noqa: BLE001  torch.load raises whatever its unpickler or zip reader meets
         if "weights only load failed" in str(error).lower():
             raise CheckpointError(
@@ -197,12 +209,37 @@ def load_state_dict(path):
     return state
 
 
+def check_size(path):
+    """Refuse a file, or a zip archive's unpacked members (torch.save writes one), over MAX_MODEL_BYTES."""
+    limit = f"over the {MAX_MODEL_BYTES // 2**20} MB a model file of this project can be; refused to load it"
+    if path.stat().st_size > MAX_MODEL_BYTES:
+        raise CheckpointError(f"{path} is {path.stat().st_size / 2**20:,.0f} MB, {limit}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return  # not a zip: torch.load says what it is
+    if unpacked > MAX_MODEL_BYTES:
+        raise CheckpointError(f"{path} unpacks to {unpacked / 2**20:,.0f} MB, {limit}")
+
+
 def load_model(path):
     """The MNISTModel the file at path describes (or, for an older file, the preset its layers match), with its
     weights and temperature, in eval mode."""
     state = load_state_dict(path)
-    described = getattr(state, "_metadata", {}).get("", {}).get(METADATA_KEY)
+    root = getattr(state, "_metadata", {}).get("", {})
+    if not isinstance(root, dict):
+        raise CheckpointError(f"{path} describes its model wrongly: its metadata is not a mapping")
+    described = root.get(METADATA_KEY)
     model = described_model(path, described) if described else preset_model(path, state)
+    expected = model.state_dict()
+    wrong = [name for name, tensor in state.items() if name in expected and tensor.dtype != expected[name].dtype]
+    if wrong:
+        name = wrong[0]
+        raise CheckpointError(
+            f"{path}: {name} holds {str(state[name].dtype).removeprefix('torch.')} values where the model's are "
+            f"{str(expected[name].dtype).removeprefix('torch.')}; refused to load it"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError:
@@ -216,7 +253,8 @@ def described_model(path, described):
         stretch, temperature = described["contrast_stretch"], described["temperature"]
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
-    if not isinstance(stretch, bool) or not isinstance(temperature, float) or not 0 < temperature < math.inf:
+    low, high = FIELDS["temperature"][1:]
+    if not isinstance(stretch, bool) or not isinstance(temperature, float) or not low <= temperature <= high:
         raise CheckpointError(
             f"{path} describes its model wrongly: contrast_stretch {stretch!r}, temperature {temperature!r}"
         )

@@ -154,7 +154,7 @@ class TrainConfig:
 
 FIELDS = {  # field -> (meaning, lowest, highest) for TrainConfig and Augmentation; None: unbounded
     "epochs": ("passes over the training set", 1, None),
-    "batch_size": ("images per step", 1, None),
+    "batch_size": ("images per step", 1, 60_000),  # at most the training set: one step an epoch
     "lr": ("peak learning rate of the OneCycle schedule", 1e-9, None),
     "momentum": (
         "Nesterov momentum of SGD at the ends of the cycle; it moves to 0.85 as the learning rate peaks",
@@ -170,8 +170,8 @@ FIELDS = {  # field -> (meaning, lowest, highest) for TrainConfig and Augmentati
             "bit-identical weights on a CPU; another precision or CPU family gives other weights, of the same "
             "quality (docs/floors.md)"
         ),
-        None,
-        None,
+        0,
+        2**64 - 1,  # what torch.manual_seed takes
     ),
     "temperature": ("probabilities are softmax(logits / temperature); fitted on the validation split", 0.05, 20),
     "max_steps": ("stop after this many steps", 1, None),
@@ -329,6 +329,10 @@ def recipe_json(config):
     return json.dumps(recipe, indent=2) + "\n"
 
 
+def _first_line(error):
+    return (str(error).strip() or type(error).__name__).splitlines()[0]
+
+
 def read_config(path, base):
     """The recipe base with the fields that the JSON file at path sets; "augmentation" is an object of
     Augmentation fields (missing ones take Augmentation's defaults), a preset name, or null."""
@@ -336,8 +340,8 @@ def read_config(path, base):
         values = json.loads(Path(path).read_text())
     except OSError as error:
         raise ConfigError(f"cannot read --config {path}: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"--config {path} is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, an integer of 4,300+ digits
+        raise ConfigError(f"--config {path} is not JSON this project reads: {_first_line(error)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"--config {path} must hold a JSON object of TrainConfig fields")
     augmentation = values.pop("augmentation", base.augmentation)

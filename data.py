@@ -47,6 +47,10 @@ def load_split(data_dir, split):
 
 def validation_split(images, labels):
     """(training images, labels), (validation images, labels): a fixed VALIDATION_SIZE held out of the training set."""
+    if len(images) <= VALIDATION_SIZE:
+        raise DataError(
+            f"--validation holds out {VALIDATION_SIZE:,} training images, and the training set has only {len(images):,}"
+        )
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(VALIDATION_SEED)).to(images.device)
     held_out, kept = order[:VALIDATION_SIZE], order[VALIDATION_SIZE:]
     return (images[kept], labels[kept]), (images[held_out], labels[held_out])
@@ -82,6 +86,8 @@ def read_idx(path, dimensions):
             f"{path} is truncated or corrupt ({len(data) - header:,} bytes of data where its header "
             f"promises {math.prod(shape):,})"
         )
+    if not math.prod(shape):
+        raise DataError(f"{path} is empty: its header gives a size of {' x '.join(map(str, shape))}")
     return torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8).reshape(shape)
 
 

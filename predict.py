@@ -8,6 +8,7 @@ torch is imported where it is used, not at the top: `predict --help` answers wit
 """
 
 import json
+import os
 import sys
 import warnings
 
@@ -33,8 +34,14 @@ def add_arguments(parser):
 def run(args):
     from checkpoint import load_model
 
-    results = predict_files(load_model(args.model), args.images, args.min_confidence)
-    print(json.dumps(results, indent=2) if args.json else "\n".join(map(format_result, results)))
+    model = load_model(args.model)
+    results = []
+    for result in predict_files(model, args.images, args.min_confidence):  # each answer as soon as it is made
+        results.append(result)
+        if not args.json:
+            print(format_result(result), flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
     failed = sum("error" in result for result in results)
     if failed:
         print(f"{failed} of {len(results)} files could not be predicted", file=sys.stderr)
@@ -60,6 +67,11 @@ class BlankImage(ImageError):
 
 def read_ink(source):
     """The image (a path or a binary file object) as a float array in 0..1 where ink is high and the background is 0."""
+    if isinstance(source, str | os.PathLike) and not os.path.isfile(source):
+        if not os.path.lexists(source):
+            raise ImageError("no such file")
+        # A folder, a pipe or a device: opening a pipe would wait for a writer for ever.
+        raise ImageError("a folder, not an image" if os.path.isdir(source) else "not a regular file")
     try:
         ink = _load_gray_or_alpha(source)
     except FileNotFoundError:
@@ -71,7 +83,10 @@ def read_ink(source):
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"unreadable or truncated image ({error})") from None
     background = float(np.median(ink))
-    if background > 0.5:  # a light background: dark ink on paper, as people write
+    # The ink lies on the side of the background that reaches further from it: dark ink on paper, as people write,
+    # reaches down (also on grey paper, in an under-exposed photo), light strokes on a dark screen reach up.
+    darker, lighter = background - float(ink.min()), float(ink.max()) - background
+    if darker > lighter or (darker == lighter and background > 0.5):
         ink, background = 1 - ink, 1 - background
     contrast = float(ink.max()) - background
     if contrast < MIN_CONTRAST:
@@ -181,16 +196,16 @@ def read_digits(model, prepared, min_confidence=MIN_CONFIDENCE):
 
 
 def predict_files(model, paths, min_confidence=MIN_CONFIDENCE):
-    """One result per path: {file, digit, confidence, sure, top3, probabilities} or {file, error}."""
-    results = []
+    """One result per path, yielded as each is made: {file, digit, confidence, sure, top3, probabilities} or
+    {file, error}. A file name that is not valid UTF-8 is shown with its odd bytes escaped (\\xff)."""
     for path in paths:
+        name = os.fsencode(path).decode("utf-8", "backslashreplace")
         try:
             result, _ = classify(model, path, min_confidence)
         except ImageError as error:
-            results.append({"file": str(path), "error": str(error)})
+            yield {"file": name, "error": str(error)}
             continue
-        results.append({"file": str(path), **result})
-    return results
+        yield {"file": name, **result}
 
 
 def format_result(result):

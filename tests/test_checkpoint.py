@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -215,3 +216,38 @@ def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
         state._metadata[""][METADATA_KEY] = description
         torch.save(state, tmp_path / f"{name}.pth")
         assert_one_line_error(cli("evaluate", "--model", tmp_path / f"{name}.pth"), 2, message)
+
+
+def test_a_model_file_that_would_load_wrongly_or_at_great_cost_is_refused(cli, untrained, tmp_path):
+    def described_as(temperature=None, metadata=None, dtype=None, extra=None):
+        state = torch.load(untrained, weights_only=True)
+        if temperature is not None:
+            state._metadata[""][METADATA_KEY]["temperature"] = temperature
+        if metadata is not None:
+            state._metadata[""] = metadata
+        if dtype is not None:
+            state = type(state)((name, tensor.to(dtype)) for name, tensor in state.items())
+            state._metadata = torch.load(untrained, weights_only=True)._metadata
+        if extra is not None:
+            state["extra"] = extra
+        return state
+
+    cases = {
+        "cold": (described_as(temperature=1e-300), "describes its model wrongly"),
+        "not a mapping": (described_as(metadata=[1, 2]), "metadata is not a mapping"),
+        "integers": (described_as(dtype=torch.int64), "holds int64 values where the model's are float32"),
+        "booleans": (described_as(dtype=torch.bool), "holds bool values"),
+        # 80 MB of zeros: it compresses to almost nothing in a zip, and would unpack to all of it.
+        "bomb": (described_as(extra=torch.zeros(20 * 2**20)), "unpacks to 80 MB"),
+    }
+    for name, (state, message) in cases.items():
+        path = tmp_path / f"{name}.pth"
+        torch.save(state, path)
+        if name == "bomb":  # stored deflated, as a crafted file would be
+            with zipfile.ZipFile(path) as archive, zipfile.ZipFile(tmp_path / "z.pth", "w", zipfile.ZIP_DEFLATED) as z:
+                for member in archive.infolist():
+                    z.writestr(member.filename, archive.read(member))
+            (tmp_path / "z.pth").replace(path)
+            assert path.stat().st_size < 2**20
+        assert_one_line_error(cli("evaluate", "--model", path, "--json"), 2, message)
+    assert_one_line_error(cli("evaluate", "--model", tmp_path), 2, "is a folder, not a model file")

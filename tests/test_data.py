@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from config import VALIDATION_SIZE
 from conftest import DATA_DIR, assert_one_line_error
-from data import neighbourhood_max, resolution_jitter, validation_split
+from data import DataError, neighbourhood_max, resolution_jitter, validation_split
 
 RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses
@@ -53,6 +53,19 @@ def test_corrupt_data_names_the_bad_file(cli, tmp_path, name, damage):
     result = cli("--dry-run", "--data-dir", data_dir, "--out", tmp_path / "m.pth")
     assert_one_line_error(result, 2, name)
     assert not (tmp_path / "m.pth").exists()
+
+
+def test_an_empty_data_file_is_a_one_line_error(cli, tmp_path):
+    name = "t10k-images-idx3-ubyte"
+    data_dir = data_dir_with(tmp_path, name, struct.pack(">IIII", 0x0803, 0, 28, 28))
+    result = cli("--dry-run", "--data-dir", data_dir, "--out", tmp_path / "m.pth")
+    assert_one_line_error(result, 2, name, "is empty")
+
+
+def test_validation_needs_more_training_images_than_it_holds_out():
+    images, labels = torch.zeros(4_000, 1, 28, 28), torch.zeros(4_000, dtype=torch.long)
+    with pytest.raises(DataError, match="only 4,000"):
+        validation_split(images, labels)
 
 
 def snapshot(folder):

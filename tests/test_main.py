@@ -57,11 +57,14 @@ def test_a_command_refuses_options_that_are_not_its_own(cli, args, message):
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("--batch-size", "0", "must be at least 1"),
+        ("--batch-size", "0", "must be between 1 and 60000"),
         ("--lr", "-0.1", "must be at least"),
         ("--epochs", "0", "must be at least 1"),
         ("--warmup", "2", "must be between 0.01 and 0.99"),
         ("--batch-size", "1.5", "must be an integer, got '1.5'"),
+        ("--batch-size", "1e30", "must be an integer"),
+        ("--batch-size", "60001", "must be between 1 and 60000"),
+        ("--seed", "18446744073709551616", "must be between 0 and 18446744073709551615"),
         ("--device", "tpu", "unknown device"),
         ("--device", "cuda:7", "not present"),
     ],

@@ -1,6 +1,7 @@
 """predict.py, `python main.py predict`: users' own image files, read like MNIST was made."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -189,3 +190,36 @@ def test_a_huge_white_image_is_refused_without_holding_it_as_floats(tmp_path):
     message, peak_mib = result.stdout.strip().splitlines()
     assert "blank" in message
     assert int(peak_mib) < 200  # the 8-bit decode (47 MiB) and the interpreter; as floats it took over 400
+
+
+def test_predict_reads_dark_ink_on_grey_paper(trained, mnist, tmp_path, predict_json):
+    """An under-exposed photo: paper at 120 of 255, ink at 20, darker than the paper but the paper below mid-grey."""
+    seven = as_8bit(mnist["eval"][0][0]).astype(np.float32) / 255  # test image 0 is a 7
+    Image.fromarray((120 - 100 * seven).round().astype(np.uint8)).resize((112, 112)).save(tmp_path / "grey.png")
+    result, (prediction,) = predict_json(trained[0], tmp_path / "grey.png")
+    assert result.returncode == 0, result.stderr
+    assert prediction["digit"] == 7, prediction
+
+
+def test_predict_refuses_what_is_not_a_regular_file_and_answers_the_rest(untrained, user_images, tmp_path):
+    """A named pipe would block the read for ever; a folder is named as one; each answer prints as it is made."""
+    os.mkfifo(tmp_path / "pipe")
+    good = user_images[0][0]
+    command = [sys.executable, "main.py", "predict", "--model", untrained, tmp_path / "pipe", tmp_path, good]
+    result = subprocess.run(list(map(str, command)), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert "not a regular file" in lines[0] and "a folder, not an image" in lines[1] and "top 3" in lines[2]
+
+
+def test_predict_names_a_file_that_is_not_utf8_on_a_strict_utf8_output(untrained, user_images, tmp_path):
+    odd = os.fsencode(tmp_path) + b"/digit-\xff.png"
+    with open(odd, "wb") as file:
+        file.write(user_images[0][0].read_bytes())
+    command = [sys.executable, "main.py", "predict", "--model", untrained, os.fsdecode(odd), user_images[0][1]]
+    command = list(map(str, command))
+    environment = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=60, env=environment)
+    assert b"Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 2 and "digit-\\xff.png" in lines[0]

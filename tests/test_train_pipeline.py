@@ -176,6 +176,8 @@ def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path
         ('{"warmup": 2}', "warmup must be between"),
         ('{"augmentation": {"blur": 1}}', "unknown field 'blur'"),
         ('{"augmentation": 3}', "augmentation must be an object"),
+        ("[" * 100_000 + "]" * 100_000, "is not JSON"),  # nested past the recursion limit
+        ('{"seed": ' + "9" * 5_000 + "}", "is not JSON"),  # an integer past Python's 4,300-digit limit
     ],
 )
 def test_a_bad_config_file_is_a_one_line_error(cli, tmp_path, content, message):
