@@ -4,6 +4,7 @@ Nothing here imports torch at module level: `python main.py COMMAND --help` answ
 """
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -42,10 +43,12 @@ def _number(text, kind):
 
 
 def positive(kind):
+    """argparse's type for a finite number above 0 of kind (int or float)."""
+
     def parse(text):
         value = _number(text, kind)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
         return value
 
     return parse

@@ -18,6 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cli import MIN_CONFIDENCE, add_json_option, add_min_confidence_option, add_model_option
 
 MAX_PIXELS = 50_000_000  # larger images are refused from their header, before any pixel is read
+# The formats the project names and opens: Pillow knows about 40 (WebP, ICO, EPS through Ghostscript, ...), some
+# of which decode far more than their header says, or run other programs.
+FORMATS = ("PNG", "JPEG", "BMP")
 MIN_CONTRAST = 0.1  # ink must differ from the background by this much (0..1 scale), else it is blank
 INK_THRESHOLD = 0.2  # pixels above this (after removing the background) bound the digit's box
 WORKING_SIDE = 1024  # larger images are shrunk to this right after decoding: a 28x28 digit needs no more
@@ -77,7 +80,7 @@ def read_ink(source):
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except UnidentifiedImageError:
-        raise NotAnImage("not an image PIL can read (PNG, JPEG or BMP)") from None
+        raise NotAnImage(f"not an image in {', '.join(FORMATS[:-1])} or {FORMATS[-1]}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise TooManyPixels(f"image is over the {MAX_PIXELS // 1_000_000}-megapixel limit") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -97,25 +100,45 @@ def read_ink(source):
 def _load_gray_or_alpha(source):
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own size alarm: refuse, don't warn
-        with Image.open(source) as image:
+        with Image.open(source, formats=FORMATS) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise TooManyPixels(
                     f"image is {image.width}x{image.height}, over the {MAX_PIXELS // 1_000_000}-megapixel limit"
                 )
             image.draft(image.mode, (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes at a reduced scale
-            image = ImageOps.exif_transpose(image)  # phone photos carry their rotation in EXIF
-            return _gray_or_alpha(_shrunk(image))
+            # Shrunk first: EXIF's rotation and every conversion after it then copy about a megapixel.
+            return _gray_or_alpha(ImageOps.exif_transpose(_shrunk(image)))  # phone photos carry their rotation
 
 
 def _shrunk(image):
     """The decoded image reduced by a whole factor (box filter) to at most WORKING_SIDE a side, in a mode
-    `_gray_or_alpha` reads: the float arrays after it never hold more than about a megapixel."""
-    if image.mode in ("P", "PA", "1"):
-        image = image.convert("RGBA" if image.mode != "1" else "L")
-    elif image.mode.startswith("I;16"):
-        image = image.convert("I")
+    `_gray_or_alpha` reads: the float arrays after it never hold more than about a megapixel. A palette
+    image is converted at full size to grey and alpha (2 bytes a pixel), not to RGBA (4)."""
+    if image.mode in ("P", "PA"):
+        image = image.convert("LA" if _has_transparency(image) else "L")
+    elif image.mode == "1":
+        image = image.convert("L")
     factor = -(-max(image.size) // WORKING_SIDE)
-    return image.reduce(factor) if factor > 1 else image
+    if image.mode.startswith("I;16"):  # Pillow reduces no 16-bit mode: a block mean of the pixels, as floats
+        pixels = np.asarray(image, dtype=np.uint16)
+        return Image.fromarray(_block_mean(pixels, factor).astype(np.int32), mode="I")
+    if factor == 1:
+        return image
+    if image.mode in ("RGBA", "LA"):  # reduce premultiplies a copy at full size: grey and alpha apart cost less
+        return Image.merge("LA", [image.convert("L").reduce(factor), image.getchannel("A").reduce(factor)])
+    return image.reduce(factor)
+
+
+def _has_transparency(image):
+    return image.mode == "PA" or "transparency" in image.info
+
+
+def _block_mean(pixels, factor):
+    """The mean of each factor x factor block of a 2-D array (the edge's partial blocks dropped, as reduce does
+    not), as float32, without a full-size float copy."""
+    height, width = (side // factor * factor for side in pixels.shape)
+    blocks = pixels[:height, :width].reshape(height // factor, factor, width // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
 def _gray_or_alpha(image):

@@ -4,13 +4,18 @@ The page and its script live in static/ and load nothing from elsewhere; so do t
 (fastapi-offline serves Swagger UI's files itself). Every image goes through predict's
 prepared_image and read_digits, as in `python main.py predict`.
 
-Hostile clients are bounded (docs/serving.md): at most MAX_IN_FLIGHT predictions are admitted at once
-(others get 503 at once, before their body is read); images decode DECODE_THREADS at a time in their own
-threads, so /api/health never waits behind them; a request head must fit in HEADER_LIMIT_BYTES, and it and
-then the body must each arrive within --request-timeout; a stop waits SHUTDOWN_SECONDS for requests in flight.
+Hostile clients are bounded (docs/serving.md): at most MAX_UPLOADS uploads arrive at once (more get 503 at
+once, after a bounded drain of their body so that the client reads it), each at MIN_UPLOAD_RATE or faster after
+UPLOAD_GRACE_SECONDS (else 408); a prediction slot (MAX_IN_FLIGHT) is taken only once a body has arrived, so slow
+uploads cannot starve predictions; images decode DECODE_THREADS at a time in their own threads, so /api/health
+never waits behind them; a request head must fit in HEADER_LIMIT_BYTES, and it and then the body must each arrive
+within --request-timeout; a request carrying both Content-Length and Transfer-Encoding is refused and its
+connection closed (RFC 9112); a stop waits SHUTDOWN_SECONDS for requests in flight.
 """
 
 import asyncio
+import contextlib
+import ctypes
 import gc
 import io
 import json
@@ -24,7 +29,6 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -34,7 +38,11 @@ from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepared_
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_UPLOAD_MB = "127.0.0.1", 8000, 5.0
 STATUS = {NotAnImage: 415, TooManyPixels: 413, BlankImage: 422}  # any other ImageError (truncated): 400
-MAX_IN_FLIGHT = 32  # predictions admitted at once (body read, decoding or at the model); more get 503
+MAX_IN_FLIGHT = 32  # predictions at once (decoding or at the model, their body arrived); more get 503
+MAX_UPLOADS = 64  # requests to /api/predict at once, bodies arriving included; more get 503 before routing
+MIN_UPLOAD_RATE = 16 * 1024  # bytes a second an upload must keep up after UPLOAD_GRACE_SECONDS, else 408
+UPLOAD_GRACE_SECONDS = 2.0
+DRAIN_BYTES, DRAIN_SECONDS = 8 * 2**20, 1.0  # read of a refused body before closing, so that the client sees the 503
 DECODE_THREADS = 2  # images decoded at once: each may take a few hundred MB for a moment
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request's head, and then its body, may take to arrive
 HEADER_LIMIT_BYTES = 64 * 1024  # larger request heads are refused (400) by h11
@@ -75,7 +83,7 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--max-upload-mb",
-        type=positive(float),
+        type=positive(float),  # finite: inf is refused
         default=DEFAULT_MAX_UPLOAD_MB,
         help="larger uploads are refused (HTTP 413)",
     )
@@ -132,10 +140,11 @@ def create_app(
         redoc_url=None,  # ReDoc's bundle fetches its logo from another host; /docs is the API's page
     )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    # The middleware added last runs first: headers on every response, then the Host check, then admission.
-    app.add_middleware(Admission, path="/api/predict", limit=MAX_IN_FLIGHT)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    # The middleware added last runs first: headers on every response, then the request checks, then admission.
+    app.add_middleware(Admission, path="/api/predict", limit=MAX_UPLOADS)
+    app.add_middleware(RequestChecks, allowed_hosts=allowed_hosts)
     app.add_middleware(SecurityHeaders)
+    predictions = Slots(MAX_IN_FLIGHT)
     batcher = Batcher(model, min_confidence)
     decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
     health = Health(
@@ -147,11 +156,11 @@ def create_app(
         min_confidence=min_confidence,
     )
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def page():
         return FileResponse(STATIC_DIR / "index.html")
 
-    @app.get("/api/health")
+    @app.api_route("/api/health", methods=["GET", "HEAD"])
     async def get_health() -> Health:  # on the event loop itself: no thread pool to queue behind
         return health
 
@@ -166,23 +175,57 @@ def create_app(
     async def predict(request: Request) -> Prediction:
         """The digit in one image, the ten probabilities, and the 28x28 image the model saw."""
         data = await read_image(request, max_upload_bytes, request_timeout)
-        try:  # in a decoding thread: the event loop keeps answering other requests meanwhile
-            prepared = await asyncio.get_running_loop().run_in_executor(decoder, prepared_image, io.BytesIO(data))
-        except ImageError as error:
-            raise HTTPException(STATUS.get(type(error), 400), str(error)) from None
-        del data  # the upload's bytes are not needed while the model reads
-        result = await batcher.read(prepared)
+        with predictions.hold():
+            try:  # in a decoding thread: the event loop keeps answering other requests meanwhile
+                prepared = await asyncio.get_running_loop().run_in_executor(decoder, decode, data)
+            except ImageError as error:
+                raise HTTPException(STATUS.get(type(error), 400), str(error)) from None
+            del data  # the upload's bytes are not needed while the model reads
+            result = await batcher.read(prepared)
         return Prediction(**result, image=(prepared * 255).round().int().tolist())
 
     return app
 
 
-class Admission:
-    """ASGI middleware: at most `limit` requests to `path` at once (their bodies read, decoding or at the
-    model); one more is answered 503 at once, before its body is read and before any routing, and with
-    Connection: close, so that the server does not read the body it will not use."""
+def decode(data):
+    """predict's prepared image of the upload; then the C heap's freed pages go back to the system, which glibc
+    keeps otherwise (a burst of large decodes left the server holding 1.5 GB)."""
+    try:
+        return prepared_image(io.BytesIO(data))
+    finally:
+        release_freed_memory()
 
-    BUSY = json.dumps({"detail": "busy: too many predictions in flight; try again"}).encode()
+
+def release_freed_memory():
+    with contextlib.suppress(AttributeError, OSError):  # glibc only
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+BUSY = "busy: too many predictions in flight; try again"
+
+
+class Slots:
+    """A count of things in progress, at most `limit`: hold() takes one, or answers 503 when none is free."""
+
+    def __init__(self, limit):
+        self.limit, self.count = limit, 0
+
+    @contextlib.contextmanager
+    def hold(self):
+        if self.count >= self.limit:
+            raise HTTPException(503, BUSY, headers={"retry-after": "1"})
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+
+
+class Admission:
+    """ASGI middleware: at most `limit` requests to `path` at once (their bodies arriving, decoding or at the
+    model); one more is answered 503 before any routing, with Connection: close, after reading at most
+    DRAIN_BYTES of its body for DRAIN_SECONDS (closed with its body unread, a client meets a connection reset
+    instead of the answer)."""
 
     def __init__(self, app, path, limit):
         self.app, self.path, self.limit, self.count = app, path, limit, 0
@@ -191,14 +234,77 @@ class Admission:
         if scope["type"] != "http" or scope["path"] != self.path:
             return await self.app(scope, receive, send)
         if self.count >= self.limit:
-            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1"), (b"connection", b"close")]
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            return await send({"type": "http.response.body", "body": self.BUSY})
+            await drain(receive)
+            return await refuse(send, 503, BUSY, [(b"retry-after", b"1")])
         self.count += 1
         try:
             await self.app(scope, receive, send)
         finally:
             self.count -= 1
+
+
+async def drain(receive):
+    """Read and drop a request's body, at most DRAIN_BYTES of it within DRAIN_SECONDS."""
+    received = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while received <= DRAIN_BYTES:
+                message = await receive()
+                received += len(message.get("body", b""))
+                if message["type"] != "http.request" or not message.get("more_body"):
+                    break
+
+
+async def refuse(send, status, detail, headers=()):
+    """Answer status with {"detail": detail} as JSON, and close the connection."""
+    headers = [(b"content-type", b"application/json"), (b"connection", b"close"), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
+
+
+class RequestChecks:
+    """ASGI middleware: a Host header that names an allowed host (IPv6 addresses in brackets, with or without a
+    port; "*" and "*.domain" patterns as in --allowed-hosts), else 400; and no request that carries both
+    Content-Length and Transfer-Encoding (RFC 9112: a smuggling pattern), answered 400 and its connection closed."""
+
+    def __init__(self, app, allowed_hosts):
+        self.app, self.allowed = app, [bare_host(host) for host in allowed_hosts]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        if b"content-length" in headers and b"transfer-encoding" in headers:
+            return await refuse(send, 400, "a request with both Content-Length and Transfer-Encoding")
+        host = host_of(headers.get(b"host", b"").decode("latin-1"))
+        if not any(host_matches(host, allowed) for allowed in self.allowed):
+            return await refuse(send, 400, "invalid host header")
+        await self.app(scope, receive, send)
+
+
+def bare_host(host):
+    """An address without IPv6 brackets, lower case: [::1] -> ::1."""
+    return host.removeprefix("[").removesuffix("]").lower()
+
+
+def host_of(header):
+    """The host a Host header names, without its port: [::1]:8000 -> ::1, localhost:8000 -> localhost."""
+    if header.startswith("["):
+        return bare_host(header.partition("]")[0] + "]")
+    return header.rpartition(":")[0].lower() if ":" in header else header.lower()
+
+
+def host_matches(host, allowed):
+    if allowed == "*":
+        return True
+    if allowed.startswith("*."):
+        return host.endswith(allowed[1:])
+    return host == allowed
+
+
+def url_host(host):
+    """host as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 class SecurityHeaders:
@@ -269,17 +375,25 @@ async def read_image(request, limit, timeout):
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
     body = bytearray()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     try:
-        async with asyncio.timeout(timeout):
+        # The deadline moves with what has arrived: UPLOAD_GRACE_SECONDS, then MIN_UPLOAD_RATE; never past timeout.
+        async with asyncio.timeout(start + min(timeout, UPLOAD_GRACE_SECONDS)) as deadline:
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > limit:
                     raise too_large(limit)
+                deadline.reschedule(start + min(timeout, UPLOAD_GRACE_SECONDS + len(body) / MIN_UPLOAD_RATE))
     except TimeoutError:
-        raise HTTPException(408, f"the upload did not arrive within {timeout:g} s (--request-timeout)") from None
+        raise HTTPException(
+            408,
+            f"the upload did not arrive within {timeout:g} s (--request-timeout), or slower than "
+            f"{MIN_UPLOAD_RATE // 1024} KB/s",
+        ) from None
     except ClientDisconnect:  # the client left: there is no one to answer, and nothing to log
         raise HTTPException(400, "the client disconnected mid-upload") from None
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()  # media types are case-insensitive
     if content_type.startswith("multipart/form-data"):
         body = await image_field(request, bytes(body))
     elif body and not content_type.startswith("image/"):
@@ -382,7 +496,7 @@ def serve(
     # on the event loop: the one /api/health check over 100 ms under the abuse load. Frozen, they are skipped.
     gc.collect()
     gc.freeze()
-    print(f"serving {model_path} at http://{host}:{port} (API docs at /docs); Ctrl-C stops", flush=True)
+    print(f"serving {model_path} at http://{url_host(host)}:{port} (API docs at /docs); Ctrl-C stops", flush=True)
     uvicorn.run(
         app,
         host=host,

@@ -65,7 +65,7 @@ def measure(seed, precision, data, folder):
         return flagged_fraction(predict_logits(model, normalize(drawn * 255)), model.temperature, MIN_CONFIDENCE)
 
     def read_right(paths, truth):
-        readings = predict_files(model, paths)
+        readings = list(predict_files(model, paths))
         return sum(r["digit"] == label for r, label in zip(readings, truth, strict=True)) / len(truth), readings
 
     rendered = [folder / f"digit_{i}.{('png', 'jpg', 'bmp')[i % 3]}" for i in range(PREDICT_SAMPLES)]

@@ -11,6 +11,7 @@ from PIL import Image, ImageFilter, ImageOps
 
 from cli import MIN_CONFIDENCE
 from conftest import ROOT, as_8bit, assert_one_line_error, write_huge_png
+from predict import NotAnImage, read_ink
 
 PREDICT_FLOOR = 0.95  # fraction it must get right; measured: 60/60 here, 989/1000 on a larger render
 USER_STYLE_OFFSET, USER_STYLE_SAMPLES = 100, 200  # test digits drawn in each user style
@@ -180,16 +181,33 @@ print(next(int(line.split()[1]) // 1024 for line in Path("/proc/self/status").re
 """
 
 
-def test_a_huge_white_image_is_refused_without_holding_it_as_floats(tmp_path):
-    """49 megapixels of white compress to a few kilobytes; reading them must not cost floats of each pixel."""
-    write_huge_png(tmp_path / "white.png", 7000, 7000)  # one colour throughout, like the all-white attack
+# Peak MiB of reading a 49-megapixel image of each kind: the decode itself (47 MiB a byte per pixel) and the
+# interpreter (about 40), measured at 89, 266, 124 and 311; converting at full size first took 133, 595, 501, 408.
+HUGE_IMAGE_PEAK_MIB = {"grey": 200, "rgba": 350, "palette": 200, "grey16": 360}
+
+
+@pytest.mark.parametrize("kind", HUGE_IMAGE_PEAK_MIB)
+def test_a_huge_image_is_read_without_full_size_copies(tmp_path, kind):
+    """49 megapixels of one colour compress to a few kilobytes; reading them must cost the decode and little more."""
+    write_huge_png(tmp_path / "huge.png", 7000, 7000, kind)  # one colour throughout, like the all-white attack
     result = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "white.png")], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "huge.png")], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
     message, peak_mib = result.stdout.strip().splitlines()
     assert "blank" in message
-    assert int(peak_mib) < 200  # the 8-bit decode (47 MiB) and the interpreter; as floats it took over 400
+    assert int(peak_mib) < HUGE_IMAGE_PEAK_MIB[kind]
+
+
+def test_only_the_named_formats_are_opened(tmp_path):
+    """WebP and ICO decode far more than their headers say, EPS runs Ghostscript: none is opened."""
+    seven = Image.new("L", (32, 32), 255)
+    seven.save(tmp_path / "digit.webp")
+    seven.save(tmp_path / "digit.ico")
+    (tmp_path / "digit.eps").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nshowpage\n")
+    for name in ("digit.webp", "digit.ico", "digit.eps"):
+        with pytest.raises(NotAnImage, match="not an image in PNG, JPEG or BMP"):
+            read_ink(tmp_path / name)
 
 
 def test_predict_reads_dark_ink_on_grey_paper(trained, mnist, tmp_path, predict_json):

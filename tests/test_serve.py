@@ -338,13 +338,13 @@ def test_slow_and_vanishing_clients_are_cut_off_without_tracebacks(strict_server
 @pytest.mark.slow
 def test_over_the_admission_limit_the_server_answers_503_at_once(strict_server):
 
-    from serve import MAX_IN_FLIGHT
+    from serve import MAX_UPLOADS
 
     _, url = strict_server
     address = urlsplit(url)
     waiting = []
     try:
-        for _ in range(MAX_IN_FLIGHT):  # each admitted, its body still arriving
+        for _ in range(MAX_UPLOADS):  # each admitted, its body still arriving
             connection = socket.create_connection((address.hostname, address.port))
             connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                                b"Content-Length: 1000\r\n\r\nx")  # fmt: skip
@@ -356,3 +356,96 @@ def test_over_the_admission_limit_the_server_answers_503_at_once(strict_server):
     finally:
         for connection in waiting:
             connection.close()
+
+
+def slow_upload(url):
+    """A connection that has sent a request head and the first byte of a 100 KB body."""
+    address = urlsplit(url)
+    connection = socket.create_connection((address.hostname, address.port))
+    connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                       b"Content-Length: 100000\r\n\r\nx")  # fmt: skip
+    return connection
+
+
+@pytest.mark.slow
+def test_slow_uploads_do_not_starve_predictions_and_are_cut_off(server, user_images):
+    from serve import MAX_IN_FLIGHT, UPLOAD_GRACE_SECONDS
+
+    slow = [slow_upload(server) for _ in range(MAX_IN_FLIGHT)]
+    try:
+        time.sleep(0.5)
+        start = time.monotonic()
+        answer = httpx.post(
+            f"{server}/api/predict", content=user_images[0][0].read_bytes(), headers={"content-type": "image/png"},
+            timeout=5,
+        )  # fmt: skip
+        assert answer.status_code == 200 and time.monotonic() - start < 5, answer.text
+        # A byte a second is far under the minimum rate: each is answered 408 once the grace has passed.
+        slow[0].settimeout(10)
+        assert slow[0].recv(1024).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - start < UPLOAD_GRACE_SECONDS + 3
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+@pytest.mark.slow
+def test_every_refused_upload_reads_its_answer(server):
+    """100 uploads of 0.9 MB at once: those over the admission limit get a 503 they can read, not a reset."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = b"x" * 900_000  # not an image: the admitted ones get 415
+
+    def upload(_):
+        try:
+            return httpx.post(
+                f"{server}/api/predict", content=body, headers={"content-type": "image/png"}, timeout=30
+            ).status_code
+        except httpx.HTTPError as error:
+            return type(error).__name__
+
+    with ThreadPoolExecutor(100) as pool:
+        statuses = list(pool.map(upload, range(100)))
+    assert set(statuses) <= {415, 503}, statuses
+    assert 415 in statuses
+
+
+def test_requests_are_read_as_http_says(api, server, user_images):
+    png = user_images[0][0].read_bytes()
+    assert post_image(api, png, "IMAGE/PNG").status_code == 200  # media types are case-insensitive
+    request = api.build_request("POST", "/api/predict", files={"image": ("a.png", png)})
+    content_type = request.headers["content-type"]
+    request.headers["content-type"] = content_type.replace("multipart/form-data", "Multipart/Form-Data")
+    assert api.send(request).status_code == 200
+    for path in ("/", "/api/health"):
+        assert api.head(path).status_code == 200
+    # Both Content-Length and Transfer-Encoding: refused, and the connection closed (RFC 9112).
+    smuggled = raw_exchange(
+        server,
+        b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    assert smuggled.startswith(b"HTTP/1.1 400") and b"connection: close" in smuggled.lower()
+
+
+def test_an_ipv6_host_is_answered_and_its_url_is_bracketed(untrained):
+    import asyncio
+
+    from checkpoint import load_model
+    from serve import create_app, url_host
+
+    app = create_app(load_model(untrained), untrained, 2**20, ["::1", "localhost"])
+
+    async def statuses():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://[::1]:8000") as client:
+            hosts = ("[::1]:8000", "[::1]", "[::2]:8000", "localhost:8000")
+            return [(await client.get("/api/health", headers={"host": host})).status_code for host in hosts]
+
+    assert asyncio.run(statuses()) == [200, 200, 400, 200]
+    assert f"http://{url_host('::1')}:8000" == "http://[::1]:8000"
+
+
+def test_an_infinite_upload_limit_is_a_usage_error(cli, untrained):
+    result = cli("serve", "--model", untrained, "--max-upload-mb", "inf")
+    assert result.returncode == 2 and "finite number greater than 0" in result.stderr
