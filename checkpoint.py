@@ -90,9 +90,14 @@ class Outputs:
         """Stage write(temporary_path) for path; the new file keeps the permissions of the one it replaces."""
         target = output_target(path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK):  # some writers (torch.export's) fail in other words
+            raise OutputError(f"cannot write into {target.parent}: permission denied")
         temporary = temporary_beside(target)
         self.staged.append((temporary, target))
-        write(temporary)
+        try:
+            write(temporary)
+        except OSError as error:
+            raise OutputError(f"cannot write {target}: {error.strerror or error}") from None
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         if target.exists():

@@ -102,7 +102,12 @@ def _write_onnx(model, path, info):
 def _write_pt2(model, path, info):
     import torch
 
-    torch.export.save(traced_program(model), path, extra_files={METADATA_FILE: json.dumps(info)})
+    try:
+        torch.export.save(traced_program(model), path, extra_files={METADATA_FILE: json.dumps(info)})
+    except RuntimeError as error:  # its file writer's failure to open the file, in C++'s words
+        if "open file failed" not in str(error):
+            raise
+        raise OSError(str(error).rpartition("strerror: ")[2].strip() or "cannot open the file") from None
 
 
 WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}

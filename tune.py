@@ -11,7 +11,6 @@ imported where they are used: `tune --help` answers without them.
 import json
 import math
 import os
-import re
 import socket
 import statistics
 import sys
@@ -70,7 +69,6 @@ SCHEMA_ATTEMPTS = 5  # tries at opening a database that other workers are settin
 POLL_SECONDS = 2  # how often a worker that waits for the others' last trials looks again
 JOURNAL_FILE = "tune.journal"
 SETTINGS_WAIT_SECONDS = 30  # how long a worker that joins a study mid-creation waits for its settings
-PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")  # the password of user:password@ in a URL
 TRIALS, QUICK_TRIALS = 60, 2  # complete trials a study holds by default, without and with --quick
 NOT_SEARCHED = ("augmentation", "epochs", "temperature")  # TrainConfig fields outside the search space
 # Channels searched, fewest and most: the stem, each stage's convolutions (at 14x14, then 7x7), the head.
@@ -250,15 +248,19 @@ def open_study(name, storage_url, out_dir, base, settings, measure_reference=Non
     return study
 
 
-def recorded_settings(study):
-    """The settings the study's creator records just after creating it: a worker that joined in between waits."""
+def recorded_settings(study, own):
+    """The settings the study's creator records just after creating it: a worker that joined in between waits.
+    A study whose creator stopped before recording them gets this worker's own, with a warning."""
     deadline = time.monotonic() + SETTINGS_WAIT_SECONDS
     while "settings" not in study.user_attrs:
         if time.monotonic() > deadline:
-            raise TuneError(
-                f"study {study.study_name!r} holds no settings: its creator stopped before recording them; "
-                "name another --study"
+            print(
+                f"warning: study {study.study_name!r} held no settings (its creator stopped before recording them); "
+                f"recorded this worker's: {settings_option(own)}",
+                file=sys.stderr,
             )
+            study.set_user_attr("settings", own)
+            break
         time.sleep(POLL_SECONDS / 10)
     return study.user_attrs["settings"]
 
@@ -331,20 +333,23 @@ def repair_journal(path):
 
 
 def _is_record(line):
+    """Whether a journal line is one of Optuna's records ({"op_code": N, "worker_id": ..., ...})."""
     try:
-        return isinstance(json.loads(line), dict)
+        record = json.loads(line)
     except ValueError:
         return False
+    return isinstance(record, dict) and isinstance(record.get("op_code"), int) and "worker_id" in record
 
 
 def redact(url):
-    """The URL with its password hidden, for printing, whether or not SQLAlchemy can parse it."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001  an unparsable URL (a port that is no number, say) is masked by pattern
-        return PASSWORD.sub(r"\1***@", url)
+    """The URL with its password hidden, for printing, whether or not it parses: the user information runs to the
+    last @ before the path, since a password may hold a raw @ (postgresql://u:p@ss@host/db -> u:***@host/db)."""
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not separator or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}{slash}{path}"
 
 
 def first_line(error):
@@ -529,7 +534,7 @@ def tune(args, base, device, data_dir, cache_dir):
             study_settings(args),
             measure_reference=lambda: measure_reference(args.arch, args.seeds, base, device, data, args.precision),
         )
-    settings = recorded_settings(study)
+    settings = recorded_settings(study, study_settings(args))
     print(f"study {args.study!r} in {redact(args.storage) if args.storage else Path(args.out_dir) / JOURNAL_FILE}")
     if not args.show:
         if settings != study_settings(args):

@@ -70,7 +70,7 @@ def test_outputs_land_together_or_not_at_all(tmp_path):
     first, second = tmp_path / "model.pth", tmp_path / "metrics.json"
     first.write_text("old model")
     second.write_text("old metrics")
-    with pytest.raises(OSError, match="No space"), Outputs() as outputs:
+    with pytest.raises(OutputError, match="No space"), Outputs() as outputs:
         outputs.write(first, write("new model"))
         outputs.write(second, fail)  # the disk fills on the second file
         outputs.commit()

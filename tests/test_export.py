@@ -1,6 +1,7 @@
 """export.py, `python main.py export`: ONNX and torch.export files that match PyTorch, with their metadata."""
 
 import json
+import os
 
 import onnx
 import onnxruntime
@@ -65,3 +66,13 @@ def test_torchscript_export_is_refused_naming_pt2(cli, untrained, tmp_path):
     result = cli("export", "--format", "torchscript", "--model", untrained, "--out", tmp_path / "m.pt")
     assert_one_line_error(result, 2, "pt2")
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_export_into_a_folder_it_cannot_write_is_a_one_line_error(cli, untrained, tmp_path):
+    folder = "/sys" if os.geteuid() == 0 else tmp_path / "read_only"  # root writes anywhere but a read-only mount
+    if folder != "/sys":
+        folder.mkdir()
+        folder.chmod(0o555)
+    for fmt in ("pt2", "onnx"):
+        result = cli("export", "--format", fmt, "--model", untrained, "--out", f"{folder}/m.{fmt}")
+        assert_one_line_error(result, 1, "cannot write", "ermission denied")
