@@ -158,26 +158,8 @@ def user_images(mnist, tmp_path_factory):
     return paths, labels[:PREDICT_SAMPLES].tolist()
 
 
-PNG_KINDS = {"grey": (0, 8, 1), "rgba": (6, 8, 4), "palette": (3, 8, 1), "grey16": (0, 16, 1)}  # type, depth, bands
-
-
 def write_huge_png(path, width, height, kind="grey"):
-    """A real, valid PNG of width x height, one colour throughout (black; the palette's holds one entry), written
-    row by row without holding it in memory: a few kilobytes that decode to width x height pixels."""
-    import struct
-    import zlib
+    """A real, valid PNG of width x height (serve_bench.huge_png), one colour throughout, in a few kilobytes."""
+    from serve_bench import huge_png
 
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    colour_type, depth, bands = PNG_KINDS[kind]
-    compressor, row = zlib.compressobj(9), b"\0" * (width * bands * depth // 8 + 1)
-    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    palette = chunk(b"PLTE", b"\0\0\0") if kind == "palette" else b""
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
-        + palette
-        + chunk(b"IDAT", data)
-        + chunk(b"IEND", b"")
-    )
+    path.write_bytes(huge_png(width, height, kind))

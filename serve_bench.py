@@ -12,11 +12,14 @@ import os
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -153,8 +156,12 @@ def serve_benchmark(model_path, data_dir, out_dir, images, requests, clients):
 
 # --- bench --serve --abuse: the server under hostile load, at once ---------------------------------
 
-ABUSE = {"uploads": 300, "upload_mb": 4, "white_pngs": 8, "white_side": 7000, "slow_clients": 50, "timeout_s": 30}
-QUICK_ABUSE = {"uploads": 40, "upload_mb": 1, "white_pngs": 2, "white_side": 3000, "slow_clients": 4, "timeout_s": 2}
+ABUSE = {"uploads": 300, "upload_mb": 4, "white_pngs": 8, "white_side": 7000, "slow_clients": 50, "timeout_s": 30,
+         "bombs_each": 8, "bomb_side": 7000, "slow_uploads": 32}  # fmt: skip
+QUICK_ABUSE = {"uploads": 40, "upload_mb": 1, "white_pngs": 2, "white_side": 3000, "slow_clients": 4, "timeout_s": 2,
+               "bombs_each": 2, "bomb_side": 2000, "slow_uploads": 4}  # fmt: skip
+BOMB_KINDS = ("rgba", "palette", "grey16", "webp", "ico")
+PNG_KINDS = {"grey": (0, 8, 1), "rgba": (6, 8, 4), "palette": (3, 8, 1), "grey16": (0, 16, 1)}  # type, depth, bands
 ANSWERED = {200, 413, 422, 503}  # what every upload and white PNG must get
 POLL_SECONDS = 0.05  # health checks and memory samples, throughout
 
@@ -168,6 +175,35 @@ def noise_png(megabytes):
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
     return buffer.getvalue()
+
+
+def huge_png(width, height, kind="grey"):
+    """A valid PNG of width x height of one colour (black; a palette's one entry), in a few kilobytes: its rows are
+    compressed one by one, never held whole."""
+
+    def chunk(name, body):
+        return struct.pack(">I", len(body)) + name + body + struct.pack(">I", zlib.crc32(name + body))
+
+    colour_type, depth, bands = PNG_KINDS[kind]
+    compressor, row = zlib.compressobj(9), b"\0" * (width * bands * depth // 8 + 1)
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    palette = chunk(b"PLTE", b"\0\0\0") if kind == "palette" else b""
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + palette + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def bomb(kind, side):
+    """An upload that decodes to side x side pixels: PNGs of each colour kind, a lossless WebP, and an ICO whose
+    directory says 16x16 while the PNG inside is side x side."""
+    if kind in PNG_KINDS:
+        return huge_png(side, side, kind)
+    if kind == "webp":
+        buffer = io.BytesIO()
+        Image.new("L", (side, side), 255).save(buffer, "WEBP", lossless=True, quality=0)
+        return buffer.getvalue()
+    png = huge_png(side, side, "grey")
+    entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + entry + png
 
 
 def white_png(side):
@@ -251,6 +287,67 @@ async def hostile_load(url, load):
     return statuses, seconds, slow
 
 
+async def bomb_load(url, load):
+    """load["bombs_each"] uploads of each BOMB_KINDS at once; {kind: Counter of statuses}."""
+    bodies = {kind: bomb(kind, load["bomb_side"]) for kind in BOMB_KINDS}
+    async with httpx.AsyncClient(timeout=120) as http:
+
+        async def post(kind):
+            try:
+                headers = {"content-type": "image/png"}
+                answer = await http.post(f"{url}/api/predict", content=bodies[kind], headers=headers)
+                return kind, answer.status_code
+            except httpx.HTTPError as error:
+                return kind, type(error).__name__
+
+        outcomes = await asyncio.gather(*(post(kind) for kind in BOMB_KINDS for _ in range(load["bombs_each"])))
+    return {kind: dict(Counter(str(status) for k, status in outcomes if k == kind)) for kind in BOMB_KINDS}
+
+
+def predict_while_slow_uploads_held(url, png, count):
+    """A real client's prediction while `count` uploads trickle in a byte at a time: (status, seconds)."""
+    address = urlsplit(url)
+    head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+    head += b"Content-Length: 100000\r\n\r\nx"
+    slow = [socket.create_connection((address.hostname, address.port)) for _ in range(count)]
+    try:
+        for connection in slow:
+            connection.sendall(head)
+        time.sleep(0.5)
+        start = time.perf_counter()
+        answer = httpx.post(f"{url}/api/predict", content=png, headers={"content-type": "image/png"}, timeout=30)
+        return answer.status_code, round(time.perf_counter() - start, 3)
+    finally:
+        for connection in slow:
+            connection.close()
+
+
+def watched(url, server_pid, work):
+    """work()'s result, and /api/health's latency and the server's memory while it ran (hostile_figures' keys)."""
+    import multiprocessing
+
+    stop, results = multiprocessing.Event(), multiprocessing.Queue()
+    watcher = multiprocessing.Process(target=watch, args=(url, server_pid, stop, results))
+    watcher.start()
+    try:
+        outcome = work()
+    finally:
+        stop.set()
+        health_ms, memory = results.get(timeout=60)
+        watcher.join()
+    return outcome, health_figures(health_ms), round(max(memory))
+
+
+def health_figures(health_ms):
+    return {
+        "count": len(health_ms),
+        "p50": round(statistics.median(health_ms), 1),
+        "p99": round(sorted(health_ms)[int(0.99 * (len(health_ms) - 1))], 1),
+        "max": round(max(health_ms), 1),
+        "over_100": sum(ms > 100 for ms in health_ms),
+    }
+
+
 def hostile_figures(load, statuses, seconds, slow, health_ms, memory):
     whites = load["white_pngs"]
     return {
@@ -261,34 +358,31 @@ def hostile_figures(load, statuses, seconds, slow, health_ms, memory):
         "uploads_seconds": round(seconds, 1),
         "slow_clients": dict(Counter(answer for answer, _ in slow)),
         "slow_clients_cut_off_after_seconds_max": round(max(seconds for _, seconds in slow), 1),
-        "health_ms": {
-            "count": len(health_ms),
-            "p50": round(statistics.median(health_ms), 1),
-            "p99": round(sorted(health_ms)[int(0.99 * (len(health_ms) - 1))], 1),
-            "max": round(max(health_ms), 1),
-            "over_100": sum(ms > 100 for ms in health_ms),
-        },
-        "server_resident_mib_max": round(max(memory)),
+        "health_ms": health_ms,
+        "server_resident_mib_max": memory,
     }
 
 
 def abuse_benchmark(model_path, data_dir, out_dir, quick=False):
-    """The server under 300 large uploads, 8 decompression-heavy PNGs and 50 slow clients, then SIGTERM
-    with a client mid-upload; writes serve_abuse.json."""
-    import multiprocessing
-
+    """The server under 300 large uploads, 8 decompression-heavy PNGs and 50 slow clients; then 8 uploads of each
+    kind of decompression bomb at once; then a prediction while 32 uploads trickle in; then SIGTERM with a client
+    mid-upload; writes serve_abuse.json."""
     pngs, labels = digit_pngs(data_dir, 1)
     load = QUICK_ABUSE if quick else ABUSE
     server, url = start_server(model_path, free_port(), "--request-timeout", str(load["timeout_s"]))
     try:
-        stop, watched = multiprocessing.Event(), multiprocessing.Queue()
-        watcher = multiprocessing.Process(target=watch, args=(url, server.pid, stop, watched))
-        watcher.start()
         os.nice(10)  # the load's clients share the server's cores here: the server and the watcher go first
-        outcomes = asyncio.run(hostile_load(url, load))
-        stop.set()
-        results = hostile_figures(load, *outcomes, *watched.get(timeout=60))
-        watcher.join()
+        outcomes, health_ms, memory = watched(url, server.pid, lambda: asyncio.run(hostile_load(url, load)))
+        results = hostile_figures(load, *outcomes, health_ms, memory)
+        statuses, health_ms, memory = watched(url, server.pid, lambda: asyncio.run(bomb_load(url, load)))
+        results["bombs"] = {
+            "each": load["bombs_each"], "side": load["bomb_side"], "statuses": statuses, "health_ms": health_ms,
+            "server_resident_mib_max": memory,
+        }  # fmt: skip
+        status, seconds = predict_while_slow_uploads_held(url, pngs[0], load["slow_uploads"])
+        results["prediction_while_slow_uploads_held"] = {
+            "slow_uploads": load["slow_uploads"], "status": status, "seconds": seconds,
+        }  # fmt: skip
         after = httpx.post(f"{url}/api/predict", content=pngs[0], headers={"content-type": "image/png"}, timeout=30)
         results["predicts_after"] = after.status_code == 200 and after.json()["digit"] == labels[0]
         mid_upload = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))

@@ -71,6 +71,10 @@ def test_abuse_benchmark_quick(cli, untrained, tmp_path):
     assert sum(results["slow_clients"].values()) == 4 and "never cut off" not in results["slow_clients"]
     assert results["health_ms"]["count"] > 0 and results["server_resident_mib_max"] > 0
     assert results["sigterm_stop_seconds"] < 10
+    bombs = results["bombs"]["statuses"]  # one colour throughout: the PNGs are blank; WebP and ICO are not opened
+    assert bombs == {"rgba": {"422": 2}, "palette": {"422": 2}, "grey16": {"422": 2}, "webp": {"415": 2},
+                     "ico": {"415": 2}}  # fmt: skip
+    assert results["prediction_while_slow_uploads_held"]["status"] == 200
 
 
 def test_a_recipe_of_before_the_search_trains_the_layout_its_preset_had_then():
