@@ -26,6 +26,8 @@ from cli import (
     add_min_confidence_option,
     add_model_option,
     add_precision_option,
+    add_threads_option,
+    apply_threads,
     positive,
     resolve_cache_dir,
     resolve_data_dir,
@@ -102,11 +104,13 @@ def add_arguments(parser):
     parser.add_argument("--out-dir", default="models", help="folder for the benchmark's JSON and Markdown")
     add_device_option(parser)
     add_precision_option(parser, nargs="+")
+    add_threads_option(parser)
     add_data_option(parser)
     add_cache_option(parser)
 
 
 def run(args):
+    apply_threads(args.threads)
     data_dir = resolve_data_dir(args.data_dir)
     if args.serve and args.abuse:
         from serve_bench import abuse_benchmark

@@ -91,6 +91,23 @@ def add_precision_option(parser, nargs=None):
     parser.add_argument("--precision", nargs=nargs, choices=PRECISIONS, default=default, help=PRECISION_HELP)
 
 
+def add_threads_option(parser):
+    parser.add_argument(
+        "--threads",
+        type=positive(int),
+        help=f"CPU threads for torch (default: every core, {os.cpu_count()} here); give each of several runs "
+        "at once its share: two that each take every core run many times slower",
+    )
+
+
+def apply_threads(threads):
+    """torch's intra-op threads (and with them OpenMP's) for this process; None leaves torch's default."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def add_data_option(parser):
     _add_folder_option(parser, "--data-dir", "folder holding MNIST/raw; downloaded there if missing", DATA_DIR_ENV,
                        f"./{DEFAULT_DATA_DIR}")  # fmt: skip

@@ -16,6 +16,8 @@ from cli import (
     add_data_option,
     add_device_option,
     add_precision_option,
+    add_threads_option,
+    apply_threads,
     resolve_cache_dir,
     resolve_data_dir,
 )
@@ -53,6 +55,7 @@ def add_arguments(parser):
     )
     add_device_option(parser)
     add_precision_option(parser)
+    add_threads_option(parser)
     add_data_option(parser)
     add_cache_option(parser)
     parser.add_argument(
@@ -76,6 +79,7 @@ def add_arguments(parser):
 def run(args):
     from train import load_data
 
+    apply_threads(args.threads)
     config = config_from_args(args)
     if args.augment:
         config = replace(config, augmentation=AUGMENTATIONS[args.augment])

@@ -30,6 +30,8 @@ from cli import (
     add_data_option,
     add_device_option,
     add_precision_option,
+    add_threads_option,
+    apply_threads,
     positive,
     resolve_cache_dir,
     resolve_data_dir,
@@ -121,8 +123,16 @@ def add_arguments(parser):
         "--quick", action="store_true", help="smoke run: a few training steps per run; the figures mean nothing"
     )
     parser.add_argument("--show", action="store_true", help="only write and print the report of the study")
+    parser.add_argument(
+        "--workers",
+        type=positive(int),
+        default=1,
+        help="worker processes on this machine, sharing the study and the cores (each gets --threads cores / N)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="leave the report to another worker")
     add_device_option(parser)
     add_precision_option(parser)
+    add_threads_option(parser)
     add_data_option(parser)
     add_cache_option(parser)
 
@@ -136,13 +146,30 @@ def run(args):
     fewest = count_parameters(MNISTModel(smallest_architecture()))
     if args.max_params < fewest:
         raise TuneError(f"--max-params {args.max_params:,} fits no architecture searched: the smallest has {fewest:,}")
+    apply_threads(args.threads)
     try:
+        if args.workers > 1 and not args.show:
+            return run_workers(args)
         data_dir, cache_dir = resolve_data_dir(args.data_dir), resolve_cache_dir(args.cache_dir)
         tune(args, preset_recipe(args.arch), args.device, data_dir, cache_dir)
     except KeyboardInterrupt:
         print("interrupted: the study keeps its finished trials; the same command continues it", file=sys.stderr)
         return 130
     return 0
+
+
+def run_workers(args):
+    """--workers N: the workers to the end, then the report; exit 0 only if every worker finished its part."""
+    import tune_workers
+
+    ended = tune_workers.run_workers(args, args.workers)
+    settings = study_settings(args)
+    study = open_study(args.study, args.storage, args.out_dir, preset_recipe(args.arch), settings)
+    failed = tune_workers.failures(ended, study.trials, socket.gethostname())
+    for line in failed:
+        print(line, file=sys.stderr)
+    print(write_report(study, args.study, recorded_settings(study, settings), Path(args.out_dir)))
+    return 1 if failed else 0
 
 
 class TuneError(InputError):
@@ -550,7 +577,8 @@ def tune(args, base, device, data_dir, cache_dir):
             )
 
         work(study, args.trials, args.timeout, run_trial)
-    print(write_report(study, args.study, settings, Path(args.out_dir)))
+    if not args.no_report:
+        print(write_report(study, args.study, settings, Path(args.out_dir)))
 
 
 def load_validation(device, data_dir, cache_dir):

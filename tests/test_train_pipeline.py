@@ -205,6 +205,7 @@ def test_an_unwritable_out_is_a_one_line_error(cli, tmp_path):
 def test_two_runs_to_the_same_out_leave_one_complete_model(tmp_path, mnist):
     out = tmp_path / "m.pth"
     command = [sys.executable, str(ROOT / "main.py"), "--dry-run", "--data-dir", str(DATA_DIR), "--out", str(out)]
+    command += ["--threads", "1"]  # each its share of the cores
     runs = [
         subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for seed in (1, 2)
@@ -222,7 +223,7 @@ def test_two_concurrent_runs_sharing_a_cache_finish_with_identical_figures(tmp_p
     """Not dry runs (a short recipe from --config): both build the suite into one cache folder at once."""
     (tmp_path / "short.json").write_text(json.dumps({"max_steps": 30}))
     command = [sys.executable, str(ROOT / "main.py"), "--config", str(tmp_path / "short.json"), "--min-accuracy", "0"]
-    command += ["--data-dir", str(DATA_DIR), "--cache-dir", str(tmp_path / "cache")]
+    command += ["--data-dir", str(DATA_DIR), "--cache-dir", str(tmp_path / "cache"), "--threads", "1"]
     runs = [
         subprocess.Popen(
             command + ["--out", str(tmp_path / name / "m.pth")], stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -104,12 +104,48 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_tune_workers_share_one_journal_study(tmp_path):
-    workers = [start_tune_worker(tmp_path, "--trials", "3", "--seeds", "0") for _ in range(2)]
-    for worker in workers:
-        _, stderr = worker.communicate(timeout=600)
-        assert worker.returncode == 0 and "Traceback" not in stderr, stderr
-    assert_complete_trials(journal_study(tmp_path), 3)
+def test_tune_workers_share_one_journal_study_and_the_cores(tmp_path):
+    from tune_workers import share_of_cores
+
+    result = tune_cli(tmp_path, "--workers", "2", "--trials", "3", "--seeds", "0")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "[worker 0]" in result.stdout and "[worker 1]" in result.stdout
+    assert result.stdout.count("Pareto front") == 1  # the report, once, after the workers
+    trials = assert_complete_trials(journal_study(tmp_path), 3)
+    assert {trial.user_attrs["numerics"]["threads"] for trial in trials if trial.state.name == "COMPLETE"} == {
+        share_of_cores(2)
+    }
+    assert len({trial.user_attrs["worker"] for trial in trials}) == 2
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_tune_worker_in_one_line(tmp_path):
+    parent = start_tune_worker(tmp_path, "--workers", "2", "--trials", "4", "--seeds", "0")
+    wait_for_a_running_trial(tmp_path)
+    parent.send_signal(signal.SIGINT)
+    _, stderr = parent.communicate(timeout=120)
+    assert parent.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.count("interrupted") == 1
+    workers = {trial.user_attrs["worker"].rpartition(":")[2] for trial in journal_study(tmp_path).trials}
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)  # none left running
+
+
+def test_a_workers_command_carries_the_options_and_its_share_of_the_cores():
+    from types import SimpleNamespace
+
+    from tune_workers import failures, share_of_cores, worker_command
+
+    args = SimpleNamespace(arch="compact", max_params=8000, trials=5, seeds=[0, 1], study="s", out_dir="o",
+                           device="cpu", precision="fp32", timeout=None, storage="sqlite:///t.db", data_dir=None,
+                           cache_dir="c", quick=True)  # fmt: skip
+    command = worker_command(args, 3)
+    assert command[2:] == ["tune", "--arch", "compact", "--max-params", "8000", "--trials", "5", "--seeds", "0",
+                           "1", "--study", "s", "--out-dir", "o", "--device", "cpu", "--precision", "fp32",
+                           "--threads", "3", "--no-report", "--storage", "sqlite:///t.db", "--cache-dir", "c",
+                           "--quick"]  # fmt: skip
+    assert [share_of_cores(n, cores=16) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    trial = SimpleNamespace(number=7, user_attrs={"worker": "h:42"}, state=SimpleNamespace(name="FAIL"))
+    assert failures([(41, 0), (42, 1)], [trial], "h") == ["worker 1 failed (exit 1) in trial 7"]
 
 
 def wait_for_a_running_trial(out_dir, timeout=300):
@@ -167,7 +203,19 @@ def test_two_tune_workers_share_a_postgresql_study(tmp_path):
 
     url, name = os.environ["TUNE_POSTGRES_URL"], f"test-{os.getpid()}-{time.time_ns()}"
     workers = [
-        start_tune_worker(tmp_path / f"worker{i}", "--trials", "3", "--seeds", "0", "--storage", url, "--study", name)
+        start_tune_worker(
+            tmp_path / f"worker{i}",
+            "--trials",
+            "3",
+            "--seeds",
+            "0",
+            "--storage",
+            url,
+            "--study",
+            name,
+            "--threads",
+            "1",
+        )
         for i in range(2)
     ]
     for worker in workers:
