@@ -80,7 +80,16 @@ def add_arguments(parser):
         help="instead: wall time of `python main.py` (first run without the suite cached, a second run with it) "
         "and of `--dry-run`, against the original design's train and test scripts, alternated, medians",
     )
-    parser.add_argument("--repeats", type=positive(int), default=3, help="alternated runs of each with --end-to-end")
+    parser.add_argument(
+        "--repeats", type=positive(int), default=3, help="alternated runs of each with --end-to-end or --concurrency"
+    )
+    parser.add_argument(
+        "--concurrency",
+        action="store_true",
+        help="instead: `python main.py` alone against two at once, with and without --threads sharing the cores, "
+        "and tune's trials per minute with one worker against --workers",
+    )
+    parser.add_argument("--workers", type=positive(int), default=2, help="tune workers with --concurrency")
     parser.add_argument(
         "--calibration",
         action="store_true",
@@ -134,6 +143,10 @@ def run(args):
             args.min_confidence,
             max_steps,
         )
+    elif args.concurrency:
+        from concurrency_bench import concurrency_benchmark
+
+        concurrency_benchmark(data_dir, args.out_dir, args.repeats, args.workers, args.quick)
     elif args.end_to_end:
         end_to_end_benchmark(data_dir, args.out_dir, args.repeats, args.quick)
     else:

@@ -84,3 +84,13 @@ def test_a_recipe_of_before_the_search_trains_the_layout_its_preset_had_then():
         assert recipe_model(arch, "earlier")[0] == FORMER_ARCHITECTURES["compact"]
     assert recipe_model("12/12,M,20,20,M/16", "hand-found")[0] == "12/12,M,20,20,M/16"  # no preset: as given
     assert recipe_model("compact", "robust")[0] == "compact"
+
+
+@pytest.mark.slow
+def test_concurrency_quick_times_runs_alone_and_together(cli, tmp_path):
+    result = cli("bench", "--concurrency", "--quick", "--repeats", 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "concurrency.json").read_text())
+    assert set(results["seconds"]) == {"alone", "two_at_once", "two_at_once_sharing"}
+    assert len(results["seconds"]["two_at_once"]) == 2 and results["tune"]["speedup"] > 0
+    assert "trials per minute" in (tmp_path / "concurrency.md").read_text()
