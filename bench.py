@@ -321,6 +321,7 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
 
     seconds = {"classic": [], "first_run": [], "second_run": [], "dry_run": []}
     steps = {"first_run": [], "second_run": []}
+    numerics = None
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         classic_options, main_options = ["--data-dir", data_dir], ["--data-dir", data_dir]
@@ -338,13 +339,16 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
             for run in ("first_run", "second_run"):
                 out = folder / f"{run}-{repeat}" / "mnist_model.pth"
                 seconds[run].append(_timed("main.py", "--out", out, *cache, *main_options))
-                steps[run].append(json.loads(out.with_name("metrics.json").read_text())["seconds"])
+                metrics = json.loads(out.with_name("metrics.json").read_text())
+                steps[run].append(metrics["seconds"])
+                numerics = metrics["numerics"]
             dry = ("--dry-run", "--out", folder / "dry" / "m.pth", "--data-dir", data_dir)
             seconds["dry_run"].append(_timed("main.py", *dry, *cache))
             print(f"repeat {repeat + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in seconds.items()))
     classic = statistics.median(seconds["classic"])
     results = {
         "machine": {"cpu": cpu_name(), "cpu_count": os.cpu_count()},
+        "numerics": numerics,
         "quick": quick,
         "repeats": repeats,
         "seconds": {name: [round(value, 2) for value in values] for name, values in seconds.items()},
@@ -382,8 +386,11 @@ def end_to_end_table(results):
         "second_run": "`python main.py`, second run (cached suite)",
         "dry_run": "`python main.py --dry-run`",
     }
-    host = results["machine"]
-    where = f"{host['cpu']} ({host['cpu_count']} cores), default threads, {results['repeats']} alternated runs each"
+    host, numerics = results["machine"], results["numerics"]
+    where = (
+        f"{host['cpu']} ({host['cpu_count']} cores), training in {numerics['precision']} (CPU capability "
+        f"{numerics['cpu_capability']}), default threads, {results['repeats']} alternated runs each"
+    )
     lines = [
         f"Measured on {where}; medians.",
         "",

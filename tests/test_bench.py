@@ -36,6 +36,7 @@ def test_end_to_end_quick_times_each_way_of_running(cli, tmp_path):
     result = cli("bench", "--end-to-end", "--quick", "--repeats", 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "end_to_end.json").read_text())
+    assert results["numerics"]["precision"] in ("bf16", "fp32")
     assert set(results["seconds"]) == {"classic", "first_run", "second_run", "dry_run"}
     assert all(len(runs) == 1 and runs[0] > 0 for runs in results["seconds"].values())
     assert results["vs_classic"]["classic"] == 1.0 and results["quick"]
@@ -94,3 +95,19 @@ def test_concurrency_quick_times_runs_alone_and_together(cli, tmp_path):
     assert set(results["seconds"]) == {"alone", "two_at_once", "two_at_once_sharing"}
     assert len(results["seconds"]["two_at_once"]) == 2 and results["tune"]["speedup"] > 0
     assert "trials per minute" in (tmp_path / "concurrency.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_runs_both_precisions_in_one_table(cli, tmp_path):
+    result = cli("bench", "--quick", "--arch", "compact", "--recipe", "robust", "earlier", "--no-classic", "--seeds", 0,
+                 "--precision", "bf16", "fp32", "--data-dir", DATA_DIR, "--out-dir", tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "benchmark.json").read_text())
+    assert results["precisions"] == ["bf16", "fp32"]
+    assert {name: model["precision"] for name, model in results["models"].items()} == {
+        "compact-bf16": "bf16", "compact-earlier-bf16": "bf16", "compact-fp32": "fp32", "compact-earlier-fp32": "fp32",
+    }  # fmt: skip
+    assert "corruption_error_vs_earlier" in results["models"]["compact-fp32"]["summary"]  # each against its own
+    assert {"cpu_capability", "bf16_native"} <= set(results["machine"])
+    table = (tmp_path / "benchmark.md").read_text()
+    assert "| compact-bf16 | bf16 |" in table and "| compact-fp32 | fp32 |" in table and "CPU capability" in table
