@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from cli import (
-    RunError,
     add_cache_option,
     add_data_option,
     add_device_option,
@@ -43,6 +42,7 @@ from config import (
     architecture_type,
     recipe_model,
 )
+from errors import RunError
 
 QUICK_STEPS = 5  # training steps per run in --quick mode
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench --serve sends, in turn

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from cli import InputError, RunError
 from config import ARCHITECTURES, FIELDS, FORMER_ARCHITECTURES, architecture
+from errors import InputError, RunError
 from model import MNISTModel
 
 

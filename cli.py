@@ -8,21 +8,12 @@ import math
 import os
 from pathlib import Path
 
+from config import MIN_CONFIDENCE
+
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
 CACHE_DIR_ENV = "MNIST_CACHE_DIR"
 DEFAULT_MODEL_PATH = "models/mnist_model.pth"
-# Below this calibrated confidence (%), predict and the page say "not sure". Chosen on the validation split
-# (seeds 0-4): 90 flags 2.3-2.7% of its images and 61-76% of its wrong answers; docs/calibration.md.
-MIN_CONFIDENCE = 90.0
-
-
-class InputError(Exception):
-    """Bad input (a file, a folder, a setting): main.py prints the message in one line and exits 2."""
-
-
-class RunError(Exception):
-    """The run failed (diverged, missed its accuracy gate): main.py prints the message in one line and exits 1."""
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

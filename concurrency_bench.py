@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cli import RunError
+from errors import RunError
 
 MAIN = Path(__file__).with_name("main.py")
 TUNE_TRIALS, QUICK_TUNE_TRIALS = 8, 2

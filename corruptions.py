@@ -21,7 +21,7 @@ from calibration import calibration_figures
 from checkpoint import atomic_write
 from config import SUITE_SEED
 from data import neighbourhood_max, normalize, pixels
-from test import predict_logits
+from evaluation import predict_logits
 
 SIDE = 28
 # Part of every cached suite's name: bump it whenever a corruption's output changes, so that no run

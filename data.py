@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cli import InputError
 from config import MAX_NOISE, VALIDATION_SEED, VALIDATION_SIZE
+from errors import InputError
 
 MEAN, STD = 0.1307, 0.3081  # training-set pixel statistics, on the 0..1 scale
 RAW_FILES = {  # split -> (images, labels), as torchvision keeps them in DIR/MNIST/raw

@@ -16,7 +16,7 @@ def run(args):
     from calibration import calibration_figures
     from checkpoint import load_model
     from data import load_split
-    from test import format_report, metrics_from_logits, predict_logits
+    from evaluation import format_report, metrics_from_logits, predict_logits
 
     model = load_model(args.model)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")

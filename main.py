@@ -8,7 +8,8 @@ import argparse
 import importlib
 import sys
 
-from cli import HelpFormatter, InputError, RunError
+from cli import HelpFormatter
+from errors import InputError, RunError
 
 TRAIN = "train_pipeline"  # the module behind `python main.py [options]`
 COMMANDS = {  # name -> (module, what it does)

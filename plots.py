@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 from checkpoint import atomic_write
 from corruptions import suite_logits
 from data import augment, pixels
-from test import predict_logits
+from evaluation import predict_logits
 
 GRID_COLUMNS = 8
 ROBUSTNESS_SAMPLES = 10  # test digits shown under each corruption in robustness.png

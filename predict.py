@@ -15,7 +15,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cli import MIN_CONFIDENCE, add_json_option, add_min_confidence_option, add_model_option
+from cli import add_json_option, add_min_confidence_option, add_model_option
+from config import MIN_CONFIDENCE
 
 MAX_PIXELS = 50_000_000  # larger images are refused from their header, before any pixel is read
 # The formats the project names and opens: Pillow knows about 40 (WebP, ICO, EPS through Ghostscript, ...), some

@@ -30,7 +30,7 @@ def run(args):
     from checkpoint import load_model, write_json
     from corruptions import corrupted_test_set, evaluate_robustness
     from data import load_split
-    from test import evaluate
+    from evaluation import evaluate
 
     model = load_model(args.model)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")

@@ -32,7 +32,8 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from cli import MIN_CONFIDENCE, add_min_confidence_option, add_model_option, port_number, positive
+from cli import add_min_confidence_option, add_model_option, port_number, positive
+from config import MIN_CONFIDENCE
 from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepared_image, read_digits
 
 STATIC_DIR = Path(__file__).parent / "static"

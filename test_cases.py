@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from checkpoint import load_model
 from config import TrainConfig
+from evaluation import evaluate
 from model import MNISTModel, count_parameters
-from test import evaluate
 from train import train, train_step
 
 

@@ -15,11 +15,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from calibration import calibration_figures, fit_temperature
-from cli import RunError
 from data import augment, load_split, validation_split
+from errors import RunError
+from evaluation import metrics_from_logits, predict_logits
 from model import MNISTModel, count_parameters, describe, receptive_field
 from numerics import autocast_dtype, numerics, resolve_precision
-from test import metrics_from_logits, predict_logits
 
 # OneCycleLR's defaults: the schedule starts at lr / 25, ends 10,000 times lower still, and dips the momentum to 0.85.
 START_DIVISOR, END_DIVISOR, BASE_MOMENTUM = 25.0, 1e4, 0.85

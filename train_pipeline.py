@@ -112,8 +112,8 @@ def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds, 
     """Train, evaluate, gate; then (cache_dir given) the robustness figure; then (out given) save the model,
     plots and metrics.json, all together or none of them. Nothing is saved when the gate fails."""
     from checkpoint import Outputs, json_writer, model_writer
+    from evaluation import format_calibration, format_report
     from numerics import describe_numerics
-    from test import format_calibration, format_report
     from train import AccuracyBelowGate, train_and_evaluate
 
     result = train_and_evaluate(arch, config, device, data, precision=precision)

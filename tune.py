@@ -25,7 +25,6 @@ import optuna
 from optuna.trial import FixedTrial, TrialState
 
 from cli import (
-    InputError,
     add_cache_option,
     add_data_option,
     add_device_option,
@@ -52,6 +51,7 @@ from config import (
     recipe_json,
     recipe_model,
 )
+from errors import InputError
 
 OBJECTIVES = {  # name -> direction; each trial's values are the means over its seeds
     "validation accuracy %": "maximize",

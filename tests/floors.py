@@ -46,11 +46,10 @@ FIGURES = {
 def measure(seed, precision, data, folder):
     from calibration import flagged_fraction, letters, scribbles, selective_figures
     from checkpoint import load_model
-    from cli import MIN_CONFIDENCE
-    from config import TrainConfig
+    from config import MIN_CONFIDENCE, TrainConfig
     from data import normalize
+    from evaluation import predict_logits
     from predict import predict_files
-    from test import predict_logits
     from train_pipeline import pipeline
 
     out = folder / f"seed{seed}" / "mnist_model.pth"

@@ -14,11 +14,11 @@ from calibration import (
     selective_figures,
 )
 from checkpoint import load_model
-from cli import MIN_CONFIDENCE
+from config import MIN_CONFIDENCE
 from conftest import train_only_data_dir
 from data import normalize, pixels
+from evaluation import predict_logits
 from predict import read_digits
-from test import predict_logits
 
 # Bounds on the session's trained default model, from seeds 0-9 in bf16 (AVX-512 BF16), fp32 (AVX2) and fp32
 # (AVX-512), 30 runs (docs/floors.md): the extreme seen, and a margin beyond it.

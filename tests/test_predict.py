@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter, ImageOps
 
-from cli import MIN_CONFIDENCE
+from config import MIN_CONFIDENCE
 from conftest import ROOT, as_8bit, assert_one_line_error, write_huge_png
 from predict import NotAnImage, read_ink
 

@@ -14,8 +14,7 @@ import pytest
 from PIL import Image
 
 from calibration import letters
-from cli import MIN_CONFIDENCE
-from config import TrainConfig
+from config import MIN_CONFIDENCE, TrainConfig
 from conftest import assert_one_line_error, write_huge_png
 from model import MNISTModel, count_parameters
 
