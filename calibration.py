@@ -1,4 +1,4 @@
-"""Calibrated confidence: temperature scaling, its measures, and images that are not digits.
+"""Calibrated confidence: temperature scaling and its measures.
 
 Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", 2017) divides the logits by one
 number fitted to minimise the negative log-likelihood on images the model did not train on: the argmax, and
@@ -7,18 +7,12 @@ accuracy, averaged over CALIBRATION_BINS equal-width confidence bins weighted by
 """
 
 import math
-import random
-import string
 
 import torch
 import torch.nn.functional as F
 
 CALIBRATION_BINS = 15  # equal-width bins of confidence, as Guo et al. measure it
 FIT_STEPS = 50  # L-BFGS iterations of the temperature fit: it converges in about ten
-SCRIBBLES = 200  # seeded random scribbles measured for the flagged fraction
-SCRIBBLE_STROKES = (2, 5)  # strokes per scribble, fewest and most
-CANVAS = 112  # pixels a side of the canvas that scribbles and letters are drawn on, before MNIST's 28x28
-LETTERS = string.ascii_letters  # rendered in DejaVu Sans, the font matplotlib ships
 
 
 def fit_temperature(logits, labels):
@@ -92,45 +86,3 @@ def flagged_fraction(logits, temperature, min_confidence):
 
 def _percent(mask):
     return mask.float().mean().item() * 100 if len(mask) else math.nan
-
-
-def scribbles(count=SCRIBBLES, seed=0):
-    """count random pen scribbles (2 to 5 joined strokes), prepared as predict prepares an upload: (count, 28, 28)."""
-    rng = random.Random(seed)
-    images = []
-    for _ in range(count):
-        canvas, draw = _canvas()
-        corners = rng.randint(*SCRIBBLE_STROKES) + 1
-        points = [(rng.uniform(8, CANVAS - 8), rng.uniform(8, CANVAS - 8)) for _ in range(corners)]
-        draw.line(points, fill=255, width=rng.randint(6, 12), joint="curve")
-        images.append(_prepared(canvas))
-    return torch.stack(images)
-
-
-def letters(text=LETTERS):
-    """Each character of text drawn in DejaVu Sans (matplotlib's font), prepared as an upload: (len, 28, 28)."""
-    from matplotlib import font_manager
-    from PIL import ImageFont
-
-    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size=CANVAS * 3 // 4)
-    images = []
-    for character in text:
-        canvas, draw = _canvas()
-        draw.text((CANVAS / 2, CANVAS / 2), character, fill=255, font=font, anchor="mm")
-        images.append(_prepared(canvas))
-    return torch.stack(images)
-
-
-def _canvas():
-    from PIL import Image, ImageDraw
-
-    canvas = Image.new("L", (CANVAS, CANVAS), 0)
-    return canvas, ImageDraw.Draw(canvas)
-
-
-def _prepared(canvas):
-    import numpy as np
-
-    from predict import prepare
-
-    return prepare(np.asarray(canvas, dtype=np.float32) / 255)

@@ -18,10 +18,11 @@ THRESHOLDS = (50, 60, 70, 80, 85, 90, 95, 99)  # --min-confidence candidates, me
 
 
 def calibration_benchmark(seeds, device, data_dir, out_dir, cache_dir, min_confidence, max_steps=None):
-    from calibration import CALIBRATION_BINS, letters, scribbles
+    from calibration import CALIBRATION_BINS
     from checkpoint import write_json, write_text
     from corruptions import corrupted_test_set
     from data import normalize
+    from nondigits import letters, scribbles
     from train import load_data
 
     test = load_data(data_dir, device)

@@ -44,11 +44,12 @@ FIGURES = {
 
 
 def measure(seed, precision, data, folder):
-    from calibration import flagged_fraction, letters, scribbles, selective_figures
+    from calibration import flagged_fraction, selective_figures
     from checkpoint import load_model
     from config import MIN_CONFIDENCE, TrainConfig
     from data import normalize
     from evaluation import predict_logits
+    from nondigits import letters, scribbles
     from predict import predict_files
     from train_pipeline import pipeline
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration import letters
 from config import MIN_CONFIDENCE, TrainConfig
 from conftest import assert_one_line_error, write_huge_png
 from model import MNISTModel, count_parameters
+from nondigits import letters
 
 SERVE_TEST_UPLOAD_LIMIT = 2**20  # bytes: 1 MiB, a limit the test can exceed quickly
 LOAD_TEST_REQUESTS, LOAD_TEST_CLIENTS = 2000, 16
