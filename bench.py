@@ -167,7 +167,7 @@ def run(args):
 def classic_run(seed, device, data_dir, data, suite, max_steps=None):
     """Train and evaluate the classic baseline exactly as it was built; returns its figures."""
     import classic
-    from corruptions import accuracy_by_corruption, evaluate_robustness
+    from evaluation import accuracy_by_corruption, evaluate_robustness
     from model import count_parameters
 
     model, train_seconds, seen = classic.train(seed, device, data_dir, max_steps)
@@ -185,7 +185,7 @@ def classic_run(seed, device, data_dir, data, suite, max_steps=None):
 
 
 def preset_run(arch, recipe, seed, device, data, suite, max_steps=None, precision="auto"):
-    from corruptions import accuracy_by_corruption, evaluate_robustness
+    from evaluation import accuracy_by_corruption, evaluate_robustness
     from train import train_and_evaluate
 
     arch, config, contrast_stretch = recipe_model(arch, recipe)

@@ -60,8 +60,7 @@ def seed_run(seed, device, test, validation, suite, nondigits, min_confidence, m
     import torch
 
     from calibration import calibration_figures, flagged_fraction, selective_figures
-    from corruptions import suite_logits
-    from evaluation import predict_logits
+    from evaluation import predict_logits, suite_logits
     from train import train_and_evaluate
 
     config = replace(TrainConfig(), seed=seed, max_steps=max_steps)

@@ -8,7 +8,6 @@ seeded by the suite's seed and the corruption's name, so the same seed gives the
 """
 
 import hashlib
-import math
 import sys
 import zlib
 from pathlib import Path
@@ -17,11 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from calibration import calibration_figures
 from checkpoint import atomic_write
 from config import SUITE_SEED
-from data import neighbourhood_max, normalize, pixels
-from evaluation import predict_logits
+from data import neighbourhood_max, pixels
 
 SIDE = 28
 # Part of every cached suite's name: bump it whenever a corruption's output changes, so that no run
@@ -350,43 +347,3 @@ def write_cached_suite(path, suite):
 def corrupted_test_set(images, seed=SUITE_SEED, cache_dir=None):
     """{corruption: 8-bit images} of the normalised images, corrupted once, to evaluate any number of models."""
     return corrupt_all(pixels(images), seed, cache_dir)
-
-
-def suite_logits(model, images_8bit):
-    return predict_logits(model, normalize(images_8bit).to(next(model.parameters()).device))
-
-
-def evaluate_robustness(model, suite, labels, clean_accuracy):
-    """Accuracy (%) under each corruption, its error relative to the clean error, and the suite's mean.
-
-    Also the mean's standard error as an estimate over the images evaluated (the spread of each image's
-    accuracy over the suite): what a sample of the test set tells about the whole; and the calibration
-    of the model's probabilities over the whole suite.
-    """
-    labels = labels.to(next(model.parameters()).device)
-    logits = [suite_logits(model, images) for images in suite.values()]
-    correct = torch.stack([(row.argmax(1) == labels).float() for row in logits])
-    corruptions = {}
-    for name, right in zip(suite, correct, strict=True):
-        accuracy = right.sum().item() / len(labels) * 100
-        corruptions[name] = {
-            "accuracy": accuracy,
-            "error": 100 - accuracy,
-            "relative_error": (100 - accuracy) / max(100 - clean_accuracy, 1e-9),
-        }
-    mean_accuracy = math.fsum(c["accuracy"] for c in corruptions.values()) / len(corruptions)
-    per_image = correct.mean(0) * 100
-    return {
-        "clean_accuracy": clean_accuracy,
-        "mean_corruption_accuracy": mean_accuracy,
-        "mean_corruption_error": 100 - mean_accuracy,
-        "images": len(labels),
-        "mean_corruption_accuracy_standard_error": (per_image.std() / math.sqrt(len(labels))).item(),
-        "calibration": calibration_figures(torch.cat(logits), labels.repeat(len(logits)), model.temperature),
-        "corruptions": corruptions,
-    }
-
-
-def accuracy_by_corruption(report):
-    """{corruption: accuracy %} from evaluate_robustness's report."""
-    return {name: row["accuracy"] for name, row in report["corruptions"].items()}

@@ -10,9 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from checkpoint import atomic_write
-from corruptions import suite_logits
 from data import augment, pixels
-from evaluation import predict_logits
 
 GRID_COLUMNS = 8
 ROBUSTNESS_SAMPLES = 10  # test digits shown under each corruption in robustness.png
@@ -127,15 +125,15 @@ def augmentation(images, aug, generator, copies=3):
     return figure
 
 
-def robustness(model, images, labels, suite, count=ROBUSTNESS_SAMPLES):
-    """One row per corruption (clean first): the first `count` digits, each marked with the model's answer.
+def robustness(images, labels, suite, answers):
+    """One row per corruption (clean first): the digits that `answers` (evaluation.suite_answers) holds answers
+    for, each marked with the model's answer.
 
     images: normalised; suite: {name: 8-bit images} of the same images, corrupted.
     """
+    count = len(answers["clean"])
     clean, labels = images[:count], labels[:count].cpu()
     suite = {name: corrupted[:count] for name, corrupted in suite.items()}
-    answers = {"clean": predict_logits(model, clean).argmax(1).cpu()}
-    answers.update({name: suite_logits(model, corrupted).argmax(1).cpu() for name, corrupted in suite.items()})
     rows = {"clean": pixels(clean), **{name: images.float() / 255 for name, images in suite.items()}}
     columns, cell = len(labels), CELL
     figure, ax = plt.subplots(figsize=(columns * 0.75 + 1.5, len(rows) * 0.75))

@@ -28,9 +28,9 @@ def add_arguments(parser):
 def run(args):
     import plots
     from checkpoint import load_model, write_json
-    from corruptions import corrupted_test_set, evaluate_robustness
+    from corruptions import corrupted_test_set
     from data import load_split
-    from evaluation import evaluate
+    from evaluation import evaluate, evaluate_robustness, suite_answers
 
     model = load_model(args.model)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
@@ -39,7 +39,8 @@ def run(args):
     report = {"model": str(args.model), "seed": args.seed, **evaluate_robustness(model, suite, labels, clean_accuracy)}
     folder = Path(args.model).parent
     write_json(folder / "robustness.json", report)
-    plots.save_figure(plots.robustness(model, images, labels, suite), folder / "robustness.png")
+    answers = suite_answers(model, images, suite, plots.ROBUSTNESS_SAMPLES)
+    plots.save_figure(plots.robustness(images, labels, suite, answers), folder / "robustness.png")
     print(
         json.dumps(report, indent=2)
         if args.json

@@ -174,7 +174,7 @@ def robustness_sample(evaluated, cache_dir):
 
 def robustness_figures(model, suite, labels, clean_accuracy):
     """metrics.json's corruption keys: the mean, its standard error, each corruption's accuracy, the sample size."""
-    from corruptions import accuracy_by_corruption, evaluate_robustness
+    from evaluation import accuracy_by_corruption, evaluate_robustness
 
     report = evaluate_robustness(model, suite, labels, clean_accuracy)
     return {
@@ -196,6 +196,7 @@ def write_plots(outputs, folder, result, data, config, robustness):
     import torch
 
     import plots
+    from evaluation import suite_answers
 
     images, labels = data["eval"]
     figures = {
@@ -206,7 +207,8 @@ def write_plots(outputs, folder, result, data, config, robustness):
     }
     if robustness:
         suite, sample_images, sample_labels = robustness
-        figures["robustness.png"] = plots.robustness(result.model, sample_images, sample_labels, suite)
+        answers = suite_answers(result.model, sample_images, suite, plots.ROBUSTNESS_SAMPLES)
+        figures["robustness.png"] = plots.robustness(sample_images, sample_labels, suite, answers)
     if config.augmentation:
         generator = torch.Generator(images.device).manual_seed(config.seed)
         samples = data["train"][0][:AUGMENTATION_SAMPLES]

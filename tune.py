@@ -472,7 +472,7 @@ def set_shortfall(trial, runs):
 
 def corruption_accuracies(model, data, clean_accuracy):
     """The mean corruption accuracy % on data's suite, and {corruption: accuracy %}."""
-    from corruptions import accuracy_by_corruption, evaluate_robustness
+    from evaluation import accuracy_by_corruption, evaluate_robustness
 
     report = evaluate_robustness(model, data["corrupted"], data["eval"][1], clean_accuracy)
     return report["mean_corruption_accuracy"], accuracy_by_corruption(report)
