@@ -116,7 +116,7 @@ def test_predict_reports_bad_files_and_still_predicts_the_others(untrained, user
     Image.new("L", (64, 64), 255).save(tmp_path / "blank.png")
     (tmp_path / "notes.png").write_text("not an image")
     (tmp_path / "cut.png").write_bytes(good.read_bytes()[:200] if good.suffix == ".png" else b"")
-    write_huge_png(tmp_path / "huge.png", 20_000, 20_000)
+    write_huge_png(tmp_path / "huge.png", 10_000, 6_000)  # 60 megapixels: over the 50-megapixel limit
     bad = ["missing.png", "blank.png", "notes.png", "cut.png", "huge.png"]
     result, predictions = predict_json(untrained, good, *(tmp_path / name for name in bad))
     assert result.returncode == 1
