@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import CPU, DATA_DIR, PREDICT_SAMPLES, render_like_a_user
+from tests.helpers import CPU, DATA_DIR, PREDICT_SAMPLES, render_like_a_user
 from tests.test_predict import USER_STYLE_FLOORS, USER_STYLE_OFFSET, USER_STYLE_SAMPLES, draw_like_a_user
 
 # figure -> (what it is, "min" if a test floors it from below, "max" if it caps it from above)

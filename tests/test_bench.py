@@ -5,9 +5,9 @@ import json
 import pytest
 
 from bench import _timed
-from conftest import DATA_DIR
 from corruptions import SUITE
 from errors import RunError
+from tests.helpers import DATA_DIR
 
 
 @pytest.mark.slow

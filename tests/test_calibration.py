@@ -8,11 +8,11 @@ import torch
 from calibration import expected_calibration_error, fit_temperature, flagged_fraction, selective_figures
 from checkpoint import load_model
 from config import MIN_CONFIDENCE
-from conftest import train_only_data_dir
 from data import normalize, pixels
 from evaluation import predict_logits
 from nondigits import letters, scribbles
 from predict import read_digits
+from tests.helpers import train_only_data_dir
 
 # Bounds on the session's trained default model, from seeds 0-9 in bf16 (AVX-512 BF16), fp32 (AVX2) and fp32
 # (AVX-512), 30 runs (docs/floors.md): the extreme seen, and a margin beyond it.

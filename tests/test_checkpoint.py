@@ -15,9 +15,9 @@ import torch
 
 from checkpoint import METADATA_KEY, OutputError, Outputs, atomic_write, load_model, save_model
 from config import ARCHITECTURES, FORMER_ARCHITECTURES, architecture, architecture_name
-from conftest import ROOT, assert_one_line_error
 from model import MNISTModel
 from serve_bench import free_port, start_server, stop_server
+from tests.helpers import ROOT, assert_one_line_error
 
 KILL_MID_SAVE = """
 import sys, time

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from config import VALIDATION_SIZE
-from conftest import DATA_DIR, assert_one_line_error
 from data import DataError, neighbourhood_max, resolution_jitter, validation_split
+from tests.helpers import DATA_DIR, assert_one_line_error
 
 RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import DATA_DIR, run_cli
+from tests.helpers import DATA_DIR, run_cli
 
 
 def test_evaluate_prints_accuracy_and_confusion_matrix(cli, trained):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from checkpoint import load_model
-from conftest import assert_one_line_error
 from export import export
 from model import MNISTModel, count_parameters
+from tests.helpers import assert_one_line_error
 
 
 def run_exported(path, fmt, images):

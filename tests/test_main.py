@@ -5,8 +5,8 @@ import sys
 import pytest
 
 from config import TrainConfig
-from conftest import ROOT, assert_one_line_error, run_cli
 from main import COMMANDS
+from tests.helpers import ROOT, assert_one_line_error, run_cli
 
 HELP_IMPORTS = """
 import sys

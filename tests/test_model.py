@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from config import ARCHITECTURES, architecture
-from conftest import assert_one_line_error, run_cli
 from data import normalize, pixels
 from model import MNISTModel, count_parameters, receptive_field
+from tests.helpers import assert_one_line_error, run_cli
 
 
 @pytest.mark.parametrize("arch", ["default", "compact"])

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageFilter, ImageOps
 
 from config import MIN_CONFIDENCE
-from conftest import ROOT, as_8bit, assert_one_line_error, write_huge_png
 from predict import NotAnImage, read_ink
+from tests.helpers import ROOT, as_8bit, assert_one_line_error, write_huge_png
 
 # Fractions predict must get right, from seeds 0-9 in bf16 (AVX-512 BF16), fp32 (AVX2) and fp32 (AVX-512), 30 runs
 # (docs/floors.md): the lowest seen, less two or more images.

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from config import MIN_CONFIDENCE, TrainConfig
-from conftest import assert_one_line_error
 from model import MNISTModel, count_parameters
 from nondigits import letters
+from tests.helpers import assert_one_line_error
 
 SERVE_TEST_UPLOAD_LIMIT = 2**20  # bytes: 1 MiB, a limit the test can exceed quickly
 LOAD_TEST_REQUESTS, LOAD_TEST_CLIENTS = 2000, 16

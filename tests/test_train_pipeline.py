@@ -14,9 +14,9 @@ from PIL import Image
 
 from checkpoint import METADATA_KEY
 from config import COMPACT_RECIPE, DRY_RUN_STEPS, Augmentation, TrainConfig
-from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli
 from corruptions import SUITE
 from numerics import numerics, resolve_precision
+from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli
 from train import AccuracyBelowGate, train_and_evaluate
 from train_pipeline import pipeline
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from config import architecture
-from conftest import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, train_only_data_dir
 from corruptions import SUITE
+from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, train_only_data_dir
 from tune import OVER_BUDGET, REFERENCE_MARGIN, SHORTFALL, architecture_params, shortfall
 
 ARCHITECTURE = architecture("default")

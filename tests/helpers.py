@@ -1,0 +1,88 @@
+"""Helpers the tests share: the project's folders, real CLI runs in a subprocess, one-line error checks, and
+images drawn as users make them. Fixtures are in conftest.py."""
+
+import os
+import signal
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import torch
+
+from cli import resolve_data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+DATA_DIR = resolve_data_dir().resolve()
+
+
+CPU = torch.device("cpu")
+
+
+Result = namedtuple("Result", "returncode stdout stderr")
+
+
+def hear_sigint():
+    """Popen's preexec_fn for a child that Ctrl-C tests interrupt: a shell's background job ignores SIGINT,
+    and its children would too."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_cli(*args, env=None, cwd=ROOT, script="main.py"):
+    """`python main.py ARGS` in a subprocess, for what only a real process shows: exit codes, signals, imports."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_line_error(result, code, *fragments):
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(error) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in error[0], error[0]
+
+
+def as_8bit(image):
+    from data import pixels
+
+    return (pixels(image).squeeze() * 255).round().byte().numpy()
+
+
+def render_like_a_user(image, label_index):
+    """A 28x28 MNIST digit as a user might supply it: black ink on white, scaled up, off-centre."""
+    from PIL import Image
+
+    digit = Image.fromarray(255 - as_8bit(image))
+    scale = (2, 3, 5, 8)[label_index % 4]
+    digit = digit.resize((28 * scale, 28 * scale), Image.BICUBIC)
+    canvas = Image.new("L", (digit.width * 2 + 17 * label_index % 50, digit.height + 40), 255)
+    canvas.paste(digit, (label_index * 13 % (canvas.width - digit.width), 7 + label_index % 30))
+    return canvas.convert("RGB") if label_index % 2 else canvas
+
+
+def train_only_data_dir(tmp_path):
+    """A data folder holding the training files alone: anything that opens the test files fails."""
+    folder = tmp_path / "train_only" / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (folder / name).symlink_to(DATA_DIR / "MNIST" / "raw" / name)
+    return folder.parents[1]
+
+
+PREDICT_SAMPLES = 60  # rendered test digits put through `predict`
+
+
+def write_huge_png(path, width, height, kind="grey"):
+    """A real, valid PNG of width x height (serve_bench.huge_png), one colour throughout, in a few kilobytes."""
+    from serve_bench import huge_png
+
+    path.write_bytes(huge_png(width, height, kind))
