@@ -18,7 +18,7 @@ from torchvision.datasets import MNIST
 
 from cli import resolve_data_dir
 from data import MEAN, STD
-from train import synchronize
+from numerics import synchronize
 
 BATCH_SIZE, TEST_BATCH_SIZE, LR = 64, 1000, 1e-3
 

@@ -1,4 +1,5 @@
-"""What a run computes in, and on what: the training forward pass's precision and the CPU beneath it.
+"""What a run computes in, and on what: the training forward pass's precision, the CPU beneath it, and the device's
+clock (synchronize).
 
 The same seed trains other weights in bfloat16 than in float32, and other weights again in bfloat16 on
 CPUs that round it differently (AMD EPYC, Intel Xeon with or without AMX), so every figure the project
@@ -34,6 +35,14 @@ def autocast_dtype(precision):
     import torch
 
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def synchronize(device):
+    """Wait for the device's queued work, so that a clock read after it times the work (CUDA runs asynchronously)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def cpu_name():

@@ -19,7 +19,7 @@ from data import augment, load_split, validation_split
 from errors import RunError
 from evaluation import metrics_from_logits, predict_logits
 from model import MNISTModel, count_parameters, describe, receptive_field
-from numerics import autocast_dtype, numerics, resolve_precision
+from numerics import autocast_dtype, numerics, resolve_precision, synchronize
 
 # OneCycleLR's defaults: the schedule starts at lr / 25, ends 10,000 times lower still, and dips the momentum to 0.85.
 START_DIVISOR, END_DIVISOR, BASE_MOMENTUM = 25.0, 1e4, 0.85
@@ -167,11 +167,6 @@ class TrainedRun:
     history: list  # one dict per step: step, seen, loss, accuracy, lr
     metrics: dict  # the clean figures and the run's settings (metrics.json holds them)
     logits: torch.Tensor  # (N, 10) for the evaluated images, before the temperature
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def load_data(data_dir, device, validation=False):
