@@ -368,18 +368,38 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
 
 def _timed(script, *options):
     """Wall seconds of `python script options` as a user runs it (default threads), from the project folder."""
-    command = [sys.executable, str(ROOT / script), *map(str, options)]
+    return timed_together([[sys.executable, str(ROOT / script), *map(str, options)]])[0]
+
+
+def timed_together(commands):
+    """Wall seconds of each command (lists of strings), all started at once from the project folder; a command
+    that fails is a RunError naming it and its last line of output."""
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if result.returncode:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RunError(f"{' '.join(command[1:])} failed (exit {result.returncode}): {last}")
-    return elapsed
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    seconds = []
+    for command, process in zip(commands, processes, strict=True):
+        _, stderr = process.communicate()
+        seconds.append(time.perf_counter() - start)
+        if process.returncode:
+            last = (stderr.strip().splitlines() or ["no output"])[-1]
+            raise RunError(f"{' '.join(command[1:])} failed (exit {process.returncode}): {last}")
+    return seconds
+
+
+def wall_time_rows(labels, results, ratio):
+    """Markdown rows of a timing table: each label's median wall seconds, its runs, and results[ratio] of it."""
+    rows = []
+    for name, label in labels.items():
+        runs = ", ".join(f"{value:.1f}" for value in results["seconds"][name])
+        rows.append(f"| {label} | {results['median_seconds'][name]:.2f} | {runs} | {results[ratio][name]:.2f}x |")
+    return rows
 
 
 def end_to_end_table(results):
-    median, ratio = results["median_seconds"], results["vs_classic"]
+    median = results["median_seconds"]
     names = {
         "classic": "original design: `python classic.py train` + `test`",
         "first_run": "`python main.py`, first run (no cached suite)",
@@ -397,9 +417,7 @@ def end_to_end_table(results):
         "| command | wall s (median) | runs | vs original |",
         "| --- | ---: | --- | ---: |",
     ]
-    for name, label in names.items():
-        runs = ", ".join(f"{value:.1f}" for value in results["seconds"][name])
-        lines.append(f"| {label} | {median[name]:.2f} | {runs} | {ratio[name]:.2f}x |")
+    lines += wall_time_rows(names, results, "vs_classic")
     if results["quick"]:
         lines += ["", f"Quick mode: {QUICK_STEPS} training steps a run; the figures mean nothing."]
     lines += ["", "Where a run's seconds go (medians, from metrics.json):", ""]

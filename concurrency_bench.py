@@ -6,30 +6,14 @@ the default thread count, against two runs at once at the default (each takes ev
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from errors import RunError
+from bench import timed_together, wall_time_rows
 
 MAIN = Path(__file__).with_name("main.py")
 TUNE_TRIALS, QUICK_TUNE_TRIALS = 8, 2
-
-
-def timed_together(commands):
-    """Wall seconds of each command, all started at once."""
-    start = time.perf_counter()
-    processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
-    seconds = []
-    for process in processes:
-        _, stderr = process.communicate()
-        seconds.append(time.perf_counter() - start)
-        if process.returncode:
-            last = (stderr.strip().splitlines() or ["no output"])[-1]
-            raise RunError(f"a benchmarked run failed (exit {process.returncode}): {last}")
-    return seconds
 
 
 def concurrency_benchmark(data_dir, out_dir, repeats, workers, quick=False):
@@ -94,9 +78,7 @@ def concurrency_table(results):
         "| runs | wall s (median) | runs | vs alone |",
         "| --- | ---: | --- | ---: |",
     ]
-    for name, label in labels.items():
-        runs = ", ".join(f"{s:.1f}" for s in results["seconds"][name])
-        lines.append(f"| {label} | {results['median_seconds'][name]:.2f} | {runs} | {results['vs_alone'][name]:.2f}x |")
+    lines += wall_time_rows(labels, results, "vs_alone")
     tune = results["tune"]
     lines += [
         "",
