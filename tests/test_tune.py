@@ -13,7 +13,7 @@ import pytest
 from config import architecture
 from corruptions import SUITE
 from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, train_only_data_dir
-from tune import OVER_BUDGET, REFERENCE_MARGIN, SHORTFALL, architecture_params, shortfall
+from tune_search import OVER_BUDGET, REFERENCE_MARGIN, SHORTFALL, architecture_params, shortfall
 
 ARCHITECTURE = architecture("default")
 
@@ -237,7 +237,7 @@ def test_the_shortfall_is_the_most_points_any_corruption_lies_below_the_referenc
 def test_a_trial_is_hopeless_half_a_point_below_the_studys_reference():
     import optuna
 
-    from tune import HOPELESS_ACCURACY, hopeless_accuracy
+    from tune_search import HOPELESS_ACCURACY, hopeless_accuracy
 
     study = optuna.create_study()
     assert hopeless_accuracy(study) == HOPELESS_ACCURACY  # a study made before the reference was measured
@@ -249,7 +249,7 @@ def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
     import optuna
 
     from config import TrainConfig
-    from tune import OBJECTIVES, objective, search_params
+    from tune_search import OBJECTIVES, objective, search_params
 
     study = optuna.create_study(directions=list(OBJECTIVES.values()))
     study.enqueue_trial(search_params(TrainConfig(), ARCHITECTURE))
@@ -311,7 +311,7 @@ def test_a_worker_that_joins_a_study_mid_creation_waits_for_its_settings(tmp_pat
 
     import optuna
 
-    from tune import recorded_settings
+    from tune_storage import recorded_settings
 
     path = journal_with_a_study(tmp_path, settings=False)
     study = optuna.load_study(
@@ -323,10 +323,10 @@ def test_a_worker_that_joins_a_study_mid_creation_waits_for_its_settings(tmp_pat
 
 
 def test_a_study_whose_creator_died_before_its_settings_takes_the_next_workers(cli, tmp_path, monkeypatch):
-    import tune
+    import tune_storage
 
     journal_with_a_study(tmp_path, settings=False)
-    monkeypatch.setattr(tune, "SETTINGS_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(tune_storage, "SETTINGS_WAIT_SECONDS", 0.5)
     result = cli("tune", "--quick", "--out-dir", tmp_path, "--show")
     assert result.returncode == 0 and "held no settings" in result.stderr, result.stderr
     assert journal_study(tmp_path).user_attrs["settings"]["quick"] is True
@@ -349,7 +349,7 @@ def test_a_journal_damaged_by_a_crash_mid_write_is_repaired_with_one_warning(cli
 
 
 def test_a_password_holding_a_raw_at_sign_is_hidden_whole():
-    from tune import redact
+    from tune_storage import redact
 
     assert redact("postgresql://u:p@ss:wd@host/db") == "postgresql://u:***@host/db"
     assert redact("postgresql://u:pw@host:5432/db?x=a@b") == "postgresql://u:***@host:5432/db?x=a@b"

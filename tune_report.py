@@ -1,0 +1,151 @@
+"""tune's report: the Pareto front of the trials that meet the constraint, each with a command that reproduces
+it, as tune.md, tune.json and plots."""
+
+import statistics
+import warnings
+from collections import Counter
+from dataclasses import replace
+
+from optuna.trial import FixedTrial, TrialState
+
+from config import TrainConfig, architecture_name, recipe_json
+from tune_search import OBJECTIVES, REFERENCE_MARGIN, SHORTFALL, suggest_architecture, suggest_config
+from tune_storage import study_trials
+
+
+def front(study):
+    """The Pareto-optimal trials that meet the constraint, lowest validation corruption error first; while none
+    meets it, the trial that misses it by least."""
+    trials = study.best_trials
+    if not trials and (complete := study_trials(study, TrialState.COMPLETE)):
+        trials = [min(complete, key=lambda trial: trial.constraints[SHORTFALL])]
+    return sorted(trials, key=lambda trial: trial.values[1])
+
+
+def reproduce(trial, settings, folder):
+    """Write the trial's recipe as a --config file; return the command that trains with it."""
+    from checkpoint import write_text
+
+    path = folder / "trials" / f"trial_{trial.number}.json"
+    config = suggest_config(FixedTrial(trial.params), TrainConfig())
+    fitted = [run["temperature"] for run in trial.user_attrs.get("runs", []) if "temperature" in run]
+    if fitted:  # the recipe's own, as the default's was fitted: the median over the seeds, on validation
+        config = replace(config, temperature=round(statistics.median(fitted), 3))
+    write_text(path, recipe_json(config))
+    quick = " --dry-run" if settings["quick"] else ""
+    return (
+        f"python main.py --arch {trial_architecture(trial, settings)} --config {path} --validation "
+        f"--seed {settings['seeds'][0]}{quick} --out {folder / f'trial_{trial.number}' / 'mnist_model.pth'}"
+    )
+
+
+def trial_architecture(trial, settings):
+    """The trial's architecture, by name or STEM/BODY/HEAD; a study from before the search kept --arch's."""
+    if "stem" not in trial.params:
+        return settings["arch"]
+    return architecture_name(suggest_architecture(FixedTrial(trial.params)))
+
+
+def write_report(study, name, settings, folder):
+    """tune.md, tune.json and the plots in folder; returns the Markdown."""
+    states = Counter(trial.state.name.lower() for trial in study.get_trials(deepcopy=False))
+    rows = [
+        {
+            "trial": trial.number,
+            **dict(zip(OBJECTIVES, (round(value, 3) for value in trial.values), strict=True)),
+            "architecture": trial_architecture(trial, settings),
+            "parameters": trial.user_attrs.get("parameters"),
+            "shortfall": trial.constraints[SHORTFALL] + REFERENCE_MARGIN if SHORTFALL in trial.constraints else None,
+            "runs": trial.user_attrs.get("runs"),
+            "note": trial.user_attrs.get("note", ""),
+            "params": trial.params,
+            "command": reproduce(trial, settings, folder),
+        }
+        for trial in front(study)
+    ]
+    summary = {
+        "study": name,
+        "arch": settings["arch"],
+        "max_params": settings.get("max_params"),
+        "seeds": settings["seeds"],
+        "reference": study.user_attrs.get("reference"),
+        "trials": dict(states),
+        "pareto_front": rows,
+    }
+    from checkpoint import write_json, write_text
+
+    write_json(folder / "tune.json", summary)
+    markdown = markdown_report(summary)
+    write_text(folder / "tune.md", markdown)
+    if states["complete"] >= 2:
+        write_plots(study, folder)
+    return markdown
+
+
+def markdown_report(summary):
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summary["trials"].items()))
+    budget = f", at most {summary['max_params']:,} parameters" if summary["max_params"] else ""
+    lines = [
+        f"# Study {summary['study']!r}: Pareto front",
+        "",
+        (
+            f"Started from {summary['arch']}{budget}; seeds "
+            f"{', '.join(map(str, summary['seeds']))}; trials: {counts}. Scored on the validation split held out "
+            "of the training set; the test set was not read."
+        ),
+        "",
+        *(
+            [
+                (
+                    f"Constraint: no corruption more than {REFERENCE_MARGIN:g} point below the earlier recipe, "
+                    "trained on the same seeds when the study was made; the front holds only trials that meet it, "
+                    "or while none does, the one that misses it by least."
+                ),
+                "",
+            ]
+            if summary["reference"]
+            else []
+        ),
+        "| trial | architecture | parameters | "
+        + " | ".join(OBJECTIVES)
+        + " | worst corruption, points below the earlier recipe"
+        + " | reproduce (drop --validation to train on all 60,000) |",
+        "| ---: | --- | ---: |" + " ---: |" * (len(OBJECTIVES) + 1) + " --- |",
+    ]
+    for row in summary["pareto_front"]:
+        values = " | ".join(f"{row[name]:.2f}" for name in OBJECTIVES)
+        note = f" ({row['note']})" if row["note"] else ""
+        parameters = f"{row['parameters']:,}" if row["parameters"] else ""
+        shortfall = "" if row["shortfall"] is None else f"{row['shortfall']:.2f}"
+        lines.append(
+            f"| {row['trial']}{note} | {row['architecture']} | {parameters} | {values} | {shortfall} "
+            f"| `{row['command']}` |"
+        )
+    params = sorted({name for row in summary["pareto_front"] for name in row["params"]})
+    lines += ["", "Their hyperparameters:", "", "| trial | " + " | ".join(params) + " |"]
+    lines.append("| ---: |" + " ---: |" * len(params))
+    for row in summary["pareto_front"]:
+        lines.append(f"| {row['trial']} | " + " | ".join(f"{row['params'][name]:.4g}" for name in params) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(study, folder):
+    """The Pareto front of the two accuracies, and each parameter's importance for each objective."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    import plots
+
+    accuracy, corruption, _ = OBJECTIVES
+    axes = optuna_plots.plot_pareto_front(
+        study, targets=lambda trial: trial.values[:2], target_names=[accuracy, corruption]
+    )
+    plots.save_figure(axes.figure, folder / "pareto_front.png")
+    files = ("importance_accuracy.png", "importance_corruption.png", "importance_seconds.png")
+    for index, ((name, direction), file) in enumerate(zip(OBJECTIVES.items(), files, strict=True)):
+        sign = -1 if direction == "maximize" else 1  # PED-ANOVA, Optuna's default, ranks what makes a target low
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")  # heeded by sign
+            axes = optuna_plots.plot_param_importances(
+                study, target=lambda trial, index=index, sign=sign: sign * trial.values[index], target_name=name
+            )
+        plots.save_figure(axes.figure, folder / file)
