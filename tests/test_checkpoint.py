@@ -251,3 +251,11 @@ def test_a_model_file_that_would_load_wrongly_or_at_great_cost_is_refused(cli, u
             assert path.stat().st_size < 2**20
         assert_one_line_error(cli("evaluate", "--model", path, "--json"), 2, message)
     assert_one_line_error(cli("evaluate", "--model", tmp_path), 2, "is a folder, not a model file")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_an_unreadable_model_file_is_named_as_such(cli, untrained, tmp_path):
+    path = tmp_path / "locked.pth"
+    path.write_bytes(untrained.read_bytes())
+    path.chmod(0)
+    assert_one_line_error(cli("evaluate", "--model", path), 2, "permission denied")
