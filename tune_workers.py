@@ -1,6 +1,6 @@
 """`tune --workers N`: N worker processes on this machine sharing one study's storage, each with its share of
 the cores (--threads), so that they do not fight over them: two processes that each take every core run
-tens of times slower than either alone (docs/threads.md).
+tens of times slower than either alone (docs/concurrency.md).
 
 Each worker is `python main.py tune` with the parent's options, in a session of its own: Ctrl-C reaches the
 parent alone, which stops every worker and says so in one line. Workers on other machines join the same
