@@ -166,9 +166,9 @@ FIELDS = {  # field -> (meaning, lowest, highest) for TrainConfig and Augmentati
     "label_smoothing": ("probability mass spread evenly over the 10 classes", 0, 0.99),
     "seed": (
         (
-            "random seed of the weights, shuffling and augmentation: the same seed, --precision and machine give "
-            "bit-identical weights on a CPU; another precision or CPU family gives other weights, of the same "
-            "quality (docs/floors.md)"
+            "random seed of the weights, shuffling and augmentation: the same seed, --precision, --threads and "
+            "machine give bit-identical weights on a CPU; another precision, thread count or CPU family gives other "
+            "weights, of the same quality (docs/floors.md)"
         ),
         0,
         2**64 - 1,  # what torch.manual_seed takes

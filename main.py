@@ -55,7 +55,7 @@ def main(argv=None):
     except (RunError, OSError) as error:  # OSError: an output that cannot be written (a folder in the way, a full disk)
         parser.exit(1, f"error: {error}\n")
     except KeyboardInterrupt as interrupt:  # Outputs.commit says so where the outputs had landed
-        parser.exit(130, f"{interrupt or 'interrupted: nothing was saved'}\n")
+        parser.exit(130, f"{str(interrupt) or 'interrupted: nothing was saved'}\n")
 
 
 if __name__ == "__main__":

@@ -212,8 +212,13 @@ def test_two_runs_to_the_same_out_leave_one_complete_model(tmp_path, mnist):
     ]
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
     saved = torch.load(out, weights_only=True)
-    # The same dry runs in this process: the file must be exactly one of them, not a mix.
-    candidates = [train_and_evaluate("default", short(seed), CPU, mnist).model.state_dict() for seed in (1, 2)]
+    # The same dry runs in this process, on one thread as they ran: the file must be exactly one of them, not a mix.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        candidates = [train_and_evaluate("default", short(seed), CPU, mnist).model.state_dict() for seed in (1, 2)]
+    finally:
+        torch.set_num_threads(threads)
     assert sum(all(torch.equal(saved[k], c[k]) for k in saved) for c in candidates) == 1
     assert not list(tmp_path.glob(".*.tmp*"))
 
