@@ -304,15 +304,19 @@ async def bomb_load(url, load):
     return {kind: dict(Counter(str(status) for k, status in outcomes if k == kind)) for kind in BOMB_KINDS}
 
 
+def slow_upload(url):
+    """A connection that has sent a request head and the first byte of a 100 KB body, and nothing more."""
+    address = urlsplit(url)
+    connection = socket.create_connection((address.hostname, address.port))
+    connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                       b"Content-Length: 100000\r\n\r\nx")  # fmt: skip
+    return connection
+
+
 def predict_while_slow_uploads_held(url, png, count):
     """A real client's prediction while `count` uploads trickle in a byte at a time: (status, seconds)."""
-    address = urlsplit(url)
-    head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-    head += b"Content-Length: 100000\r\n\r\nx"
-    slow = [socket.create_connection((address.hostname, address.port)) for _ in range(count)]
+    slow = [slow_upload(url) for _ in range(count)]
     try:
-        for connection in slow:
-            connection.sendall(head)
         time.sleep(0.5)
         start = time.perf_counter()
         answer = httpx.post(f"{url}/api/predict", content=png, headers={"content-type": "image/png"}, timeout=30)

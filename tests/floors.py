@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from numerics import PRECISIONS
 from tests.helpers import CPU, DATA_DIR, PREDICT_SAMPLES, render_like_a_user
 from tests.test_predict import USER_STYLE_FLOORS, USER_STYLE_OFFSET, USER_STYLE_SAMPLES, draw_like_a_user
 
@@ -143,7 +144,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("measure")
-    run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    run.add_argument("--precision", choices=PRECISIONS, default="auto")
     run.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     run.add_argument("--out", required=True)
     table = commands.add_parser("table")

@@ -361,18 +361,10 @@ def test_over_the_admission_limit_the_server_answers_503_at_once(strict_server):
             connection.close()
 
 
-def slow_upload(url):
-    """A connection that has sent a request head and the first byte of a 100 KB body."""
-    address = urlsplit(url)
-    connection = socket.create_connection((address.hostname, address.port))
-    connection.sendall(b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
-                       b"Content-Length: 100000\r\n\r\nx")  # fmt: skip
-    return connection
-
-
 @pytest.mark.slow
 def test_slow_uploads_do_not_starve_predictions_and_are_cut_off(server, user_images):
     from serve import MAX_IN_FLIGHT, UPLOAD_GRACE_SECONDS
+    from serve_bench import slow_upload
 
     slow = [slow_upload(server) for _ in range(MAX_IN_FLIGHT)]
     try:
