@@ -98,6 +98,15 @@ def read_ink(source):
     return np.clip((ink - background) / contrast, 0, 1)
 
 
+def header_pixels(source):
+    """Width x height as the image's header says, without decoding it; 0 where predict would not open it."""
+    try:
+        with Image.open(source, formats=FORMATS) as image:
+            return image.width * image.height
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
+        return 0
+
+
 def _load_gray_or_alpha(source):
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own size alarm: refuse, don't warn

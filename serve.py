@@ -2,15 +2,16 @@
 
 The page and its script live in static/ and load nothing from elsewhere; so do the API docs at /docs
 (fastapi-offline serves Swagger UI's files itself). Every image goes through predict's
-prepared_image and read_digits, as in `python main.py predict`.
+read_ink, prepare and read_digits, as in `python main.py predict`.
 
 Hostile clients are bounded (docs/serving.md): at most MAX_UPLOADS uploads arrive at once (more get 503 at
 once, after a bounded drain of their body so that the client reads it), each at MIN_UPLOAD_RATE or faster after
 UPLOAD_GRACE_SECONDS (else 408); a prediction slot (MAX_IN_FLIGHT) is taken only once a body has arrived, so slow
-uploads cannot starve predictions; images decode DECODE_THREADS at a time in their own threads, so /api/health
-never waits behind them; a request head must fit in HEADER_LIMIT_BYTES, and it and then the body must each arrive
-within --request-timeout; a request carrying both Content-Length and Transfer-Encoding is refused and its
-connection closed (RFC 9112); a stop waits SHUTDOWN_SECONDS for requests in flight.
+uploads cannot starve predictions; images over IN_PROCESS_PIXELS decode DECODE_PROCESSES at a time in processes of
+their own, so /api/health never waits behind them; a request head must fit in HEADER_LIMIT_BYTES, and it and
+then the body must each arrive within --request-timeout; a request carrying both Content-Length and
+Transfer-Encoding is refused and its connection closed (RFC 9112); a stop waits SHUTDOWN_SECONDS for requests in
+flight.
 """
 
 import asyncio
@@ -19,7 +20,13 @@ import ctypes
 import gc
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import uvicorn
@@ -34,7 +41,18 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cli import add_min_confidence_option, add_model_option, port_number, positive
 from config import MIN_CONFIDENCE
-from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, prepared_image, read_digits
+from predict import (
+    WORKING_SIDE,
+    BlankImage,
+    ImageError,
+    NotAnImage,
+    TooManyPixels,
+    header_pixels,
+    prepare,
+    prepared_image,
+    read_digits,
+    read_ink,
+)
 
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_HOST, DEFAULT_PORT, DEFAULT_MAX_UPLOAD_MB = "127.0.0.1", 8000, 5.0
@@ -44,7 +62,11 @@ MAX_UPLOADS = 64  # requests to /api/predict at once, bodies arriving included; 
 MIN_UPLOAD_RATE = 16 * 1024  # bytes a second an upload must keep up after UPLOAD_GRACE_SECONDS, else 408
 UPLOAD_GRACE_SECONDS = 2.0
 DRAIN_BYTES, DRAIN_SECONDS = 8 * 2**20, 1.0  # read of a refused body before closing, so that the client sees the 503
-DECODE_THREADS = 2  # images decoded at once: each may take a few hundred MB for a moment
+# Images over IN_PROCESS_PIXELS decode DECODE_PROCESSES at a time, each in a worker process: such a decode may take
+# a few hundred MB for a moment, and in a thread of the server it held the event loop up to 180 ms (docs/serving.md).
+IN_PROCESS_PIXELS = WORKING_SIDE**2
+DECODE_PROCESSES = 2
+DECODE_NICENESS = 10  # the decoding processes give way to the event loop on busy cores
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request's head, and then its body, may take to arrive
 HEADER_LIMIT_BYTES = 64 * 1024  # larger request heads are refused (400) by h11
 KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
@@ -135,7 +157,14 @@ def create_app(
 ):
     from model import count_parameters
 
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await run_in_threadpool(decoder.start)  # before the first request, and off the event loop: it waits
+        yield
+        decoder.close()
+
     app = FastAPIOffline(
+        lifespan=lifespan,
         title="MNIST digit reader",
         summary="Draw a digit or send an image; a <25k-parameter CNN reads it.",
         redoc_url=None,  # ReDoc's bundle fetches its logo from another host; /docs is the API's page
@@ -147,7 +176,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     predictions = Slots(MAX_IN_FLIGHT)
     batcher = Batcher(model, min_confidence)
-    decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
+    decoder = Decoder()
     health = Health(
         status="ok",
         model=str(model_path),
@@ -177,8 +206,8 @@ def create_app(
         """The digit in one image, the ten probabilities, and the 28x28 image the model saw."""
         data = await read_image(request, max_upload_bytes, request_timeout)
         with predictions.hold():
-            try:  # in a decoding thread: the event loop keeps answering other requests meanwhile
-                prepared = await asyncio.get_running_loop().run_in_executor(decoder, decode, data)
+            try:
+                prepared = await decoder.prepared(data)
             except ImageError as error:
                 raise HTTPException(STATUS.get(type(error), 400), str(error)) from None
             del data  # the upload's bytes are not needed while the model reads
@@ -188,13 +217,73 @@ def create_app(
     return app
 
 
-def decode(data):
-    """predict's prepared image of the upload; then the C heap's freed pages go back to the system, which glibc
-    keeps otherwise (a burst of large decodes left the server holding 1.5 GB)."""
+class Decoder:
+    """Uploads read into 28x28 images. An image of at most IN_PROCESS_PIXELS (by its header) is decoded in a thread
+    of the server; a larger one, whose decode may take hundreds of MB, in one of DECODE_PROCESSES worker processes,
+    started with the server. A worker that dies (killed for memory, say) is replaced, and the uploads it held
+    are answered 503."""
+
+    def __init__(self):
+        self.pool = None
+
+    async def prepared(self, data):
+        if header_pixels(io.BytesIO(data)) <= IN_PROCESS_PIXELS:
+            return await run_in_threadpool(prepared_image, io.BytesIO(data))
+        return await run_in_threadpool(prepare, await self.ink_in_worker(data))
+
+    async def ink_in_worker(self, data):
+        if self.pool is None:
+            await run_in_threadpool(self.start)
+        pool = self.pool
+        try:
+            return await asyncio.wrap_future(pool.submit(read_upload, data))
+        except BrokenProcessPool:
+            if self.pool is pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = None
+            raise HTTPException(503, "the image decoder stopped; try again", headers={"retry-after": "1"}) from None
+
+    def start(self):
+        """Starts every worker and waits until each has run once: starting one waits for its process."""
+        # Spawned, not forked from the server's threads; and a child of the server itself, so that it can tell
+        # when the server has gone (a forkserver's children keep the forkserver alive, and it them).
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(DECODE_PROCESSES, mp_context=context, initializer=start_worker)
+        for started in [pool.submit(os.getpid) for _ in range(DECODE_PROCESSES)]:
+            started.result()
+        if self.pool is None:
+            self.pool = pool
+        else:  # another request started one meanwhile
+            pool.shutdown()
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
+
+
+def read_upload(data):
+    """In a worker process: the upload's ink (predict.read_ink); then the C heap's freed pages go back to the
+    system, which glibc keeps otherwise (a burst of large decodes left a process holding 1.5 GB)."""
     try:
-        return prepared_image(io.BytesIO(data))
+        return read_ink(io.BytesIO(data))
     finally:
         release_freed_memory()
+
+
+def start_worker():
+    """A decoding worker gives way to the event loop on busy cores, leaves Ctrl-C to the server (which stops
+    it), and exits once its parent has gone: a server killed outright leaves no process behind."""
+    with contextlib.suppress(AttributeError, OSError):  # no os.nice on Windows
+        os.nice(DECODE_NICENESS)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+
+
+def exit_when_orphaned(parent):
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def release_freed_memory():
@@ -488,8 +577,8 @@ def serve(
     from checkpoint import load_model
 
     model = load_model(model_path)
-    # Requests are prepared side by side in worker threads while the model reads a batch in another;
-    # one intra-op thread each keeps them from fighting over the cores (docs/serving.md).
+    # Requests are prepared side by side in threads while the model reads a batch in another, and images decode
+    # in worker processes: one intra-op thread each keeps them from fighting over the cores (docs/serving.md).
     torch.set_num_threads(1)
     allowed_hosts = allowed_hosts or [host, "localhost", "127.0.0.1"]
     app = create_app(model, model_path, int(max_upload_mb * 2**20), allowed_hosts, request_timeout, min_confidence)

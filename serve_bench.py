@@ -6,6 +6,7 @@ concurrent httpx connections in this process.
 """
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -47,6 +48,7 @@ def start_server(model_path, port, *options):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        process_group=0,  # the server and its decoders, as a terminal's Ctrl-C reaches them: os.killpg(server.pid)
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -213,10 +215,26 @@ def white_png(side):
 
 
 def resident_mib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """The resident memory of a process and of every process under it (the server's image decoders)."""
+    total = 0.0
+    for process in family(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a process that has just ended
+            for line in Path(f"/proc/{process}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+    return total
+
+
+def family(pid):
+    """A process and every process under it, by pid (Linux: /proc)."""
+    found, pending = [], [pid]
+    while pending:
+        pid = pending.pop()
+        found.append(pid)
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                pending += map(int, (task / "children").read_text().split())
+    return found
 
 
 async def slow_client(url, body_too):
@@ -248,18 +266,20 @@ async def slow_client(url, body_too):
     return "never cut off", time.perf_counter() - started
 
 
-def watch(url, server_pid, stop, results):
-    """In a process of its own, so that the load's clients do not delay it: /api/health's latency and the
-    server's resident memory, every POLL_SECONDS until stop is set."""
-    health_ms, memory = [], []
+def watch(url, server_pid, windows, results):
+    """In a process of its own, so that the load's clients do not delay it: for each window (a start message on
+    windows, then a stop), /api/health's latency and the server's resident memory every POLL_SECONDS."""
     with httpx.Client(timeout=10) as http:
-        while not stop.is_set():
-            start = time.perf_counter()
-            http.get(f"{url}/api/health").raise_for_status()
-            health_ms.append((time.perf_counter() - start) * 1000)
-            memory.append(resident_mib(server_pid))
-            time.sleep(POLL_SECONDS)
-    results.put((health_ms, memory))
+        while windows.get() == "start":
+            health_ms, memory = [], []
+            while windows.empty():
+                start = time.perf_counter()
+                http.get(f"{url}/api/health").raise_for_status()
+                health_ms.append((time.perf_counter() - start) * 1000)
+                memory.append(resident_mib(server_pid))
+                time.sleep(POLL_SECONDS)
+            windows.get()
+            results.put((health_ms, memory))
 
 
 async def hostile_load(url, load):
@@ -326,20 +346,30 @@ def predict_while_slow_uploads_held(url, png, count):
             connection.close()
 
 
-def watched(url, server_pid, work):
-    """work()'s result, and /api/health's latency and the server's memory while it ran (hostile_figures' keys)."""
-    import multiprocessing
+class Watcher:
+    """watch() in its own process, started before the load's clients lower their priority, so that it measures
+    the server as a client at the server's priority sees it, not queued behind the server on a busy machine."""
 
-    stop, results = multiprocessing.Event(), multiprocessing.Queue()
-    watcher = multiprocessing.Process(target=watch, args=(url, server_pid, stop, results))
-    watcher.start()
-    try:
-        outcome = work()
-    finally:
-        stop.set()
-        health_ms, memory = results.get(timeout=60)
-        watcher.join()
-    return outcome, health_figures(health_ms), round(max(memory))
+    def __init__(self, url, server_pid):
+        import multiprocessing
+
+        self.windows, self.results = multiprocessing.Queue(), multiprocessing.Queue()
+        self.process = multiprocessing.Process(target=watch, args=(url, server_pid, self.windows, self.results))
+        self.process.start()
+
+    def measure(self, work):
+        """work()'s result, and /api/health's latency and the server's memory while it ran (hostile_figures' keys)."""
+        self.windows.put("start")
+        try:
+            outcome = work()
+        finally:
+            self.windows.put("stop")
+            health_ms, memory = self.results.get(timeout=60)
+        return outcome, health_figures(health_ms), round(max(memory))
+
+    def close(self):
+        self.windows.put("done")
+        self.process.join(timeout=60)
 
 
 def health_figures(health_ms):
@@ -375,10 +405,14 @@ def abuse_benchmark(model_path, data_dir, out_dir, quick=False):
     load = QUICK_ABUSE if quick else ABUSE
     server, url = start_server(model_path, free_port(), "--request-timeout", str(load["timeout_s"]))
     try:
+        watcher = Watcher(url, server.pid)
         os.nice(10)  # the load's clients share the server's cores here: the server and the watcher go first
-        outcomes, health_ms, memory = watched(url, server.pid, lambda: asyncio.run(hostile_load(url, load)))
-        results = hostile_figures(load, *outcomes, health_ms, memory)
-        statuses, health_ms, memory = watched(url, server.pid, lambda: asyncio.run(bomb_load(url, load)))
+        try:
+            outcomes, health_ms, memory = watcher.measure(lambda: asyncio.run(hostile_load(url, load)))
+            results = hostile_figures(load, *outcomes, health_ms, memory)
+            statuses, health_ms, memory = watcher.measure(lambda: asyncio.run(bomb_load(url, load)))
+        finally:
+            watcher.close()
         results["bombs"] = {
             "each": load["bombs_each"], "side": load["bomb_side"], "statuses": statuses, "health_ms": health_ms,
             "server_resident_mib_max": memory,

@@ -64,6 +64,20 @@ def test_api_predicts_like_the_predict_command(api, cli, trained, user_images):
             assert image.shape == (28, 28) and image.min() == 0 and image.max() > 200
 
 
+def test_an_image_over_a_megapixel_decodes_in_a_worker_and_reads_as_predict_reads_it(api, cli, trained, user_images):
+    from serve import IN_PROCESS_PIXELS
+
+    big = user_images[0][0].with_name("big.png")
+    with Image.open(user_images[0][0]) as image:
+        image.convert("L").resize((1500, 1500), Image.Resampling.BICUBIC).save(big)
+    assert 1500 * 1500 > IN_PROCESS_PIXELS
+    expected = json.loads(cli("predict", "--model", trained[0], "--json", big).stdout)[0]
+    answer = post_image(api, big.read_bytes())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["digit"] == expected["digit"] == user_images[1][0]
+    assert answer.json()["confidence"] == pytest.approx(expected["confidence"], abs=0.02)
+
+
 @pytest.fixture(scope="module")
 def bad_uploads(user_images):
     from serve_bench import huge_png
@@ -138,6 +152,34 @@ def test_serve_process_answers_refuses_big_bodies_early_and_stops_on_ctrl_c(trai
         code, stdout, stderr = stop_server(server)
     assert code in (0, 130) and "Traceback" not in stderr, stderr
     assert f"serving {trained[0]} at {url}" in stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the server's processes in /proc (Linux)")
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_a_stopped_server_leaves_no_decoding_process_behind(untrained, stop):
+    from serve import DECODE_PROCESSES
+    from serve_bench import family, free_port, start_server
+
+    server, url = start_server(untrained, free_port())
+    decoders = family(server.pid)[1:]
+    assert len(decoders) > DECODE_PROCESSES  # the workers, and the process that starts them
+    if stop == "ctrl-c":  # as a terminal sends it: to every process of the group
+        os.killpg(server.pid, signal.SIGINT)
+    else:
+        server.kill()
+    _, stderr = server.communicate(timeout=30)  # returns once no process holds the server's output open
+    assert "Traceback" not in stderr, stderr
+    deadline = time.monotonic() + 10
+    while any(running(pid) for pid in decoders) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(running(pid) for pid in decoders)
+
+
+def running(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def httpx_post(url, content):
