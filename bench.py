@@ -35,6 +35,7 @@ from config import (
     ARCHITECTURES,
     DEFAULT_RECIPE,
     EARLIER_RECIPE,
+    QUICK_SUITE_IMAGES,
     RECIPES,
     SUITE_SEED,
     architecture,
@@ -70,8 +71,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"smoke run: {QUICK_STEPS} training steps per run (with --serve: {QUICK_SERVE_IMAGES} images); "
-        "the figures mean nothing",
+        help=f"smoke run: {QUICK_STEPS} training steps per run, the suite on {QUICK_SUITE_IMAGES} test images (with "
+        f"--serve: {QUICK_SERVE_IMAGES} images); the figures mean nothing",
     )
     parser.add_argument("--no-classic", action="store_true", help="skip the classic baseline")
     parser.add_argument(
@@ -142,6 +143,7 @@ def run(args):
             resolve_cache_dir(args.cache_dir),
             args.min_confidence,
             max_steps,
+            QUICK_SUITE_IMAGES if args.quick else None,
         )
     elif args.concurrency:
         from concurrency_bench import concurrency_benchmark
@@ -172,7 +174,7 @@ def classic_run(seed, device, data_dir, data, suite, max_steps=None):
 
     model, train_seconds, seen = classic.train(seed, device, data_dir, max_steps)
     accuracy, test_images_per_second = classic.test(model, device, data_dir)
-    report = evaluate_robustness(model, suite, data["eval"][1], accuracy)
+    report = evaluate_robustness(model, *suite, accuracy)
     return _figures(
         seed,
         accuracy,
@@ -192,7 +194,7 @@ def preset_run(arch, recipe, seed, device, data, suite, max_steps=None, precisio
     config = replace(config, seed=seed, max_steps=max_steps)
     result = train_and_evaluate(arch, config, device, data, contrast_stretch, precision)
     metrics = result.metrics
-    report = evaluate_robustness(result.model, suite, data["eval"][1], metrics["accuracy"])
+    report = evaluate_robustness(result.model, *suite, metrics["accuracy"])
     return _figures(
         seed,
         metrics["accuracy"],
@@ -276,7 +278,8 @@ def run_benchmark(
     precisions = list(dict.fromkeys(resolve_precision(p, device) for p in precisions))
     results = {"machine": machine(device), "quick": quick, "precisions": precisions, "models": {}}
     data = load_data(data_dir, device)
-    suite = corrupted_test_set(data["eval"][0].cpu(), SUITE_SEED, cache_dir)
+    images, labels = (tensor[: QUICK_SUITE_IMAGES if quick else None] for tensor in data["eval"])
+    suite = corrupted_test_set(images.cpu(), SUITE_SEED, cache_dir), labels  # (images by corruption, labels)
     models = [(arch, recipe, precision) for precision in precisions for arch in archs for recipe in recipes]
     models += [("classic", None, "fp32")] if classic else []
     runs = {model: [] for model in models}

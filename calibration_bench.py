@@ -17,7 +17,10 @@ SETS = ("clean", "corrupted")  # the test set as it is, and the corruption suite
 THRESHOLDS = (50, 60, 70, 80, 85, 90, 95, 99)  # --min-confidence candidates, measured on the validation split
 
 
-def calibration_benchmark(seeds, device, data_dir, out_dir, cache_dir, min_confidence, max_steps=None):
+def calibration_benchmark(
+    seeds, device, data_dir, out_dir, cache_dir, min_confidence, max_steps=None, suite_images=None
+):
+    """The figures of each seed; with suite_images, the suite is made from the first that many test images only."""
     from calibration import CALIBRATION_BINS
     from checkpoint import write_json, write_text
     from corruptions import corrupted_test_set
@@ -27,7 +30,8 @@ def calibration_benchmark(seeds, device, data_dir, out_dir, cache_dir, min_confi
 
     test = load_data(data_dir, device)
     validation = load_data(data_dir, device, validation=True)
-    suite = corrupted_test_set(test["eval"][0].cpu(), SUITE_SEED, cache_dir)
+    images, labels = (tensor[:suite_images] for tensor in test["eval"])
+    suite = corrupted_test_set(images.cpu(), SUITE_SEED, cache_dir), labels  # (images by corruption, labels)
     nondigits = {"scribbles": normalize(scribbles() * 255), "letters": normalize(letters() * 255)}
     runs, sweeps = zip(
         *(seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps) for seed in seeds),
@@ -71,17 +75,17 @@ def seed_run(seed, device, test, validation, suite, nondigits, min_confidence, m
         for threshold in THRESHOLDS
     }
     result = train_and_evaluate("default", config, device, test)
-    model, labels = result.model, test["eval"][1]
+    model, (suite_images, suite_labels) = result.model, suite
     logits = {
         "clean": result.logits,
-        "corrupted": torch.cat([suite_logits(model, images) for images in suite.values()]),
+        "corrupted": torch.cat([suite_logits(model, images) for images in suite_images.values()]),
     }
+    labels = {"clean": test["eval"][1], "corrupted": suite_labels.repeat(len(suite_images))}
     row = {"seed": seed, "accuracy": round(result.metrics["accuracy"], 2), "validation_temperature": fitted}
     for name in SETS:
-        set_labels = labels.repeat(len(logits[name]) // len(labels))
         figures = {
-            **calibration_figures(logits[name], set_labels, model.temperature),
-            **selective_figures(logits[name], set_labels, model.temperature, min_confidence),
+            **calibration_figures(logits[name], labels[name], model.temperature),
+            **selective_figures(logits[name], labels[name], model.temperature, min_confidence),
         }
         row.update(
             {f"{name}_{key}": round(value, 3) for key, value in figures.items() if key not in ("images", "bins")}

@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -67,6 +68,8 @@ DRAIN_BYTES, DRAIN_SECONDS = 8 * 2**20, 1.0  # read of a refused body before clo
 IN_PROCESS_PIXELS = WORKING_SIDE**2
 DECODE_PROCESSES = 2
 DECODE_NICENESS = 10  # the decoding processes give way to the event loop on busy cores
+WORKER_START_SECONDS = 60  # a worker imports predict; the server starts listening once every worker is ready
+PR_SET_PDEATHSIG = 1  # Linux prctl: the signal a process gets when the thread that started it ends
 DEFAULT_REQUEST_TIMEOUT = 30.0  # seconds a request's head, and then its body, may take to arrive
 HEADER_LIMIT_BYTES = 64 * 1024  # larger request heads are refused (400) by h11
 KEEP_ALIVE_SECONDS = 5  # an idle connection is closed after this
@@ -159,7 +162,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        await run_in_threadpool(decoder.start)  # before the first request, and off the event loop: it waits
+        decoder.start()  # before the first request
         yield
         decoder.close()
 
@@ -233,7 +236,7 @@ class Decoder:
 
     async def ink_in_worker(self, data):
         if self.pool is None:
-            await run_in_threadpool(self.start)
+            self.start()
         pool = self.pool
         try:
             return await asyncio.wrap_future(pool.submit(read_upload, data))
@@ -244,17 +247,18 @@ class Decoder:
             raise HTTPException(503, "the image decoder stopped; try again", headers={"retry-after": "1"}) from None
 
     def start(self):
-        """Starts every worker and waits until each has run once: starting one waits for its process."""
-        # Spawned, not forked from the server's threads; and a child of the server itself, so that it can tell
-        # when the server has gone (a forkserver's children keep the forkserver alive, and it them).
+        """Starts every worker and waits until each is ready. On the event loop's thread: a worker's end is tied to
+        the thread that started it (start_worker), and this one lasts as long as the server."""
+        # Spawned, not forked from the server's threads: a child of the server itself, importing what it needs.
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(DECODE_PROCESSES, mp_context=context, initializer=start_worker)
-        for started in [pool.submit(os.getpid) for _ in range(DECODE_PROCESSES)]:
-            started.result()
-        if self.pool is None:
-            self.pool = pool
-        else:  # another request started one meanwhile
-            pool.shutdown()
+        ready = context.Barrier(DECODE_PROCESSES + 1)
+        pool = ProcessPoolExecutor(
+            DECODE_PROCESSES, mp_context=context, initializer=start_worker, initargs=(os.getpid(), ready)
+        )
+        for _ in range(DECODE_PROCESSES):  # each submission starts a worker, none being idle yet
+            pool.submit(os.getpid)
+        ready.wait(WORKER_START_SECONDS)
+        self.pool = pool
 
     def close(self):
         if self.pool is not None:
@@ -271,17 +275,23 @@ def read_upload(data):
         release_freed_memory()
 
 
-def start_worker():
+def start_worker(server, ready):
     """A decoding worker gives way to the event loop on busy cores, leaves Ctrl-C to the server (which stops
-    it), and exits once its parent has gone: a server killed outright leaves no process behind."""
+    it), and ends once the server has gone, however it ended: no process is left behind."""
     with contextlib.suppress(AttributeError, OSError):  # no os.nice on Windows
         os.nice(DECODE_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    if sys.platform == "linux":  # the kernel kills it when the server's thread that started it ends
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=exit_when_orphaned, args=(server,), daemon=True).start()
+    if os.getppid() != server:  # the server ended before the lines above
+        os._exit(1)
+    ready.wait(WORKER_START_SECONDS)
 
 
-def exit_when_orphaned(parent):
-    while os.getppid() == parent:
+def exit_when_orphaned(server):
+    while os.getppid() == server:
         time.sleep(1)
     os._exit(1)
 

@@ -33,6 +33,7 @@ from cli import (
 from config import (
     DRY_RUN_STEPS,
     PARAMETER_BUDGETS,
+    QUICK_SUITE_IMAGES,
     SUITE_SEED,
     add_architecture_option,
     architecture,
@@ -91,7 +92,10 @@ def add_arguments(parser):
     parser.add_argument("--study", default="mnist", help="study name; the same name joins the same study")
     parser.add_argument("--out-dir", default="models/tune", help="folder for tune.md, tune.json and the plots")
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: a few training steps per run; the figures mean nothing"
+        "--quick",
+        action="store_true",
+        help=f"smoke run: a few training steps per run, the suite on {QUICK_SUITE_IMAGES} validation images; the "
+        "figures mean nothing",
     )
     parser.add_argument("--show", action="store_true", help="only write and print the report of the study")
     parser.add_argument(
@@ -152,7 +156,7 @@ def tune(args, base, device, data_dir, cache_dir):
     else:
         # --quick trains as --dry-run does, so that its reproduce commands (with --dry-run) match exactly
         base = replace(base, max_steps=DRY_RUN_STEPS if args.quick else None, log_every=sys.maxsize)  # a line a run
-        data = load_validation(device, data_dir, cache_dir)
+        data = load_validation(device, data_dir, cache_dir, QUICK_SUITE_IMAGES if args.quick else None)
         study = open_study(args.study, args.storage, args.out_dir, create=lambda: new_study(args, base, device, data))
     settings = recorded_settings(study, study_settings(args))
     print(f"study {args.study!r} in {redact(args.storage) if args.storage else Path(args.out_dir) / JOURNAL_FILE}")
@@ -183,11 +187,14 @@ def new_study(args, base, device, data):
     return list(OBJECTIVES.values()), attributes, search_params(base, architecture(args.arch))
 
 
-def load_validation(device, data_dir, cache_dir):
-    """The training split less the validation images, the validation images, and their corruption suite."""
+def load_validation(device, data_dir, cache_dir, suite_images=None):
+    """The training split less the validation images, the validation images, and the corruption suite of the first
+    suite_images of them (all by default) with their labels."""
     from corruptions import corrupted_test_set
     from train import load_data
 
     data = load_data(data_dir, device, validation=True)
-    data["corrupted"] = corrupted_test_set(data["eval"][0].cpu(), SUITE_SEED, cache_dir)
+    images, labels = (tensor[:suite_images] for tensor in data["eval"])
+    data["corrupted"] = corrupted_test_set(images.cpu(), SUITE_SEED, cache_dir)
+    data["corrupted_labels"] = labels
     return data

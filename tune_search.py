@@ -200,7 +200,7 @@ def corruption_accuracies(model, data, clean_accuracy):
     """The mean corruption accuracy % on data's suite, and {corruption: accuracy %}."""
     from evaluation import accuracy_by_corruption, evaluate_robustness
 
-    report = evaluate_robustness(model, data["corrupted"], data["eval"][1], clean_accuracy)
+    report = evaluate_robustness(model, data["corrupted"], data["corrupted_labels"], clean_accuracy)
     return report["mean_corruption_accuracy"], accuracy_by_corruption(report)
 
 

@@ -167,21 +167,21 @@ def study_trials_so_far(out_dir):
 
 @pytest.mark.slow
 def test_a_killed_tune_worker_leaves_a_usable_study(tmp_path):
-    killed = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    killed = start_tune_worker(tmp_path, "--trials", "1", "--seeds", "0")
     wait_for_a_running_trial(tmp_path)
     killed.send_signal(signal.SIGKILL)
     killed.communicate()
-    successor = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    successor = start_tune_worker(tmp_path, "--trials", "1", "--seeds", "0")
     _, stderr = successor.communicate(timeout=600)
     assert successor.returncode == 0, stderr
     assert f"process {killed.pid}) is gone" in stderr
-    trials = assert_complete_trials(journal_study(tmp_path), 2)
+    trials = assert_complete_trials(journal_study(tmp_path), 1)
     assert trials[0].state.name == "FAIL"
 
 
 @pytest.mark.slow
 def test_ctrl_c_stops_tune_in_one_line_and_the_same_command_continues(tmp_path):
-    stopped = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    stopped = start_tune_worker(tmp_path, "--trials", "1", "--seeds", "0")
     wait_for_a_running_trial(tmp_path)
     stopped.send_signal(signal.SIGINT)
     _, stderr = stopped.communicate(timeout=120)
@@ -189,10 +189,10 @@ def test_ctrl_c_stops_tune_in_one_line_and_the_same_command_continues(tmp_path):
     assert "interrupted: the study keeps its finished trials" in stderr
     unfinished = [trial for trial in journal_study(tmp_path).trials if trial.state.name != "COMPLETE"]
     assert all(trial.state.name == "PRUNED" and trial.user_attrs["pruned"] == "interrupted" for trial in unfinished)
-    successor = start_tune_worker(tmp_path, "--trials", "2", "--seeds", "0")
+    successor = start_tune_worker(tmp_path, "--trials", "1", "--seeds", "0")
     _, stderr = successor.communicate(timeout=600)
     assert successor.returncode == 0, stderr
-    assert_complete_trials(journal_study(tmp_path), 2)
+    assert_complete_trials(journal_study(tmp_path), 1)
 
 
 @pytest.mark.slow
