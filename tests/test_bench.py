@@ -47,8 +47,8 @@ def test_end_to_end_quick_times_each_way_of_running(cli, tmp_path):
 
 
 def test_a_failing_timed_command_is_a_one_line_error():
-    with pytest.raises(RunError, match=r"classic.py bogus failed \(exit 2\): .*invalid choice"):
-        _timed("classic.py", "bogus")
+    with pytest.raises(RunError, match=r"main.py --bogus failed \(exit 2\): .*unrecognized arguments"):
+        _timed("main.py", "--bogus")
 
 
 @pytest.mark.slow

@@ -154,6 +154,7 @@ def test_serve_process_answers_refuses_big_bodies_early_and_stops_on_ctrl_c(trai
     assert f"serving {trained[0]} at {url}" in stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the server's processes in /proc (Linux)")
 @pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
 def test_a_stopped_server_leaves_no_decoding_process_behind(untrained, stop):

@@ -149,24 +149,28 @@ def test_config_file_sets_the_recipe_and_options_override_it(cli, tmp_path):
 
 
 def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path):
+    from config import config_from_args
+    from main import build_parser
+
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"lr": 0.5}))
-    for run, (options, expected) in enumerate(
-        (
-            (["--arch", "compact"], COMPACT_RECIPE),
-            (["--arch", "8/8,12,M,24,M/16"], COMPACT_RECIPE),  # the preset, written out
-            (["--arch", "compact", "--lr", "0.5"], replace(COMPACT_RECIPE, lr=0.5)),
-            # What the file leaves out keeps compact's recipe.
-            (["--arch", "compact", "--config", partial], replace(COMPACT_RECIPE, lr=0.5)),
-            (["--arch", "12/12,M,20,20,M/16"], TrainConfig()),  # no preset: the default's recipe
-        )
-    ):
-        out = tmp_path / f"run{run}" / "m.pth"
-        assert cli(*options, "--dry-run", "--out", out).returncode == 0
-        metrics = json.loads(out.with_name("metrics.json").read_text())
-        assert metrics["hyperparameters"]["batch_size"] == expected.batch_size
-        assert metrics["hyperparameters"]["lr"] == expected.lr
-        assert metrics["augmentation"] == asdict(expected.augmentation)
+    cases = (
+        (["--arch", "compact"], COMPACT_RECIPE),
+        (["--arch", "8/8,12,M,24,M/16"], COMPACT_RECIPE),  # the preset, written out
+        (["--arch", "compact", "--lr", "0.5"], replace(COMPACT_RECIPE, lr=0.5)),
+        (["--arch", "12/12,M,20,20,M/16"], TrainConfig()),  # no preset: the default's recipe
+    )
+    parser = build_parser(None)[0]
+    for options, expected in cases:
+        assert config_from_args(parser.parse_args(options)) == expected
+    # What the file leaves out keeps compact's recipe: as the run recorded it.
+    out = tmp_path / "m.pth"
+    assert cli("--arch", "compact", "--config", partial, "--dry-run", "--out", out).returncode == 0
+    metrics = json.loads(out.with_name("metrics.json").read_text())
+    expected = replace(COMPACT_RECIPE, lr=0.5)
+    assert metrics["hyperparameters"]["batch_size"] == expected.batch_size
+    assert metrics["hyperparameters"]["lr"] == expected.lr
+    assert metrics["augmentation"] == asdict(expected.augmentation)
 
 
 @pytest.mark.parametrize(
