@@ -28,21 +28,19 @@ def reproduce(trial, settings, folder):
 
     path = folder / "trials" / f"trial_{trial.number}.json"
     config = suggest_config(FixedTrial(trial.params), TrainConfig())
-    fitted = [run["temperature"] for run in trial.user_attrs.get("runs", []) if "temperature" in run]
-    if fitted:  # the recipe's own, as the default's was fitted: the median over the seeds, on validation
-        config = replace(config, temperature=round(statistics.median(fitted), 3))
+    fitted = [run["temperature"] for run in trial.user_attrs["runs"]]
+    # the recipe's own, as the default's was fitted: the median over the seeds, on validation
+    config = replace(config, temperature=round(statistics.median(fitted), 3))
     write_text(path, recipe_json(config))
     quick = " --dry-run" if settings["quick"] else ""
     return (
-        f"python main.py --arch {trial_architecture(trial, settings)} --config {path} --validation "
+        f"python main.py --arch {trial_architecture(trial)} --config {path} --validation "
         f"--seed {settings['seeds'][0]}{quick} --out {folder / f'trial_{trial.number}' / 'mnist_model.pth'}"
     )
 
 
-def trial_architecture(trial, settings):
-    """The trial's architecture, by name or STEM/BODY/HEAD; a study from before the search kept --arch's."""
-    if "stem" not in trial.params:
-        return settings["arch"]
+def trial_architecture(trial):
+    """The trial's architecture, by name or STEM/BODY/HEAD."""
     return architecture_name(suggest_architecture(FixedTrial(trial.params)))
 
 
@@ -53,10 +51,10 @@ def write_report(study, name, settings, folder):
         {
             "trial": trial.number,
             **dict(zip(OBJECTIVES, (round(value, 3) for value in trial.values), strict=True)),
-            "architecture": trial_architecture(trial, settings),
-            "parameters": trial.user_attrs.get("parameters"),
-            "shortfall": trial.constraints[SHORTFALL] + REFERENCE_MARGIN if SHORTFALL in trial.constraints else None,
-            "runs": trial.user_attrs.get("runs"),
+            "architecture": trial_architecture(trial),
+            "parameters": trial.user_attrs["parameters"],
+            "shortfall": trial.constraints[SHORTFALL] + REFERENCE_MARGIN,
+            "runs": trial.user_attrs["runs"],
             "note": trial.user_attrs.get("note", ""),
             "params": trial.params,
             "command": reproduce(trial, settings, folder),
@@ -66,9 +64,9 @@ def write_report(study, name, settings, folder):
     summary = {
         "study": name,
         "arch": settings["arch"],
-        "max_params": settings.get("max_params"),
+        "max_params": settings["max_params"],
         "seeds": settings["seeds"],
-        "reference": study.user_attrs.get("reference"),
+        "reference": study.user_attrs["reference"],
         "trials": dict(states),
         "pareto_front": rows,
     }
@@ -84,28 +82,21 @@ def write_report(study, name, settings, folder):
 
 def markdown_report(summary):
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary["trials"].items()))
-    budget = f", at most {summary['max_params']:,} parameters" if summary["max_params"] else ""
     lines = [
         f"# Study {summary['study']!r}: Pareto front",
         "",
         (
-            f"Started from {summary['arch']}{budget}; seeds "
+            f"Started from {summary['arch']}, at most {summary['max_params']:,} parameters; seeds "
             f"{', '.join(map(str, summary['seeds']))}; trials: {counts}. Scored on the validation split held out "
             "of the training set; the test set was not read."
         ),
         "",
-        *(
-            [
-                (
-                    f"Constraint: no corruption more than {REFERENCE_MARGIN:g} point below the earlier recipe, "
-                    "trained on the same seeds when the study was made; the front holds only trials that meet it, "
-                    "or while none does, the one that misses it by least."
-                ),
-                "",
-            ]
-            if summary["reference"]
-            else []
+        (
+            f"Constraint: no corruption more than {REFERENCE_MARGIN:g} point below the earlier recipe, "
+            "trained on the same seeds when the study was made; the front holds only trials that meet it, "
+            "or while none does, the one that misses it by least."
         ),
+        "",
         "| trial | architecture | parameters | "
         + " | ".join(OBJECTIVES)
         + " | worst corruption, points below the earlier recipe"
@@ -115,11 +106,9 @@ def markdown_report(summary):
     for row in summary["pareto_front"]:
         values = " | ".join(f"{row[name]:.2f}" for name in OBJECTIVES)
         note = f" ({row['note']})" if row["note"] else ""
-        parameters = f"{row['parameters']:,}" if row["parameters"] else ""
-        shortfall = "" if row["shortfall"] is None else f"{row['shortfall']:.2f}"
         lines.append(
-            f"| {row['trial']}{note} | {row['architecture']} | {parameters} | {values} | {shortfall} "
-            f"| `{row['command']}` |"
+            f"| {row['trial']}{note} | {row['architecture']} | {row['parameters']:,} | {values} "
+            f"| {row['shortfall']:.2f} | `{row['command']}` |"
         )
     params = sorted({name for row in summary["pareto_front"] for name in row["params"]})
     lines += ["", "Their hyperparameters:", "", "| trial | " + " | ".join(params) + " |"]

@@ -31,8 +31,8 @@ OBJECTIVES = {  # name -> direction; each trial's values are the means over its 
 }
 # A trial is pruned as hopeless once a seed scores this many points below the earlier recipe on validation (the
 # study's reference, on the study's own preset): a fixed 98.5 % pruned most of a compact study's trials, good
-# ones included (docs/tuning.md). Studies made before the reference was measured keep HOPELESS_ACCURACY.
-HOPELESS_MARGIN, HOPELESS_ACCURACY = 0.5, 98.5
+# ones included (docs/tuning.md).
+HOPELESS_MARGIN = 0.5
 NOT_SEARCHED = ("augmentation", "epochs", "temperature")  # TrainConfig fields outside the search space
 # Channels searched, fewest and most: the stem, each stage's convolutions (at 14x14, then 7x7), the head.
 WIDTHS = {"stem": (8, 32), "stage1": (8, 48), "stage2": (12, 64), "head": (8, 48)}
@@ -185,15 +185,12 @@ def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless, 
 
 def hopeless_accuracy(study):
     """The validation accuracy % under which a trial is pruned: HOPELESS_MARGIN below the study's reference."""
-    reference = study.user_attrs.get("reference_accuracy")
-    return HOPELESS_ACCURACY if reference is None else round(reference - HOPELESS_MARGIN, 2)
+    return round(study.user_attrs["reference_accuracy"] - HOPELESS_MARGIN, 2)
 
 
 def set_shortfall(trial, runs):
-    """The constraint, where the study has a reference (studies made before the constraint have none)."""
-    reference = trial.study.user_attrs.get("reference")
-    if reference:
-        trial.set_constraint(SHORTFALL, shortfall(runs, reference) - REFERENCE_MARGIN)
+    """The constraint: the corruption shortfall against the study's reference, less the margin."""
+    trial.set_constraint(SHORTFALL, shortfall(runs, trial.study.user_attrs["reference"]) - REFERENCE_MARGIN)
 
 
 def corruption_accuracies(model, data, clean_accuracy):
