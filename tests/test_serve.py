@@ -65,7 +65,7 @@ def test_api_predicts_like_the_predict_command(api, cli, trained, user_images):
 
 
 def test_an_image_over_a_megapixel_decodes_in_a_worker_and_reads_as_predict_reads_it(api, cli, trained, user_images):
-    from serve import IN_PROCESS_PIXELS
+    from serve_decoder import IN_PROCESS_PIXELS
 
     big = user_images[0][0].with_name("big.png")
     with Image.open(user_images[0][0]) as image:
@@ -158,8 +158,8 @@ def test_serve_process_answers_refuses_big_bodies_early_and_stops_on_ctrl_c(trai
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the server's processes in /proc (Linux)")
 @pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
 def test_a_stopped_server_leaves_no_decoding_process_behind(untrained, stop):
-    from serve import DECODE_PROCESSES
     from serve_bench import family, free_port, start_server
+    from serve_decoder import DECODE_PROCESSES
 
     server, url = start_server(untrained, free_port())
     decoders = family(server.pid)[1:]
@@ -384,7 +384,7 @@ def test_slow_and_vanishing_clients_are_cut_off_without_tracebacks(strict_server
 @pytest.mark.slow
 def test_over_the_admission_limit_the_server_answers_503_at_once(strict_server):
 
-    from serve import MAX_UPLOADS
+    from serve_guards import MAX_UPLOADS
 
     _, url = strict_server
     address = urlsplit(url)
@@ -406,8 +406,8 @@ def test_over_the_admission_limit_the_server_answers_503_at_once(strict_server):
 
 @pytest.mark.slow
 def test_slow_uploads_do_not_starve_predictions_and_are_cut_off(server, user_images):
-    from serve import MAX_IN_FLIGHT, UPLOAD_GRACE_SECONDS
     from serve_bench import slow_upload
+    from serve_guards import MAX_IN_FLIGHT, UPLOAD_GRACE_SECONDS
 
     slow = [slow_upload(server) for _ in range(MAX_IN_FLIGHT)]
     try:
