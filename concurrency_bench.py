@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import timed_together, wall_time_rows
+from end_to_end_bench import timed_together, wall_time_rows
 
 MAIN = Path(__file__).with_name("main.py")
 TUNE_TRIALS, QUICK_TUNE_TRIALS = 8, 2

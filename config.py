@@ -247,6 +247,7 @@ VALIDATION_SIZE = 5_000  # training images held out to choose hyperparameters on
 VALIDATION_SEED = 0  # fixes which ones, so every trial and every worker holds out the same images
 SUITE_SEED = 0  # seed of the corruption suite: its images are a function of the seed and the images alone
 DRY_RUN_STEPS = 10  # training steps of a smoke run (--dry-run, tune --quick)
+QUICK_STEPS = 5  # training steps per run in a smoke run of bench (--quick)
 QUICK_SUITE_IMAGES = 500  # images under the corruption suite in a smoke run of bench or tune (--quick)
 RUN_CONTROLS = ("seed", "max_steps", "log_every")  # TrainConfig fields that belong to one run, not to a recipe
 

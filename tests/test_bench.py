@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from bench import _timed
 from corruptions import SUITE
+from end_to_end_bench import timed
 from errors import RunError
 from tests.helpers import DATA_DIR
 
@@ -48,7 +48,7 @@ def test_end_to_end_quick_times_each_way_of_running(cli, tmp_path):
 
 def test_a_failing_timed_command_is_a_one_line_error():
     with pytest.raises(RunError, match=r"main.py --bogus failed \(exit 2\): .*unrecognized arguments"):
-        _timed("main.py", "--bogus")
+        timed("main.py", "--bogus")
 
 
 @pytest.mark.slow
