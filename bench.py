@@ -1,6 +1,7 @@
 """`python main.py bench`: this project's presets over several seeds against the classic baseline, in one
 run, clean and under the corruption suite; its other modes live beside it: --end-to-end (end_to_end_bench.py),
---concurrency (concurrency_bench.py), --calibration (calibration_bench.py), --serve and --abuse (serve_bench.py).
+--concurrency (concurrency_bench.py), --calibration (calibration_bench.py), --serve (serve_bench.py),
+--serve --abuse (abuse_bench.py).
 
 Results go to JSON and a Markdown table in --out-dir. Heavy modules are imported where they are used:
 `bench --help` answers without torch.
@@ -116,7 +117,7 @@ def run(args):
     apply_threads(args.threads)
     data_dir = resolve_data_dir(args.data_dir)
     if args.serve and args.abuse:
-        from serve_bench import abuse_benchmark
+        from abuse_bench import abuse_benchmark
 
         abuse_benchmark(args.model, data_dir, args.out_dir, args.quick)
     elif args.serve:
@@ -301,6 +302,8 @@ def run_benchmark(
 
     out_dir = Path(out_dir)
     write_json(out_dir / "benchmark.json", results)
+    from bench_table import markdown_table
+
     table = markdown_table(results)
     write_text(out_dir / "benchmark.md", table)
     print(table)
@@ -336,78 +339,3 @@ def compare(models):
                 (100 - summary["mean_corruption_accuracy_mean"]) / (100 - base["mean_corruption_accuracy_mean"]), 3
             )
             summary["train_time_vs_earlier"] = round(summary["train_seconds_mean"] / base["train_seconds_mean"], 3)
-
-
-def markdown_table(results):
-    m = results["machine"]
-    native = "native bfloat16" if m["bf16_native"] else "no native bfloat16"
-    where = m["gpu"] or f"{m['cpu']} (CPU capability {m['cpu_capability']}, {native}), {m['torch_threads']} threads"
-    quick = " (quick mode: not real figures)" if results["quick"] else ""
-    lines = [
-        (
-            f"Measured on {where}; Python {m['python']}, torch {m['torch']}{quick}. "
-            "Precision: the training forward pass's (evaluation is float32)."
-        ),
-        "",
-        (
-            "| model | precision | parameters | seed | test accuracy % | mean corruption accuracy % | train s | "
-            "train images/s | inference images/s |"
-        ),
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, model in results["models"].items():
-        for run in model["runs"]:
-            lines.append(
-                f"| {name} | {model['precision']} | {run['parameters']:,} | {run['seed']} | {run['accuracy']:.2f} | "
-                f"{run['mean_corruption_accuracy']:.2f} | {run['train_seconds']:.2f} | "
-                f"{run['train_images_per_second']:,} | {run['test_images_per_second']:,} |"
-            )
-    summary_header = (
-        "| model | precision | architecture | mean accuracy % | min | std | mean corruption accuracy % | min | "
-        "corruption error vs earlier | mean train s | train time vs earlier | train time vs classic | "
-        "accuracy vs classic (points) | inference speed vs classic |"
-    )
-    lines += [
-        "",
-        summary_header,
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, model in results["models"].items():
-        s = model["summary"]
-        lines.append(
-            f"| {name} | {model['precision']} | {model.get('architecture', '')} | {s['accuracy_mean']:.2f} | "
-            f"{s['accuracy_min']:.2f} | "
-            f"{s['accuracy_std']:.3f} | "
-            f"{s['mean_corruption_accuracy_mean']:.2f} | {s['mean_corruption_accuracy_min']:.2f} | "
-            f"{_ratio(s, 'corruption_error_vs_earlier', 'x')} | {s['train_seconds_mean']:.2f} | "
-            f"{_ratio(s, 'train_time_vs_earlier', 'x')} | {_ratio(s, 'train_time_vs_classic', 'x')} | "
-            f"{_ratio(s, 'accuracy_vs_classic', '', signed=True)} | "
-            f"{_ratio(s, 'inference_speed_vs_classic', 'x')} |"
-        )
-    names = list(results["models"])
-    lines += [
-        "",
-        "Accuracy (%) under each corruption, mean over the seeds:",
-        "",
-        "| corruption | " + " | ".join(names) + " |",
-        "| --- |" + " ---: |" * len(names),
-    ]
-    first = results["models"][names[0]]["summary"]["corruption_accuracy_mean"]
-    for corruption in first:
-        lines.append(
-            f"| {corruption} | "
-            + " | ".join(
-                f"{results['models'][name]['summary']['corruption_accuracy_mean'][corruption]:.2f}" for name in names
-            )
-            + " |"
-        )
-    memory = f"Peak memory: {results['peak_memory_mib']:,} MiB resident"
-    if "peak_gpu_memory_mib" in results:
-        memory += f", {results['peak_gpu_memory_mib']:,} MiB on the GPU"
-    return "\n".join(lines + ["", memory + "."]) + "\n"
-
-
-def _ratio(summary, key, unit, signed=False):
-    if key not in summary:
-        return "-"
-    return f"{summary[key]:+.2f}" if signed else f"{summary[key]:.2f}{unit}"

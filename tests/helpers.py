@@ -82,7 +82,7 @@ PREDICT_SAMPLES = 60  # rendered test digits put through `predict`
 
 
 def write_huge_png(path, width, height, kind="grey"):
-    """A real, valid PNG of width x height (serve_bench.huge_png), one colour throughout, in a few kilobytes."""
-    from serve_bench import huge_png
+    """A real, valid PNG of width x height (abuse_bench.huge_png), one colour throughout, in a few kilobytes."""
+    from abuse_bench import huge_png
 
     path.write_bytes(huge_png(width, height, kind))

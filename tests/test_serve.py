@@ -80,7 +80,7 @@ def test_an_image_over_a_megapixel_decodes_in_a_worker_and_reads_as_predict_read
 
 @pytest.fixture(scope="module")
 def bad_uploads(user_images):
-    from serve_bench import huge_png
+    from abuse_bench import huge_png
 
     blank = io.BytesIO()
     Image.new("L", (64, 64), 255).save(blank, "PNG")
@@ -158,7 +158,8 @@ def test_serve_process_answers_refuses_big_bodies_early_and_stops_on_ctrl_c(trai
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the server's processes in /proc (Linux)")
 @pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
 def test_a_stopped_server_leaves_no_decoding_process_behind(untrained, stop):
-    from serve_bench import family, free_port, start_server
+    from abuse_bench import family
+    from serve_bench import free_port, start_server
     from serve_decoder import DECODE_PROCESSES
 
     server, url = start_server(untrained, free_port())
@@ -406,7 +407,7 @@ def test_over_the_admission_limit_the_server_answers_503_at_once(strict_server):
 
 @pytest.mark.slow
 def test_slow_uploads_do_not_starve_predictions_and_are_cut_off(server, user_images):
-    from serve_bench import slow_upload
+    from abuse_bench import slow_upload
     from serve_guards import MAX_IN_FLIGHT, UPLOAD_GRACE_SECONDS
 
     slow = [slow_upload(server) for _ in range(MAX_IN_FLIGHT)]
