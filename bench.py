@@ -39,6 +39,7 @@ from config import (
     architecture_type,
     recipe_model,
 )
+from errors import InputError
 
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench --serve sends, in turn
 QUICK_SERVE_IMAGES = 50  # with --quick
@@ -113,19 +114,52 @@ def add_arguments(parser):
     add_cache_option(parser)
 
 
+# The options each mode reads, beyond --out-dir, --threads and --data-dir, which all of them do; a mode refuses
+# the others (`bench --serve --seeds 3` would otherwise run and ignore --seeds).
+MODE_OPTIONS = {
+    "accuracy": {"arch", "recipe", "seeds", "quick", "no_classic", "device", "precision", "cache_dir"},
+    "--end-to-end": {"end_to_end", "repeats", "quick"},
+    "--concurrency": {"concurrency", "repeats", "workers", "quick"},
+    "--calibration": {"calibration", "seeds", "quick", "min_confidence", "device", "cache_dir"},
+    "--serve": {"serve", "model", "clients", "requests", "quick"},
+    "--serve --abuse": {"serve", "abuse", "model", "quick"},
+}
+
+
+def mode(args):
+    """The mode the options ask for (a key of MODE_OPTIONS); raises InputError for an option it does not read."""
+    import argparse
+
+    modes = [name for name in ("end_to_end", "concurrency", "calibration", "serve") if getattr(args, name)]
+    if len(modes) > 1:
+        raise InputError("bench takes one of --end-to-end, --concurrency, --calibration and --serve")
+    chosen = "--" + modes[0].replace("_", "-") if modes else "accuracy"
+    chosen += " --abuse" if args.abuse and chosen == "--serve" else ""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args([]))  # as parsed: --device's default comes out a torch.device
+    given = {name for name, value in vars(args).items() if value != defaults[name]}
+    stray = sorted(given - MODE_OPTIONS[chosen] - {"out_dir", "threads", "data_dir"})
+    if stray:
+        options = ", ".join("--" + name.replace("_", "-") for name in stray)
+        raise InputError(f"bench{'' if chosen == 'accuracy' else ' ' + chosen} does not take {options}")
+    return chosen
+
+
 def run(args):
+    chosen = mode(args)
     apply_threads(args.threads)
     data_dir = resolve_data_dir(args.data_dir)
-    if args.serve and args.abuse:
+    if chosen == "--serve --abuse":
         from abuse_bench import abuse_benchmark
 
         abuse_benchmark(args.model, data_dir, args.out_dir, args.quick)
-    elif args.serve:
+    elif chosen == "--serve":
         from serve_bench import serve_benchmark
 
         images = QUICK_SERVE_IMAGES if args.quick else SERVE_BENCH_IMAGES
         serve_benchmark(args.model, data_dir, args.out_dir, images, args.requests, args.clients)
-    elif args.calibration:
+    elif chosen == "--calibration":
         from calibration_bench import calibration_benchmark
 
         max_steps = QUICK_STEPS if args.quick else None
@@ -139,11 +173,11 @@ def run(args):
             max_steps,
             QUICK_SUITE_IMAGES if args.quick else None,
         )
-    elif args.concurrency:
+    elif chosen == "--concurrency":
         from concurrency_bench import concurrency_benchmark
 
         concurrency_benchmark(data_dir, args.out_dir, args.repeats, args.workers, args.quick)
-    elif args.end_to_end:
+    elif chosen == "--end-to-end":
         from end_to_end_bench import end_to_end_benchmark
 
         end_to_end_benchmark(data_dir, args.out_dir, args.repeats, args.quick)

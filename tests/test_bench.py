@@ -7,7 +7,7 @@ import pytest
 from corruptions import SUITE
 from end_to_end_bench import timed
 from errors import RunError
-from tests.helpers import DATA_DIR
+from tests.helpers import DATA_DIR, assert_one_line_error
 
 
 @pytest.mark.slow
@@ -44,6 +44,19 @@ def test_end_to_end_quick_times_each_way_of_running(cli, tmp_path):
     assert set(first) == {"data", "training", "evaluation", "robustness", "saving", "plots"} and first["robustness"] > 0
     table = (tmp_path / "end_to_end.md").read_text()
     assert "| `python main.py`, second run (cached suite) |" in table and "Quick mode" in table
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--serve", "--seeds", 3, "--recipe", "mild"], "bench --serve does not take --recipe, --seeds"),
+        (["--end-to-end", "--workers", 3], "bench --end-to-end does not take --workers"),
+        (["--abuse"], "bench does not take --abuse"),
+        (["--serve", "--calibration"], "bench takes one of --end-to-end, --concurrency, --calibration and --serve"),
+    ],
+)
+def test_each_bench_mode_takes_only_its_own_options(cli, options, message):
+    assert_one_line_error(cli("bench", *options), 2, message)
 
 
 def test_a_failing_timed_command_is_a_one_line_error():
