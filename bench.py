@@ -33,7 +33,6 @@ from config import (
     QUICK_STEPS,
     QUICK_SUITE_IMAGES,
     RECIPES,
-    SUITE_SEED,
     architecture,
     architecture_name,
     architecture_type,
@@ -300,7 +299,7 @@ def run_benchmark(
     import torch
 
     from checkpoint import write_json, write_text
-    from corruptions import corrupted_test_set
+    from corruptions import labelled_suite
     from numerics import resolve_precision
     from train import load_data
 
@@ -308,8 +307,7 @@ def run_benchmark(
     precisions = list(dict.fromkeys(resolve_precision(p, device) for p in precisions))
     results = {"machine": machine(device), "quick": quick, "precisions": precisions, "models": {}}
     data = load_data(data_dir, device)
-    images, labels = (tensor[: QUICK_SUITE_IMAGES if quick else None] for tensor in data["eval"])
-    suite = corrupted_test_set(images.cpu(), SUITE_SEED, cache_dir), labels  # (images by corruption, labels)
+    suite = labelled_suite(*data["eval"], cache_dir, QUICK_SUITE_IMAGES if quick else None)
     models = [(arch, recipe, precision) for precision in precisions for arch in archs for recipe in recipes]
     models += [("classic", None, "fp32")] if classic else []
     runs = {model: [] for model in models}

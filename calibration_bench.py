@@ -11,7 +11,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from config import SUITE_SEED, TrainConfig
+from config import TrainConfig
 
 SETS = ("clean", "corrupted")  # the test set as it is, and the corruption suite made from it
 THRESHOLDS = (50, 60, 70, 80, 85, 90, 95, 99)  # --min-confidence candidates, measured on the validation split
@@ -23,15 +23,14 @@ def calibration_benchmark(
     """The figures of each seed; with suite_images, the suite is made from the first that many test images only."""
     from calibration import CALIBRATION_BINS
     from checkpoint import write_json, write_text
-    from corruptions import corrupted_test_set
+    from corruptions import labelled_suite
     from data import normalize
     from nondigits import letters, scribbles
     from train import load_data
 
     test = load_data(data_dir, device)
     validation = load_data(data_dir, device, validation=True)
-    images, labels = (tensor[:suite_images] for tensor in test["eval"])
-    suite = corrupted_test_set(images.cpu(), SUITE_SEED, cache_dir), labels  # (images by corruption, labels)
+    suite = labelled_suite(*test["eval"], cache_dir, suite_images)
     nondigits = {"scribbles": normalize(scribbles() * 255), "letters": normalize(letters() * 255)}
     runs, sweeps = zip(
         *(seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps) for seed in seeds),

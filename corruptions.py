@@ -347,3 +347,8 @@ def write_cached_suite(path, suite):
 def corrupted_test_set(images, seed=SUITE_SEED, cache_dir=None):
     """{corruption: 8-bit images} of the normalised images, corrupted once, to evaluate any number of models."""
     return corrupt_all(pixels(images), seed, cache_dir)
+
+
+def labelled_suite(images, labels, cache_dir=None, count=None):
+    """(the suite of the first count images, all by default; their labels): what evaluate_robustness scores."""
+    return corrupted_test_set(images[:count].cpu(), SUITE_SEED, cache_dir), labels[:count]

@@ -24,13 +24,7 @@ from pydantic import BaseModel
 
 from cli import add_min_confidence_option, add_model_option, port_number, positive
 from config import MIN_CONFIDENCE
-from predict import (
-    BlankImage,
-    ImageError,
-    NotAnImage,
-    TooManyPixels,
-    read_digits,
-)
+from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, read_digits
 from serve_decoder import Decoder
 from serve_guards import (
     DEFAULT_REQUEST_TIMEOUT,

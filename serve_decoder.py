@@ -25,7 +25,7 @@ from predict import WORKING_SIDE, header_pixels, prepare, prepared_image, read_i
 IN_PROCESS_PIXELS = WORKING_SIDE**2
 DECODE_PROCESSES = 2
 DECODE_NICENESS = 10  # the decoding processes give way to the event loop on busy cores
-WORKER_START_SECONDS = 60  # a worker imports predict; the server starts listening once every worker is ready
+WORKER_START_SECONDS = 60  # a worker imports this module and predict; the server listens once every worker is ready
 PR_SET_PDEATHSIG = 1  # Linux prctl: the signal a process gets when the thread that started it ends
 
 

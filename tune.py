@@ -34,7 +34,6 @@ from config import (
     DRY_RUN_STEPS,
     PARAMETER_BUDGETS,
     QUICK_SUITE_IMAGES,
-    SUITE_SEED,
     add_architecture_option,
     architecture,
     preset_recipe,
@@ -190,11 +189,9 @@ def new_study(args, base, device, data):
 def load_validation(device, data_dir, cache_dir, suite_images=None):
     """The training split less the validation images, the validation images, and the corruption suite of the first
     suite_images of them (all by default) with their labels."""
-    from corruptions import corrupted_test_set
+    from corruptions import labelled_suite
     from train import load_data
 
     data = load_data(data_dir, device, validation=True)
-    images, labels = (tensor[:suite_images] for tensor in data["eval"])
-    data["corrupted"] = corrupted_test_set(images.cpu(), SUITE_SEED, cache_dir)
-    data["corrupted_labels"] = labels
+    data["corrupted"], data["corrupted_labels"] = labelled_suite(*data["eval"], cache_dir, suite_images)
     return data
