@@ -164,7 +164,7 @@ def test_a_stopped_server_leaves_no_decoding_process_behind(untrained, stop):
 
     server, url = start_server(untrained, free_port())
     decoders = family(server.pid)[1:]
-    assert len(decoders) > DECODE_PROCESSES  # the workers, and the process that starts them
+    assert len(decoders) > DECODE_PROCESSES  # the workers, and multiprocessing's resource tracker
     if stop == "ctrl-c":  # as a terminal sends it: to every process of the group
         os.killpg(server.pid, signal.SIGINT)
     else:
