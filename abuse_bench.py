@@ -1,4 +1,4 @@
-"""`python main.py bench --serve --abuse`: the real server under hostile load on loopback (large uploads,
+"""`python main.py bench abuse`: the real server under hostile load on loopback (large uploads,
 decompression bombs, slow and trickling clients, SIGTERM mid-upload), with /api/health's latency and the memory
 of the server and its decoding workers watched from a process of their own (docs/serving.md)."""
 

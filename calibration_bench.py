@@ -1,4 +1,4 @@
-"""`python main.py bench --calibration`: how well the default model's probabilities mean what they say.
+"""`python main.py bench calibration`: how well the default model's probabilities mean what they say.
 
 Per seed, two runs of the default recipe: one on the training set less the validation split, whose
 temperature is fitted there (what the recipe's temperature is the median of), and one on all 60,000
@@ -118,7 +118,7 @@ COLUMNS = {  # key in a run -> column heading
 
 def markdown_table(results):
     lines = [
-        "# Calibration of the default model (`python main.py bench --calibration`)",
+        "# Calibration of the default model (`python main.py bench calibration`)",
         "",
         (
             f"Recipe temperature {results['recipe_temperature']}; ECE over {results['bins']} equal-width bins; "

@@ -1,4 +1,4 @@
-"""`python main.py bench --end-to-end`: `python main.py` as a user runs it (first run, second run with the suite
+"""`python main.py bench end-to-end`: `python main.py` as a user runs it (first run, second run with the suite
 cached, dry run) against the original design's two scripts, each timed as a whole process, alternated; and the
 timing of whole commands that concurrency_bench.py shares."""
 

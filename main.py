@@ -17,7 +17,7 @@ COMMANDS = {  # name -> (module, what it does)
     "evaluate": ("evaluate", "accuracy, per-class accuracy and confusion matrix"),
     "robustness": ("robustness", "accuracy under each corruption; writes robustness.json and .png beside the model"),
     "export": ("export", "write the model as ONNX or a torch.export program (pt2)"),
-    "bench": ("bench", "benchmark the presets against the classic baseline"),
+    "bench": ("bench", "measure accuracy, speed, calibration and the server: bench MODE, accuracy by default"),
     "serve": ("serve", "a web page to draw digits on, and a JSON API (FastAPI, uvicorn)"),
     "tune": ("tune", "search the training recipe on Optuna, scored on data held out of the training set"),
 }
@@ -47,7 +47,9 @@ def main(argv=None):
     # A command comes first; anything else is training's options, so `--epochs 3 predict` is refused.
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser, module = build_parser(command)
-    args = parser.parse_args(argv[1:] if command else argv)
+    rest = argv[1:] if command else argv
+    # A command with modes (bench) names its default mode where the arguments name none.
+    args = parser.parse_args(module.command_line(rest) if hasattr(module, "command_line") else rest)
     try:
         return module.run(args)
     except InputError as error:

@@ -1,4 +1,4 @@
-"""`python main.py bench --serve`: predictions per second over HTTP against in-process `predict`.
+"""`python main.py bench serve`: predictions per second over HTTP against in-process `predict`.
 
 Both read the same PNG files (test digits drawn dark on white at 112x112, as a user's scan would be).
 The server is the real `python main.py serve` process on a free loopback port; the clients are
@@ -149,6 +149,3 @@ def serve_benchmark(model_path, data_dir, out_dir, images, requests, clients):
         f"latency p50 {latency['p50']} ms, p99 {latency['p99']} ms; statuses {load['statuses']}; wrote {out}"
     )
     return results
-
-
-# --- bench --serve --abuse: the server under hostile load, at once ---------------------------------

@@ -1,4 +1,4 @@
-"""bench.py, `python main.py bench`: the presets against the classic baseline, and the end-to-end table."""
+"""bench.py, `python main.py bench MODE`: its modes and their options, the accuracy and end-to-end tables."""
 
 import json
 
@@ -33,7 +33,7 @@ def test_bench_quick_mode(cli, tmp_path):
 
 @pytest.mark.slow
 def test_end_to_end_quick_times_each_way_of_running(cli, tmp_path):
-    result = cli("bench", "--end-to-end", "--quick", "--repeats", 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
+    result = cli("bench", "end-to-end", "--quick", "--repeats", 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "end_to_end.json").read_text())
     assert results["numerics"]["precision"] in ("bf16", "fp32")
@@ -49,14 +49,37 @@ def test_end_to_end_quick_times_each_way_of_running(cli, tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--serve", "--seeds", 3, "--recipe", "mild"], "bench --serve does not take --recipe, --seeds"),
-        (["--end-to-end", "--workers", 3], "bench --end-to-end does not take --workers"),
-        (["--abuse"], "bench does not take --abuse"),
-        (["--serve", "--calibration"], "bench takes one of --end-to-end, --concurrency, --calibration and --serve"),
+        (["serve", "--seeds", 3, "--recipe", "mild"], "bench serve: error: unrecognized arguments: --seeds 3"),
+        (["end-to-end", "--workers", 3], "bench end-to-end: error: unrecognized arguments: --workers 3"),
+        (["--abuse"], "bench accuracy: error: unrecognized arguments: --abuse"),
+        (["--serve", "--calibration"], "bench serve: error: unrecognized arguments: --calibration"),
+        (["tests"], "bench: error: argument MODE: invalid choice: 'tests'"),
     ],
 )
 def test_each_bench_mode_takes_only_its_own_options(cli, options, message):
     assert_one_line_error(cli("bench", *options), 2, message)
+
+
+@pytest.mark.parametrize(
+    "argv, parsed, note",
+    [
+        ([], ["accuracy"], ""),
+        (["--seeds", "0", "--quick"], ["accuracy", "--seeds", "0", "--quick"], ""),
+        (["serve", "--quick"], ["serve", "--quick"], ""),
+        (["--serve", "--abuse", "--quick"], ["abuse", "--quick"], "note: `bench --serve --abuse` is now `bench abuse`"),
+        (
+            ["--quick", "--end-to-end"],
+            ["end-to-end", "--quick"],
+            "note: `bench --end-to-end` is now `bench end-to-end`",
+        ),
+        (["--help"], ["--help"], ""),
+    ],
+)
+def test_bench_names_its_default_mode_and_reads_the_former_mode_options(argv, parsed, note, capsys):
+    import bench
+
+    assert bench.command_line(argv) == parsed
+    assert capsys.readouterr().err.strip() == note
 
 
 def test_a_failing_timed_command_is_a_one_line_error():
@@ -66,7 +89,7 @@ def test_a_failing_timed_command_is_a_one_line_error():
 
 @pytest.mark.slow
 def test_serve_benchmark_quick(cli, untrained, tmp_path):
-    result = cli("bench", "--serve", "--quick", "--model", untrained, "--requests", 40, "--clients", 4,
+    result = cli("bench", "serve", "--quick", "--model", untrained, "--requests", 40, "--clients", 4,
                  "--data-dir", DATA_DIR, "--out-dir", tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "serve_benchmark.json").read_text())
@@ -76,7 +99,7 @@ def test_serve_benchmark_quick(cli, untrained, tmp_path):
 
 @pytest.mark.slow
 def test_abuse_benchmark_quick(cli, untrained, tmp_path):
-    result = cli("bench", "--serve", "--abuse", "--quick", "--model", untrained, "--data-dir", DATA_DIR,
+    result = cli("bench", "abuse", "--quick", "--model", untrained, "--data-dir", DATA_DIR,
                  "--out-dir", tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "serve_abuse.json").read_text())
@@ -102,11 +125,12 @@ def test_a_recipe_of_before_the_search_trains_the_layout_its_preset_had_then():
 
 @pytest.mark.slow
 def test_concurrency_quick_times_runs_alone_and_together(cli, tmp_path):
-    result = cli("bench", "--concurrency", "--quick", "--repeats", 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
+    result = cli("bench", "concurrency", "--quick", "--repeats", 1, "--data-dir", DATA_DIR, "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "concurrency.json").read_text())
     assert set(results["seconds"]) == {"alone", "two_at_once", "two_at_once_sharing"}
     assert len(results["seconds"]["two_at_once"]) == 2 and results["tune"]["speedup"] > 0
+    assert results["tune"]["speedup_while_running"] > 0
     assert "trials per minute" in (tmp_path / "concurrency.md").read_text()
 
 

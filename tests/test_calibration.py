@@ -1,4 +1,4 @@
-"""calibration.py: the temperature and its measures, the "not sure" rule, and `bench --calibration`."""
+"""calibration.py: the temperature and its measures, the "not sure" rule, and `bench calibration`."""
 
 import json
 
@@ -94,7 +94,7 @@ def test_a_validation_run_fits_its_temperature_without_opening_a_test_file(cli, 
 
 @pytest.mark.slow
 def test_bench_calibration_writes_its_figures_per_seed(cli, tmp_path):
-    result = cli("bench", "--calibration", "--quick", "--seeds", 0, 1, "--out-dir", tmp_path)
+    result = cli("bench", "calibration", "--quick", "--seeds", 0, 1, "--out-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "calibration.json").read_text())
     assert [run["seed"] for run in report["runs"]] == [0, 1]
