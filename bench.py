@@ -13,6 +13,7 @@ module is imported when it runs: `bench MODE --help` answers without torch.
 
 import argparse
 import sys
+from dataclasses import replace
 
 from cli import (
     HelpFormatter,
@@ -35,7 +36,9 @@ from config import (
     QUICK_STEPS,
     QUICK_SUITE_IMAGES,
     RECIPES,
+    TrainConfig,
     architecture_type,
+    option_type,
 )
 
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench serve sends, in turn
@@ -83,6 +86,13 @@ def add_concurrency_arguments(parser):
 
 def add_calibration_arguments(parser):
     add_seeds_option(parser)
+    parser.add_argument(
+        "--nondigit-weight",
+        type=option_type("nondigit_weight"),
+        help="train with non-digit images at this weight (default: the default recipe's, "
+        f"{TrainConfig().nondigit_weight}); give the recipe's temperature to match with --temperature",
+    )
+    parser.add_argument("--temperature", type=option_type("temperature"), help="the recipe's temperature")
     add_quick_option(parser, f"{QUICK_STEPS} training steps per run, the suite on {QUICK_SUITE_IMAGES} test images")
     add_min_confidence_option(parser)
     add_device_option(parser)
@@ -154,7 +164,14 @@ def run_calibration(args, data_dir):
         args.min_confidence,
         QUICK_STEPS if args.quick else None,
         QUICK_SUITE_IMAGES if args.quick else None,
+        calibration_recipe(args),
     )
+
+
+def calibration_recipe(args):
+    """The default recipe, with bench calibration's --nondigit-weight and --temperature where given."""
+    given = {name: getattr(args, name) for name in ("nondigit_weight", "temperature")}
+    return replace(TrainConfig(), **{name: value for name, value in given.items() if value is not None})
 
 
 def run_serve(args, data_dir):

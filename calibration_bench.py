@@ -4,7 +4,9 @@ Per seed, two runs of the default recipe: one on the training set less the valid
 temperature is fitted there (what the recipe's temperature is the median of), and one on all 60,000
 images, saved with the recipe's temperature and measured on the test set: expected calibration error and
 NLL before and after the temperature, clean and under the whole corruption suite; what the "not sure"
-rule at --min-confidence flags there; and what it flags among images that are not digits.
+rule at --min-confidence flags there; and what it flags among images that are not digits (nondigits.py, never
+trained on). --min-confidence is chosen on the validation split: its digits, and non-digits of the training's own
+kinds (outliers.py) drawn with a seed no training run uses.
 """
 
 import statistics
@@ -15,33 +17,47 @@ from config import TrainConfig
 
 SETS = ("clean", "corrupted")  # the test set as it is, and the corruption suite made from it
 THRESHOLDS = (50, 60, 70, 80, 85, 90, 95, 99)  # --min-confidence candidates, measured on the validation split
+HELD_OUT_NONDIGITS = 2000  # non-digits of the training's kinds that the thresholds are measured on
+HELD_OUT_SEED = 2**32 + 1  # their seed: training draws from the run's seed, below 2**32 in every study and test
 
 
 def calibration_benchmark(
-    seeds, device, data_dir, out_dir, cache_dir, min_confidence, max_steps=None, suite_images=None
+    seeds, device, data_dir, out_dir, cache_dir, min_confidence, max_steps=None, suite_images=None, recipe=None
 ):
-    """The figures of each seed; with suite_images, the suite is made from the first that many test images only."""
+    """The figures of each seed; with suite_images, the suite is made from the first that many test images only.
+    recipe: the TrainConfig trained (default: the default's)."""
+    recipe = recipe or TrainConfig()
+    import torch
+
     from calibration import CALIBRATION_BINS
     from checkpoint import write_json, write_text
     from corruptions import labelled_suite
     from data import normalize
-    from nondigits import letters, scribbles
+    from nondigits import digit_shaped_letters, letters, scribbles, shapes
+    from outliers import draw
     from train import load_data
 
     test = load_data(data_dir, device)
     validation = load_data(data_dir, device, validation=True)
     suite = labelled_suite(*test["eval"], cache_dir, suite_images)
-    nondigits = {"scribbles": normalize(scribbles() * 255), "letters": normalize(letters() * 255)}
+    made = {"scribbles": scribbles(), "letters": letters(), "shapes": shapes(), "digit_shaped": digit_shaped_letters()}
+    nondigits = {name: normalize(images * 255).to(device) for name, images in made.items()}
+    held_out = draw(HELD_OUT_NONDIGITS, torch.Generator(device).manual_seed(HELD_OUT_SEED), device)
     runs, sweeps = zip(
-        *(seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps) for seed in seeds),
+        *(
+            seed_run(seed, recipe, device, test, validation, held_out, suite, nondigits, min_confidence, max_steps)
+            for seed in seeds
+        ),
         strict=True,
     )
     results = {
         "architecture": "default",
-        "recipe_temperature": TrainConfig().temperature,
+        "recipe_temperature": recipe.temperature,
+        "nondigit_weight": recipe.nondigit_weight,
         "bins": CALIBRATION_BINS,
         "min_confidence": min_confidence,
         "nondigit_images": {name: len(images) for name, images in nondigits.items()},
+        "held_out_nondigits": HELD_OUT_NONDIGITS,
         "runs": runs,
         "mean": _means(runs),
         "validation_thresholds": {t: _means([sweep[t] for sweep in sweeps]) for t in THRESHOLDS},
@@ -57,20 +73,25 @@ def _means(rows):
     return {key: round(statistics.fmean(row[key] for row in rows), 3) for key in rows[0] if key != "seed"}
 
 
-def seed_run(seed, device, test, validation, suite, nondigits, min_confidence, max_steps):
+def seed_run(seed, recipe, device, test, validation, held_out, suite, nondigits, min_confidence, max_steps):
     """One seed's figures, flat: {set}_{figure} for the clean test set and the suite, and the flagged nondigits;
-    and what each of THRESHOLDS flags on the validation split, at the recipe's temperature."""
+    and what each of THRESHOLDS flags on the validation split and among the held-out non-digits, at the recipe's
+    temperature."""
     import torch
 
     from calibration import calibration_figures, flagged_fraction, selective_figures
     from evaluation import predict_logits, suite_logits
     from train import train_and_evaluate
 
-    config = replace(TrainConfig(), seed=seed, max_steps=max_steps)
-    held_out = train_and_evaluate("default", config, device, validation)
-    fitted = held_out.metrics["temperature"]
+    config = replace(recipe, seed=seed, max_steps=max_steps)
+    held_out_run = train_and_evaluate("default", config, device, validation)
+    fitted = held_out_run.metrics["temperature"]
+    held_out_logits = predict_logits(held_out_run.model, held_out)
     sweep = {
-        threshold: selective_figures(held_out.logits, validation["eval"][1], config.temperature, threshold)
+        threshold: {
+            **selective_figures(held_out_run.logits, validation["eval"][1], config.temperature, threshold),
+            "nondigits_flagged": flagged_fraction(held_out_logits, config.temperature, threshold),
+        }
         for threshold in THRESHOLDS
     }
     result = train_and_evaluate("default", config, device, test)
@@ -113,6 +134,8 @@ COLUMNS = {  # key in a run -> column heading
     "corrupted_selective_accuracy": "suite acc. unflagged %",
     "scribbles_flagged": "scribbles flagged %",
     "letters_flagged": "letters flagged %",
+    "shapes_flagged": "shapes flagged %",
+    "digit_shaped_flagged": "O, o, I, l flagged %",
 }
 
 
@@ -121,10 +144,13 @@ def markdown_table(results):
         "# Calibration of the default model (`python main.py bench calibration`)",
         "",
         (
-            f"Recipe temperature {results['recipe_temperature']}; ECE over {results['bins']} equal-width bins; "
-            f"'not sure' below {results['min_confidence']}% calibrated confidence; "
-            f"{results['nondigit_images']['scribbles']} seeded scribbles and {results['nondigit_images']['letters']} "
-            "letters (DejaVu Sans). Test set and its corruption suite; temperatures fitted on the validation split."
+            f"Non-digit training weight {results['nondigit_weight']} (0: digits alone); "
+            f"recipe temperature {results['recipe_temperature']}; ECE over {results['bins']} equal-width bins; "
+            f"'not sure' below {results['min_confidence']}% calibrated confidence. Non-digits never trained on "
+            f"(nondigits.py): {results['nondigit_images']['scribbles']} seeded scribbles, "
+            f"{results['nondigit_images']['shapes']} seeded shapes, {results['nondigit_images']['letters']} letters in "
+            "DejaVu Sans, and O, o, I and l apart (digits' own shapes). Test set and its corruption suite; "
+            "temperatures fitted on the validation split."
         ),
         "",
         "| seed | " + " | ".join(COLUMNS.values()) + " |",
@@ -134,13 +160,18 @@ def markdown_table(results):
         lines.append(f"| {run['seed']} | " + " | ".join(f"{run[key]:g}" for key in COLUMNS) + " |")
     lines += [
         "",
-        "How --min-confidence was chosen: each candidate on the validation split, at the recipe's temperature.",
+        (
+            "How --min-confidence was chosen: each candidate on the validation split, at the recipe's temperature, "
+            f"and on {results['held_out_nondigits']:,} non-digits of the training's kinds drawn with a seed no "
+            "training uses."
+        ),
         "",
-        "| --min-confidence % | flagged % | wrong answers flagged % | accuracy of the rest % |",
-        "| ---: | ---: | ---: | ---: |",
+        "| --min-confidence % | flagged % | wrong answers flagged % | accuracy of the rest % | non-digits flagged % |",
+        "| ---: | ---: | ---: | ---: | ---: |",
     ]
     for threshold, row in results["validation_thresholds"].items():
         lines.append(
-            f"| {threshold} | {row['flagged']:.2f} | {row['flagged_of_wrong']:.1f} | {row['selective_accuracy']:.2f} |"
+            f"| {threshold} | {row['flagged']:.2f} | {row['flagged_of_wrong']:.1f} | {row['selective_accuracy']:.2f} "
+            f"| {row['nondigits_flagged']:.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -148,6 +148,8 @@ class TrainConfig:
     seed: int = 0
     augmentation: Augmentation | None = AUGMENTATIONS[DEFAULT_AUGMENT]  # None: no augmentation
     temperature: float = 0.388  # median of seeds 0-4 (0.382 to 0.408) fitted on the validation split
+    nondigits: float = 0.1
+    nondigit_weight: float = 0.0  # off: on, it costs the corruption suite 2 points (docs/nondigits.md)
     max_steps: int | None = None
     log_every: int = 100
 
@@ -174,6 +176,15 @@ FIELDS = {  # field -> (meaning, lowest, highest) for TrainConfig and Augmentati
         2**64 - 1,  # what torch.manual_seed takes
     ),
     "temperature": ("probabilities are softmax(logits / temperature); fitted on the validation split", 0.05, 20),
+    "nondigits": ("non-digit images drawn into each batch, as a fraction of its digits (outliers.py)", 0, 1),
+    "nondigit_weight": (
+        (
+            "weight of the loss that pulls the answer on the non-digit images toward no digit at all "
+            "(Outlier Exposure); 0 draws none"
+        ),
+        0,
+        None,
+    ),
     "max_steps": ("stop after this many steps", 1, None),
     "log_every": ("steps between log lines", 1, None),
     "degrees": ("rotation, +/- degrees", 0, 180),
@@ -184,7 +195,17 @@ FIELDS = {  # field -> (meaning, lowest, highest) for TrainConfig and Augmentati
     "noise": (f"fraction of images given Gaussian pixel noise, each its own std up to {MAX_NOISE}", 0, 1),
     "clean_tail": ("fraction of the final training steps that see unaugmented images", 0, 1),
 }
-OPTIONS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup", "label_smoothing", "seed")
+OPTIONS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "warmup",
+    "label_smoothing",
+    "nondigit_weight",
+    "seed",
+)
 
 # The default before tune: the robustness work's hand-found recipe.
 HAND_FOUND = TrainConfig(

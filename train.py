@@ -20,6 +20,8 @@ from errors import RunError
 from evaluation import metrics_from_logits, predict_logits
 from model import MNISTModel, count_parameters, describe, receptive_field
 from numerics import autocast_dtype, numerics, resolve_precision, synchronize
+from outliers import POOL as OUTLIER_POOL
+from outliers import draw as draw_outliers
 
 # OneCycleLR's defaults: the schedule starts at lr / 25, ends 10,000 times lower still, and dips the momentum to 0.85.
 START_DIVISOR, END_DIVISOR, BASE_MOMENTUM = 25.0, 1e4, 0.85
@@ -46,6 +48,9 @@ def train(model, images, labels, config, precision="auto"):
     optimizer = OneCycleSGD(model.parameters(), config, total_steps)
     augmentation = config.augmentation
     augmented_steps = round(total_steps * (1 - augmentation.clean_tail)) if augmentation else 0
+    nondigits = round(config.batch_size * config.nondigits) if config.nondigit_weight else 0
+    if nondigits:  # drawn at once: a batch's few cost more in calls than in pixels
+        pool = draw_outliers(min(OUTLIER_POOL, nondigits * total_steps), generator, device)
     history, seen = [], 0
     model.train()
     with tqdm(total=total_steps, desc="train", unit="step", leave=False) as bar:
@@ -54,10 +59,12 @@ def train(model, images, labels, config, precision="auto"):
                 order = torch.randperm(len(images), device=device, generator=generator)
             batch = order[(step % steps_per_epoch) * config.batch_size :][: config.batch_size]
             x, y = images[batch], labels[batch]
+            if nondigits:  # after the digits: train_step tells them apart by position
+                x = torch.cat([x, pool[torch.randint(len(pool), (nondigits,), device=device, generator=generator)]])
             if augmentation and step < augmented_steps:
                 x = augment(x, augmentation, generator)
             lr = optimizer.lr
-            loss, accuracy = train_step(model, optimizer, x, y, config.label_smoothing, dtype)
+            loss, accuracy = train_step(model, optimizer, x, y, config.label_smoothing, dtype, config.nondigit_weight)
             seen += len(batch)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
@@ -130,17 +137,22 @@ def _cosine(start, end, fraction):
     return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1)
 
 
-def train_step(model, optimizer, x, y, label_smoothing=0.0, dtype=torch.float32):
-    """One SGD step on a batch; returns its loss and accuracy (%) before the step.
+def train_step(model, optimizer, x, y, label_smoothing=0.0, dtype=torch.float32, nondigit_weight=0.0):
+    """One SGD step on a batch; returns its loss and accuracy (%) on the digits, before the step.
 
-    The forward pass runs under autocast in dtype; weights, their gradients and the loss stay float32."""
+    x holds the digits labelled y, then any non-digit images: their loss is the cross-entropy to the uniform
+    distribution over the ten digits, times nondigit_weight (Outlier Exposure). The forward pass runs under
+    autocast in dtype; weights, their gradients and the loss stay float32."""
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        logits = model(x.contiguous(memory_format=torch.channels_last))
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+    digits, nondigits = logits[: len(y)], logits[len(y) :]
+    loss = F.cross_entropy(digits, y, label_smoothing=label_smoothing)
+    if len(nondigits):
+        loss = loss - nondigit_weight * nondigits.log_softmax(1).mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    accuracy = (logits.argmax(1) == y).float().mean() * 100
+    accuracy = (digits.argmax(1) == y).float().mean() * 100
     return loss.item(), accuracy.item()
 
 

@@ -71,6 +71,8 @@ def suggest_config(trial, base):
         weight_decay=trial.suggest_float("weight_decay", 1e-5, 3e-3, log=True),
         warmup=trial.suggest_float("warmup", 0.05, 0.5),
         label_smoothing=trial.suggest_float("label_smoothing", 0, 0.2),
+        nondigits=trial.suggest_float("nondigits", 0.02, 0.25),
+        nondigit_weight=trial.suggest_float("nondigit_weight", 0, 1),
         augmentation=augmentation,
     )
 

@@ -203,6 +203,9 @@ STROKES = {
     7: [[(0.25, 0.2), (0.5, 0.19), (0.75, 0.2), (0.6, 0.5), (0.47, 0.85)]],
     0: [[(0.5 + 0.22 * np.sin(a), 0.5 - 0.33 * np.cos(a)) for a in np.linspace(0, 2.1 * np.pi, 40)]],
 }
+# A letter drawn as people draw it. Drawn so (280 px pad, 20 px strokes) and read by the default model of seeds 0
+# and 1, bf16: 53 and 43 % sure, far under --min-confidence (docs/nondigits.md has the other letters' readings).
+LETTER_E = [[(0.7, 0.15), (0.35, 0.15), (0.35, 0.85), (0.7, 0.85)], [(0.35, 0.5), (0.62, 0.5)]]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # Debian's; CI on GitHub points it at Chrome
 
 
@@ -231,7 +234,9 @@ def a_letter_the_server_is_not_sure_of(server, folder):
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium or Chrome (.ci/run installs Chromium)")
-def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits(server, user_images, tmp_path):
+def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits_and_is_not_sure_of_a_letter(
+    server, user_images, tmp_path
+):
     from urllib.parse import urlsplit
 
     from playwright.sync_api import expect, sync_playwright
@@ -256,6 +261,11 @@ def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits(server, user_ima
             fill, bar = (top.locator(part).bounding_box()["width"] for part in (".fill", ".bar"))
             assert fill > 0.5 * bar  # the winning bar is drawn, more than half full
         page.screenshot(path=tmp_path / "drawn_0.png")
+        page.get_by_role("button", name="Clear").click()
+        draw(page, LETTER_E)
+        expect(page.locator("#digit")).to_have_text("?")
+        expect(page.locator("#confidence")).to_contain_text("Not sure: maybe ")
+        page.screenshot(path=tmp_path / "drawn_letter.png")
         path, label = user_images[0][1], user_images[1][1]
         page.locator("#file").set_input_files(path)
         expect(page.locator("#digit")).to_have_text(str(label))

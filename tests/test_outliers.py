@@ -1,0 +1,73 @@
+"""outliers.py: the non-digits training draws, and the loss train_step puts on them."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nondigits
+import outliers
+from config import TrainConfig
+from data import pixels
+from model import MNISTModel
+from tests.helpers import CPU
+from train import OneCycleSGD, train, train_step
+
+
+def test_non_digits_are_seeded_and_shaped_like_mnist():
+    first, again = (outliers.draw(70, torch.Generator().manual_seed(3)) for _ in range(2))
+    other = outliers.draw(70, torch.Generator().manual_seed(4))
+    assert first.shape == (70, 1, 28, 28) and torch.equal(first, again) and not torch.equal(first, other)
+    ink = pixels(first)
+    assert ink.amin() >= 0 and ink.amax() <= 1
+    assert (ink.flatten(1).amax(1) > 0.9).all()  # every image, of every kind, holds ink
+
+
+@pytest.mark.parametrize("kind", ["scribbles", "marks", "curves", "rings", "hatching", "shapes"])
+def test_each_drawn_kind_fills_mnists_20_pixel_box_at_the_centre(kind):
+    ink = getattr(outliers, kind)(32, torch.Generator().manual_seed(0), CPU)
+    for image in ink[:, 0] > 0.5:
+        rows, columns = image.any(1).nonzero().flatten(), image.any(0).nonzero().flatten()
+        height, width = rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1
+        assert 18 <= max(height, width) <= 24  # 20 between the strokes' centres, plus their width
+        assert abs((rows[0] + rows[-1]) / 2 - 13.5) <= 1.5 and abs((columns[0] + columns[-1]) / 2 - 13.5) <= 1.5
+
+
+def test_a_stroke_is_drawn_where_it_lies_and_as_wide_as_asked():
+    segment = torch.tensor([[[[4.0, 13.5], [23.0, 13.5]]]])  # across the middle row, 20 pixels long with its ends
+    ink = outliers.render(segment, torch.tensor([[2.0]]))[0, 0]
+    assert torch.equal(ink[13:15, 5:23], torch.ones(2, 18)) and ink[:12].sum() == 0 and ink[16:].sum() == 0
+
+
+def test_training_letters_share_no_font_and_no_letter_shape_with_the_digits_or_the_evaluation():
+    assert not any(font.startswith("DejaVuSans") for font in outliers.FONTS)  # the evaluation's font
+    assert not set(nondigits.DIGIT_SHAPED_LETTERS) & set(nondigits.LETTERS)
+    assert len(outliers.letter_bank()) == len(outliers.FONTS) * len(nondigits.LETTERS)
+
+
+def test_the_non_digit_loss_is_the_cross_entropy_to_the_uniform_distribution():
+    torch.manual_seed(0)
+    model, x, y = MNISTModel(), torch.randn(12, 1, 28, 28), torch.randint(0, 10, (8,))
+    config = TrainConfig()
+    weight = 0.7
+    with torch.no_grad():
+        logits = model.train()(x)
+    uniform = torch.full((4, 10), 0.1)
+    expected = F.cross_entropy(logits[:8], y, label_smoothing=config.label_smoothing)
+    expected += weight * F.cross_entropy(logits[8:], uniform)
+    loss, _ = train_step(model, OneCycleSGD(model.parameters(), config, 10), x, y, config.label_smoothing,
+                         nondigit_weight=weight)  # fmt: skip
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_no_non_digit_is_drawn_at_weight_zero(mnist):
+    images, labels = (tensor[:640] for tensor in mnist["train"])
+    runs = []
+    for nondigits_per_batch in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = MNISTModel()
+        config = replace(TrainConfig(), nondigits=nondigits_per_batch, nondigit_weight=0.0, max_steps=3)
+        train(model, images, labels, config, "fp32")
+        runs.append(model.state_dict())
+    assert all(torch.equal(runs[0][name], runs[1][name]) for name in runs[0])
