@@ -2,6 +2,7 @@
 images drawn as users make them. Fixtures are in conftest.py."""
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -40,6 +41,20 @@ def run_cli(*args, env=None, cwd=ROOT, script="main.py"):
         timeout=600,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_script(script, *args):
+    """`python SCRIPT ARGS` run in this process by runpy, as its own __main__: the script's whole command line
+    without a new interpreter's start-up. Returns the exit code; the output is the caller's to capture."""
+    argv = sys.argv
+    sys.argv = [str(ROOT / script), *map(str, args)]
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    except SystemExit as exit:
+        return exit.code or 0
+    finally:
+        sys.argv = argv
+    return 0
 
 
 def assert_one_line_error(result, code, *fragments):

@@ -72,14 +72,15 @@ def snapshot(folder):
     return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).rglob("*"))
 
 
-def test_data_folder_is_only_read(cli, tmp_path):
-    """A whole run, suite and all (a short recipe, so not a dry run), and the data folder is untouched."""
+def test_data_folder_is_only_read(cli, tmp_path, cache_dir):
+    """A whole run, suite and all (a short recipe, so not a dry run), and the data folder is untouched. The suite
+    comes from the session's cache, or goes there: the cache's own tests say it is written where told."""
     before = snapshot(DATA_DIR)
     (tmp_path / "short.json").write_text('{"max_steps": 20}')
     result = cli("--config", tmp_path / "short.json", "--min-accuracy", "0", "--data-dir", DATA_DIR,
-                 "--cache-dir", tmp_path / "cache", "--out", tmp_path / "m.pth")  # fmt: skip
+                 "--cache-dir", cache_dir, "--out", tmp_path / "m.pth")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "mean corruption accuracy" in result.stdout and list((tmp_path / "cache").iterdir())
+    assert "mean corruption accuracy" in result.stdout and list(cache_dir.iterdir())
     assert snapshot(DATA_DIR) == before
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.helpers import DATA_DIR, run_cli
+from tests.helpers import DATA_DIR, run_script
 
 
 def test_evaluate_prints_accuracy_and_confusion_matrix(cli, trained):
@@ -17,7 +17,6 @@ def test_evaluate_prints_accuracy_and_confusion_matrix(cli, trained):
     assert "confusion matrix" in text and "per-class accuracy" in text
 
 
-def test_test_script_evaluates_a_saved_model_alone(trained):
-    result = run_cli("--model", trained[0], "--data-dir", DATA_DIR, script="test.py")
-    assert result.returncode == 0, result.stderr
-    assert f"test accuracy {trained[1]['accuracy']:.2f}%" in result.stdout
+def test_test_script_evaluates_a_saved_model_alone(trained, capsys):
+    assert run_script("test.py", "--model", trained[0], "--data-dir", DATA_DIR) == 0
+    assert f"test accuracy {trained[1]['accuracy']:.2f}%" in capsys.readouterr().out

@@ -6,7 +6,7 @@ import torch
 from config import ARCHITECTURES, architecture
 from data import normalize, pixels
 from model import MNISTModel, count_parameters, receptive_field
-from tests.helpers import assert_one_line_error, run_cli
+from tests.helpers import assert_one_line_error, run_script
 
 
 @pytest.mark.parametrize("arch", ["default", "compact"])
@@ -24,11 +24,11 @@ def test_contrast_stretch_leaves_mnist_alone_and_undoes_a_grey_background(mnist)
     torch.testing.assert_close(restored, stretched, atol=0.05, rtol=0)
 
 
-def test_model_script_prints_the_layer_table():
-    result = run_cli("--arch", "compact", script="model.py")
-    assert result.returncode == 0, result.stderr
-    assert f"**{count_parameters(MNISTModel('compact')):,}**" in result.stdout
-    assert "| Conv2d 1->8 4x4, stride 2, pad 1 | (8, 14, 14) |" in result.stdout
+def test_model_script_prints_the_layer_table(capsys):
+    assert run_script("model.py", "--arch", "compact") == 0
+    out = capsys.readouterr().out
+    assert f"**{count_parameters(MNISTModel('compact')):,}**" in out
+    assert "| Conv2d 1->8 4x4, stride 2, pad 1 | (8, 14, 14) |" in out
 
 
 def test_an_architecture_is_a_preset_or_its_widths_written_out():
