@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from config import (
+    BASELINE_RECIPE,
     DEFAULT_RECIPE,
-    EARLIER_RECIPE,
     QUICK_STEPS,
     QUICK_SUITE_IMAGES,
     architecture,
@@ -183,7 +183,7 @@ def compare(models):
             (
                 other
                 for other in models.values()
-                if other.get("recipe") == EARLIER_RECIPE
+                if other.get("recipe") == BASELINE_RECIPE
                 and (other["arch"], other["precision"]) == (model["arch"], model["precision"])
             ),
             None,

@@ -31,8 +31,8 @@ from cli import (
 )
 from config import (
     ARCHITECTURES,
+    BASELINE_RECIPE,
     DEFAULT_RECIPE,
-    EARLIER_RECIPE,
     QUICK_STEPS,
     QUICK_SUITE_IMAGES,
     RECIPES,
@@ -61,7 +61,7 @@ def add_accuracy_arguments(parser):
         "--recipe",
         nargs="+",
         choices=RECIPES,
-        default=[DEFAULT_RECIPE, "hand-found", EARLIER_RECIPE],
+        default=[DEFAULT_RECIPE, "hand-found", BASELINE_RECIPE],
         help="training recipes: robust (the default), hand-found (the default before tune), mild (--augment mild) "
         "or earlier (the default before the robustness work: mild, without the contrast stretch)",
     )

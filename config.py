@@ -18,14 +18,14 @@ from errors import InputError
 # convolution to the 10 logits (model.py builds them).
 # Written STEM/BODY/HEAD on the command line (--arch 16/16,32,M,32,M/24), so that any architecture the
 # project can build, such as one tune found, is one option away; a checkpoint carries its own.
-# Each preset is the architecture and the recipe (PRESET_RECIPES) that a tune study chose together.
+# Each preset is the architecture and the recipe (preset_recipe) that a tune study chose together.
 ARCHITECTURES = {
     "default": {"stem": 32, "body": (20, "M", 32, "M"), "head": 28},  # 20,610 parameters; docs/tune-gpu
     "compact": {"stem": 8, "body": (8, 12, "M", 24, "M"), "head": 16},  # 7,922 parameters; docs/tune-compact
 }
 # The presets' layouts before the architecture search: a model file saved before checkpoints described their
 # model is recognised by its layers' shapes, these included; and the benchmark trains the recipes of that
-# time (HISTORICAL_RECIPES) on them, as they shipped.
+# time (FORMER_LAYOUT_RECIPES) on them, as they shipped.
 FORMER_ARCHITECTURES = {
     "default": {"stem": 16, "body": (16, 32, "M", 32, "M"), "head": 24},  # 23,786 parameters
     "compact": {"stem": 8, "body": (8, 16, "M", 20, "M"), "head": 16},  # 7,922 parameters
@@ -207,56 +207,37 @@ OPTIONS = (
     "seed",
 )
 
-# The default before tune: the robustness work's hand-found recipe.
-HAND_FOUND = TrainConfig(
-    batch_size=128,
-    lr=0.6,
-    momentum=0.95,
-    weight_decay=5e-4,
-    warmup=0.25,
-    label_smoothing=0.1,
-    augmentation=Augmentation(translate=0.08, stroke=0.4, resolution=0.2, clean_tail=0.4),
-    temperature=0.462,  # fitted as TrainConfig's was; also the earlier recipe's (seeds 0-4: 0.448 to 0.480)
-)
-# The compact preset's own recipe: trial 291 of docs/tune-compact, rounded to three significant figures.
-COMPACT_RECIPE = TrainConfig(
-    batch_size=256,
-    lr=0.841,
-    momentum=0.812,
-    weight_decay=2.38e-3,
-    warmup=0.254,
-    label_smoothing=0.124,
-    augmentation=Augmentation(
-        degrees=12.9, translate=0.0735, scale=0.0708, stroke=0.404, resolution=0.135, noise=0.194, clean_tail=0.453
-    ),
-    temperature=0.403,  # median of the study's seeds 0 and 1, fitted on the validation split
-)
-PRESET_RECIPES = {"default": TrainConfig(), "compact": COMPACT_RECIPE}
+CONFIGS = Path(__file__).with_name("configs")  # recipes as files, each as --config reads it (configs/README.md)
+PRESET_RECIPE_FILES = {"compact": "compact"}  # a preset's own recipe; the default's is TrainConfig's defaults
+
+
+def recipe_file(name):
+    """The recipe in configs/NAME.json, read as --config reads it (over TrainConfig's defaults)."""
+    return read_config(CONFIGS / f"{name}.json", TrainConfig())
 
 
 def preset_recipe(arch):
     """The recipe that trains arch (a name, notation or mapping) by default: a preset's own, else the default's."""
-    return PRESET_RECIPES.get(architecture_name(architecture(arch)), TrainConfig())
+    name = PRESET_RECIPE_FILES.get(architecture_name(architecture(arch)))
+    return recipe_file(name) if name else TrainConfig()
 
 
-RECIPES = {  # the benchmark's recipes: (training config, contrast stretch in the model)
-    "robust": (TrainConfig(), True),  # this project's default: each preset's own recipe (preset_recipe)
-    "hand-found": (HAND_FOUND, True),  # the default before tune
-    # `python main.py --augment mild`
-    "mild": (replace(TrainConfig(), augmentation=AUGMENTATIONS["mild"], temperature=0.421), True),
-    "earlier": (replace(HAND_FOUND, augmentation=AUGMENTATIONS["mild"]), False),  # before the robustness work
+RECIPES = {  # the benchmark's recipes: (configs/ file, None for each preset's own recipe; contrast stretch)
+    "robust": (None, True),  # this project's default
+    "hand-found": ("hand-tuned", True),  # the recipe tuned by hand, before tune's search
+    "mild": ("affine-augmentation", True),  # the default's numbers, small affine augmentation only
+    "earlier": ("hand-tuned-affine-augmentation", False),  # the baseline: before the robustness work
 }
-DEFAULT_RECIPE, EARLIER_RECIPE = "robust", "earlier"  # the benchmark compares the first against the second
-HISTORICAL_RECIPES = ("hand-found", "earlier")  # trained the presets' former layouts (FORMER_ARCHITECTURES)
+DEFAULT_RECIPE, BASELINE_RECIPE = "robust", "earlier"  # the benchmark compares the first against the second
+FORMER_LAYOUT_RECIPES = ("hand-found", "earlier")  # trained the presets' former layouts (FORMER_ARCHITECTURES)
 
 
 def recipe_model(arch, recipe):
     """(architecture, training config, contrast stretch) that the benchmark's recipe trains for arch: the default
     recipe is each preset's own; a recipe of before the architecture search trains a preset's former layout."""
-    config, contrast_stretch = RECIPES[recipe]
-    if recipe == DEFAULT_RECIPE:
-        config = preset_recipe(arch)
-    if recipe in HISTORICAL_RECIPES:
+    name, contrast_stretch = RECIPES[recipe]
+    config = preset_recipe(arch) if name is None else recipe_file(name)
+    if recipe in FORMER_LAYOUT_RECIPES:
         arch = FORMER_ARCHITECTURES.get(architecture_name(architecture(arch)), arch)  # a preset, named or written out
     return arch, config, contrast_stretch
 
@@ -335,7 +316,7 @@ def add_config_options(parser):
 def preset_values(name):
     """The default of the recipe field `name`, and where another preset's own recipe differs, that preset's."""
     default = getattr(TrainConfig(), name)
-    presets = {preset: getattr(recipe, name) for preset, recipe in PRESET_RECIPES.items()}
+    presets = {preset: getattr(preset_recipe(preset), name) for preset in PRESET_RECIPE_FILES}
     return f"{default}" + "".join(f", {value} for --arch {arch}" for arch, value in presets.items() if value != default)
 
 

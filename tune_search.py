@@ -10,7 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from config import (
-    EARLIER_RECIPE,
+    BASELINE_RECIPE,
     POOL,
     RUN_CONTROLS,
     Augmentation,
@@ -218,7 +218,7 @@ def measure_reference(arch, seeds, base, device, data, precision="auto"):
     from train import train_and_evaluate
 
     print("training the earlier recipe on each seed: the reference of the corruption constraint")
-    arch, config, contrast_stretch = recipe_model(arch, EARLIER_RECIPE)
+    arch, config, contrast_stretch = recipe_model(arch, BASELINE_RECIPE)
     accuracies, runs = [], []
     for seed in seeds:
         run_config = replace(config, seed=seed, max_steps=base.max_steps, log_every=base.log_every)

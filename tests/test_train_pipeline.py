@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from checkpoint import METADATA_KEY
-from config import COMPACT_RECIPE, DRY_RUN_STEPS, Augmentation, TrainConfig
+from config import DRY_RUN_STEPS, Augmentation, TrainConfig, recipe_file
 from corruptions import SUITE
 from numerics import numerics, resolve_precision
 from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli
@@ -154,10 +154,11 @@ def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path
 
     partial = tmp_path / "partial.json"
     partial.write_text(json.dumps({"lr": 0.5}))
+    compact = recipe_file("compact")  # configs/compact.json
     cases = (
-        (["--arch", "compact"], COMPACT_RECIPE),
-        (["--arch", "8/8,12,M,24,M/16"], COMPACT_RECIPE),  # the preset, written out
-        (["--arch", "compact", "--lr", "0.5"], replace(COMPACT_RECIPE, lr=0.5)),
+        (["--arch", "compact"], compact),
+        (["--arch", "8/8,12,M,24,M/16"], compact),  # the preset, written out
+        (["--arch", "compact", "--lr", "0.5"], replace(compact, lr=0.5)),
         (["--arch", "12/12,M,20,20,M/16"], TrainConfig()),  # no preset: the default's recipe
     )
     parser = build_parser(None)[0]
@@ -167,7 +168,7 @@ def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path
     out = tmp_path / "m.pth"
     assert cli("--arch", "compact", "--config", partial, "--dry-run", "--out", out).returncode == 0
     metrics = json.loads(out.with_name("metrics.json").read_text())
-    expected = replace(COMPACT_RECIPE, lr=0.5)
+    expected = replace(compact, lr=0.5)
     assert metrics["hyperparameters"]["batch_size"] == expected.batch_size
     assert metrics["hyperparameters"]["lr"] == expected.lr
     assert metrics["augmentation"] == asdict(expected.augmentation)
@@ -292,3 +293,14 @@ def test_ctrl_c_mid_training_keeps_the_previous_model(previous_run):
     assert process.returncode == 130, output
     assert "interrupted" in output and "Traceback" not in output
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == contents
+
+
+def test_every_recipe_file_names_every_field_and_is_one_the_project_uses():
+    from config import CONFIGS, PRESET_RECIPE_FILES, RECIPES, RUN_CONTROLS, recipe_json
+
+    files = sorted(CONFIGS.glob("*.json"))
+    for path in files:
+        assert set(json.loads(path.read_text())) == set(asdict(TrainConfig())) - set(RUN_CONTROLS), path
+        assert recipe_json(recipe_file(path.stem)) == path.read_text()  # read back, it writes the same file
+    used = {name for name, _ in RECIPES.values() if name} | set(PRESET_RECIPE_FILES.values())
+    assert used == {path.stem for path in files}
