@@ -1,0 +1,62 @@
+"""Test-time views on the validation split: each seed's default model read as it is, and as the mean of the logits
+of the image and its four 1-pixel shifts (edge-padded). One JSON row per seed and way of reading.
+
+    python docs/plateau/views.py 0 1 2 3 4 > docs/plateau/views.jsonl
+"""
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch
+import torch.nn.functional as F
+
+from cli import resolve_cache_dir, resolve_data_dir
+from config import TrainConfig
+from corruptions import labelled_suite
+from data import normalize
+from evaluation import predict_logits
+from train import load_data, train_and_evaluate
+
+SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
+SUITE_IMAGES = 2000
+
+
+def shifted(images, dy, dx):
+    """The images moved by (dy, dx) pixels, the edge repeated into the space they leave."""
+    return torch.roll(F.pad(images, (1, 1, 1, 1), mode="replicate"), (dy, dx), (2, 3))[..., 1:-1, 1:-1]
+
+
+def logits(model, images, views):
+    if not views:
+        return predict_logits(model, images).float()
+    return torch.stack([predict_logits(model, shifted(images, dy, dx)).float() for dy, dx in SHIFTS]).mean(0)
+
+
+def accuracy(model, images, labels, views):
+    return round((logits(model, images, views).argmax(1) == labels).float().mean().item() * 100, 2)
+
+
+def main(seeds):
+    cpu = torch.device("cpu")
+    data = load_data(resolve_data_dir(), cpu, validation=True)
+    images, labels = data["eval"]
+    suite, suite_labels = labelled_suite(images, labels, resolve_cache_dir(), SUITE_IMAGES)
+    for seed in seeds:
+        model = train_and_evaluate("default", replace(TrainConfig(), seed=seed), cpu, data).model
+        for views in (False, True):
+            corrupted = {name: accuracy(model, normalize(c), suite_labels, views) for name, c in suite.items()}
+            row = {
+                "seed": seed,
+                "views": "replicate" if views else "none",
+                "acc": accuracy(model, images, labels, views),
+            }
+            row["suite"] = round(sum(corrupted.values()) / len(corrupted), 2)
+            print(json.dumps({**row, **corrupted}), flush=True)
+
+
+if __name__ == "__main__":
+    main([int(seed) for seed in sys.argv[1:]])
