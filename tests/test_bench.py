@@ -148,3 +148,14 @@ def test_bench_runs_both_precisions_in_one_table(cli, tmp_path):
     assert {"cpu_capability", "bf16_native"} <= set(results["machine"])
     table = (tmp_path / "benchmark.md").read_text()
     assert "| compact-bf16 | bf16 |" in table and "| compact-fp32 | fp32 |" in table and "CPU capability" in table
+
+
+def test_bench_calibration_trains_the_default_recipe_with_the_fields_it_is_given():
+    import bench
+    from config import TrainConfig
+    from main import build_parser
+
+    parser = build_parser("bench")[0]
+    given = parser.parse_args(["calibration", "--nondigit-weight", "0.5", "--temperature", "0.35"])
+    assert bench.calibration_recipe(given) == TrainConfig(nondigit_weight=0.5, temperature=0.35)
+    assert bench.calibration_recipe(parser.parse_args(["calibration"])) == TrainConfig()

@@ -71,3 +71,14 @@ def test_no_non_digit_is_drawn_at_weight_zero(mnist):
         train(model, images, labels, config, "fp32")
         runs.append(model.state_dict())
     assert all(torch.equal(runs[0][name], runs[1][name]) for name in runs[0])
+
+
+def test_each_training_batch_holds_its_share_of_non_digits_after_its_digits(mnist):
+    images, labels = (tensor[:640] for tensor in mnist["train"])
+    torch.manual_seed(0)
+    model = MNISTModel()
+    seen = []
+    model.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+    config = replace(TrainConfig(), batch_size=64, nondigits=0.25, nondigit_weight=0.5, max_steps=3)
+    history = train(model, images, labels, config, "fp32")
+    assert seen == [64 + 16] * 3 and [row["seen"] for row in history] == [64, 128, 192]  # digits counted alone
