@@ -9,7 +9,7 @@ from dataclasses import replace
 from optuna.trial import FixedTrial, TrialState
 
 from config import TrainConfig, architecture_name, recipe_json
-from tune_search import OBJECTIVES, REFERENCE_MARGIN, SHORTFALL, suggest_architecture, suggest_config
+from tune_search import OBJECTIVES, REFERENCE_MARGIN, SHORTFALL, recipe_params, suggest_architecture, suggest_config
 from tune_storage import study_trials
 
 
@@ -27,7 +27,8 @@ def reproduce(trial, settings, folder):
     from checkpoint import write_text
 
     path = folder / "trials" / f"trial_{trial.number}.json"
-    config = suggest_config(FixedTrial(trial.params), TrainConfig())
+    # A trial made before a field joined the space (nondigits, nondigit_weight) trained with its default.
+    config = suggest_config(FixedTrial({**recipe_params(TrainConfig()), **trial.params}), TrainConfig())
     fitted = [run["temperature"] for run in trial.user_attrs["runs"]]
     # the recipe's own, as the default's was fitted: the median over the seeds, on validation
     config = replace(config, temperature=round(statistics.median(fitted), 3))

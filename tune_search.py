@@ -123,11 +123,13 @@ def _searched(part, width):
 
 def search_params(config, spec):
     """The point of the search space that config and spec are (for enqueueing the current default)."""
-    return {
-        **asdict(config.augmentation),
-        **{key: value for key, value in asdict(config).items() if key not in (*RUN_CONTROLS, *NOT_SEARCHED)},
-        **architecture_params(spec),
-    }
+    return {**recipe_params(config), **architecture_params(spec)}
+
+
+def recipe_params(config):
+    """The recipe part of search_params: config's searched fields, the augmentation's included."""
+    searched = {key: value for key, value in asdict(config).items() if key not in (*RUN_CONTROLS, *NOT_SEARCHED)}
+    return {**asdict(config.augmentation), **searched}
 
 
 def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless, precision="auto"):

@@ -244,6 +244,22 @@ def test_a_trial_is_hopeless_half_a_point_below_the_studys_reference():
     assert hopeless_accuracy(study) == 98.13
 
 
+def test_a_trial_made_before_the_non_digit_fields_joined_the_space_is_reproduced_with_their_defaults(tmp_path):
+    from types import SimpleNamespace
+
+    from config import TrainConfig
+    from tune_report import reproduce
+    from tune_search import search_params
+
+    params = search_params(TrainConfig(), ARCHITECTURE)
+    del params["nondigits"], params["nondigit_weight"]
+    trial = SimpleNamespace(number=7, params=params, user_attrs={"runs": [{"temperature": 0.4}]})
+    command = reproduce(trial, {"quick": False, "seeds": [0]}, tmp_path)
+    assert "--arch default --config" in command
+    recipe = json.loads((tmp_path / "trials" / "trial_7.json").read_text())
+    assert recipe["nondigit_weight"] == 0.0 and recipe["nondigits"] == TrainConfig().nondigits
+
+
 def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
     import optuna
 
