@@ -43,6 +43,7 @@ from config import (
 
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench serve sends, in turn
 QUICK_SERVE_IMAGES = 50  # with --quick
+QUICK_TRAINING = f"{QUICK_STEPS} training steps per run, the suite on {QUICK_SUITE_IMAGES} test images"
 DEFAULT_MODE = "accuracy"
 # The modes as options, before they were subcommands: `bench --serve` still runs `bench serve`, with a note.
 FORMER_OPTIONS = {("--serve", "--abuse"): "abuse", ("--serve",): "serve", ("--end-to-end",): "end-to-end"}
@@ -66,7 +67,7 @@ def add_accuracy_arguments(parser):
         "or earlier (the default before the robustness work: mild, without the contrast stretch)",
     )
     add_seeds_option(parser)
-    add_quick_option(parser, f"{QUICK_STEPS} training steps per run, the suite on {QUICK_SUITE_IMAGES} test images")
+    add_quick_option(parser, QUICK_TRAINING)
     parser.add_argument("--no-classic", action="store_true", help="skip the classic baseline")
     add_device_option(parser)
     add_precision_option(parser, nargs="+")
@@ -93,7 +94,7 @@ def add_calibration_arguments(parser):
         f"{TrainConfig().nondigit_weight}); give the recipe's temperature to match with --temperature",
     )
     parser.add_argument("--temperature", type=option_type("temperature"), help="the recipe's temperature")
-    add_quick_option(parser, f"{QUICK_STEPS} training steps per run, the suite on {QUICK_SUITE_IMAGES} test images")
+    add_quick_option(parser, QUICK_TRAINING)
     add_min_confidence_option(parser)
     add_device_option(parser)
     add_cache_option(parser)

@@ -26,7 +26,6 @@ def calibration_benchmark(
 ):
     """The figures of each seed; with suite_images, the suite is made from the first that many test images only.
     recipe: the TrainConfig trained (default: the default's)."""
-    recipe = recipe or TrainConfig()
     import torch
 
     from calibration import CALIBRATION_BINS
@@ -37,6 +36,7 @@ def calibration_benchmark(
     from outliers import draw
     from train import load_data
 
+    recipe = recipe or TrainConfig()
     test = load_data(data_dir, device)
     validation = load_data(data_dir, device, validation=True)
     suite = labelled_suite(*test["eval"], cache_dir, suite_images)
