@@ -28,6 +28,7 @@ from cli import (
     positive,
     resolve_cache_dir,
     resolve_data_dir,
+    resolve_device,
 )
 from config import (
     ARCHITECTURES,
@@ -131,7 +132,7 @@ def run_accuracy(args, data_dir):
         args.arch,
         args.recipe,
         args.seeds,
-        args.device,
+        resolve_device(args.device),
         data_dir,
         args.out_dir,
         resolve_cache_dir(args.cache_dir),
@@ -158,7 +159,7 @@ def run_calibration(args, data_dir):
 
     calibration_benchmark(
         args.seeds,
-        args.device,
+        resolve_device(args.device),
         data_dir,
         args.out_dir,
         resolve_cache_dir(args.cache_dir),

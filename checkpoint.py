@@ -90,9 +90,11 @@ class Outputs:
         """Stage write(temporary_path) for path; the new file keeps the permissions of the one it replaces."""
         target = output_target(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(target.parent, os.W_OK):  # some writers (torch.export's) fail in other words
-            raise OutputError(f"cannot write into {target.parent}: permission denied")
         temporary = temporary_beside(target)
+        try:  # before the work: a folder it cannot write (root's included) fails now, and in these words
+            temporary.touch()
+        except OSError as error:
+            raise OutputError(f"cannot write into {target.parent}: {error.strerror or error}") from None
         self.staged.append((temporary, target))
         try:
             write(temporary)

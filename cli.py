@@ -6,9 +6,11 @@ Nothing here imports torch at module level: `python main.py COMMAND --help` answ
 import argparse
 import math
 import os
+import re
 from pathlib import Path
 
 from config import MIN_CONFIDENCE
+from errors import InputError
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
@@ -51,27 +53,32 @@ def port_number(text):
     return int(text)
 
 
-def parse_device(name):
-    """'auto' picks cuda, then mps, then cpu; a named device must exist on this machine."""
-    import torch  # only once a command runs: --help stays fast
+DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def device_name(text):
+    """argparse's type for --device: the name's form only, so that a usage error answers before torch loads."""
+    if not DEVICE_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+def resolve_device(name):
+    """The torch.device for a --device name: 'auto' picks cuda, then mps, then cpu; a named one must be present."""
+    import torch  # only once a command runs: --help and usage errors stay fast
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    device = torch.device(name)
     present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not present.get(device.type, False) or (
-        device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()
-    ):
-        raise argparse.ArgumentTypeError(f"device {name!r} is not present on this machine")
+    if not present[device.type] or (device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"argument --device: device {name!r} is not present on this machine")
     return device
 
 
 def add_device_option(parser):
     parser.add_argument(
-        "--device", type=parse_device, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
+        "--device", type=device_name, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
     )
 
 

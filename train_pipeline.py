@@ -20,6 +20,7 @@ from cli import (
     apply_threads,
     resolve_cache_dir,
     resolve_data_dir,
+    resolve_device,
 )
 from config import (
     AUGMENTATIONS,
@@ -79,6 +80,7 @@ def add_arguments(parser):
 def run(args):
     from train import load_data
 
+    device = resolve_device(args.device)
     apply_threads(args.threads)
     config = config_from_args(args)
     if args.augment:
@@ -86,12 +88,12 @@ def run(args):
     if args.dry_run:
         config = replace(config, max_steps=DRY_RUN_STEPS)
     start = time.perf_counter()
-    data = load_data(resolve_data_dir(args.data_dir), args.device, args.validation)
+    data = load_data(resolve_data_dir(args.data_dir), device, args.validation)
     seconds = {"data": time.perf_counter() - start}
     pipeline(
         args.arch,
         config,
-        args.device,
+        device,
         data,
         output_path(args),
         min_accuracy=0.0 if args.dry_run else args.min_accuracy,

@@ -29,6 +29,7 @@ from cli import (
     positive,
     resolve_cache_dir,
     resolve_data_dir,
+    resolve_device,
 )
 from config import (
     DRY_RUN_STEPS,
@@ -121,11 +122,12 @@ def run(args):
     if args.max_params < fewest:
         raise TuneError(f"--max-params {args.max_params:,} fits no architecture searched: the smallest has {fewest:,}")
     apply_threads(args.threads)
+    device = resolve_device(args.device)
     try:
         if args.workers > 1 and not args.show:
             return run_workers(args)
         data_dir, cache_dir = resolve_data_dir(args.data_dir), resolve_cache_dir(args.cache_dir)
-        tune(args, preset_recipe(args.arch), args.device, data_dir, cache_dir)
+        tune(args, preset_recipe(args.arch), device, data_dir, cache_dir)
     except KeyboardInterrupt:
         print("interrupted: the study keeps its finished trials; the same command continues it", file=sys.stderr)
         return 130

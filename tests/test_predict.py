@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -221,25 +222,26 @@ def test_predict_reads_dark_ink_on_grey_paper(trained, mnist, tmp_path, predict_
     assert prediction["digit"] == 7, prediction
 
 
-def test_predict_refuses_what_is_not_a_regular_file_and_answers_the_rest(untrained, user_images, tmp_path):
-    """A named pipe would block the read for ever; a folder is named as one; each answer prints as it is made."""
+def test_predict_refuses_what_is_not_a_regular_file_and_answers_the_rest(cli, untrained, user_images, tmp_path):
+    """A named pipe would block the read for ever (the alarm ends the test if it does); a folder is named as one."""
     os.mkfifo(tmp_path / "pipe")
-    good = user_images[0][0]
-    command = [sys.executable, "main.py", "predict", "--model", untrained, tmp_path / "pipe", tmp_path, good]
-    result = subprocess.run(list(map(str, command)), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("predict blocked on a named pipe"))
+    signal.alarm(60)
+    try:
+        result = cli("predict", "--model", untrained, tmp_path / "pipe", tmp_path, user_images[0][0])
+    finally:
+        signal.alarm(0)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert "not a regular file" in lines[0] and "a folder, not an image" in lines[1] and "top 3" in lines[2]
 
 
-def test_predict_names_a_file_that_is_not_utf8_on_a_strict_utf8_output(untrained, user_images, tmp_path):
+def test_predict_names_a_file_that_is_not_utf8_on_a_strict_utf8_output(cli, untrained, user_images, tmp_path):
+    """capsys's output is UTF-8 with errors="strict", as PYTHONIOENCODING=utf-8:strict makes a process's."""
     odd = os.fsencode(tmp_path) + b"/digit-\xff.png"
     with open(odd, "wb") as file:
         file.write(user_images[0][0].read_bytes())
-    command = [sys.executable, "main.py", "predict", "--model", untrained, os.fsdecode(odd), user_images[0][1]]
-    command = list(map(str, command))
-    environment = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "LC_ALL": "C.UTF-8"}
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=60, env=environment)
-    assert b"Traceback" not in result.stderr, result.stderr
-    lines = result.stdout.decode().splitlines()
+    result = cli("predict", "--model", untrained, os.fsdecode(odd), user_images[0][1])
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stdout.splitlines()
     assert len(lines) == 2 and "digit-\\xff.png" in lines[0]
