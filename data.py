@@ -98,7 +98,8 @@ def _last_line(error):
 
 def normalize(images):
     """uint8 (N, 28, 28) or (N, 1, 28, 28) pixels -> float (N, 1, 28, 28) with the MNIST mean and std."""
-    return ((images.float() / 255 - MEAN) / STD).reshape(-1, 1, 28, 28)
+    # One copy, then in place: three temporaries of the whole set took three times as long.
+    return images.to(torch.float32, copy=True).div_(255).sub_(MEAN).div_(STD).reshape(-1, 1, 28, 28)
 
 
 def pixels(images):

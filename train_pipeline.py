@@ -78,15 +78,15 @@ def add_arguments(parser):
 
 
 def run(args):
-    from train import load_data
-
-    device = resolve_device(args.device)
-    apply_threads(args.threads)
-    config = config_from_args(args)
+    config = config_from_args(args)  # first: a recipe file's error answers before torch loads
     if args.augment:
         config = replace(config, augmentation=AUGMENTATIONS[args.augment])
     if args.dry_run:
         config = replace(config, max_steps=DRY_RUN_STEPS)
+    device = resolve_device(args.device)
+    apply_threads(args.threads)
+    from train import load_data
+
     start = time.perf_counter()
     data = load_data(resolve_data_dir(args.data_dir), device, args.validation)
     seconds = {"data": time.perf_counter() - start}

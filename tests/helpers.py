@@ -84,6 +84,11 @@ def render_like_a_user(image, label_index):
     return canvas.convert("RGB") if label_index % 2 else canvas
 
 
+def snapshot(folder):
+    """Every path under folder with its size and modification time: equal snapshots, an untouched folder."""
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).rglob("*"))
+
+
 def train_only_data_dir(tmp_path):
     """A data folder holding the training files alone: anything that opens the test files fails."""
     folder = tmp_path / "train_only" / "MNIST" / "raw"

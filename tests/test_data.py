@@ -1,7 +1,6 @@
 """data.py: reading MNIST's files, naming what is wrong with them, never writing to the data folder."""
 
 import struct
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ import torch.nn.functional as F
 
 from config import VALIDATION_SIZE
 from data import DataError, neighbourhood_max, resolution_jitter, validation_split
-from tests.helpers import DATA_DIR, assert_one_line_error
+from tests.helpers import DATA_DIR, assert_one_line_error, snapshot
 
 RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses
@@ -68,13 +67,11 @@ def test_validation_needs_more_training_images_than_it_holds_out():
         validation_split(images, labels)
 
 
-def snapshot(folder):
-    return sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).rglob("*"))
-
-
+@pytest.mark.slow
 def test_data_folder_is_only_read(cli, tmp_path, cache_dir):
     """A whole run, suite and all (a short recipe, so not a dry run), and the data folder is untouched. The suite
-    comes from the session's cache, or goes there: the cache's own tests say it is written where told."""
+    comes from the session's cache, or goes there: the cache's own tests say it is written where told. The quick
+    loop's dry run checks the same folder (test_dry_run_cli_writes_only_where_told)."""
     before = snapshot(DATA_DIR)
     (tmp_path / "short.json").write_text('{"max_steps": 20}')
     result = cli("--config", tmp_path / "short.json", "--min-accuracy", "0", "--data-dir", DATA_DIR,

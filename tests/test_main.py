@@ -80,9 +80,9 @@ def test_invalid_training_options_are_usage_errors(cli, tmp_path, option, value,
 
 
 def test_a_subprocess_exits_with_the_commands_code_and_one_line(tmp_path):
-    """Through a real process: main.py's own exit codes (2 for bad input) and no traceback."""
-    result = run_cli("evaluate", "--model", tmp_path / "absent.pth")
-    assert_one_line_error(result, 2, "no model file")
+    """Through a real process: main.py's own exit codes (2 for bad input, raised by the command) and no traceback."""
+    result = run_cli("--config", tmp_path / "absent.json")
+    assert_one_line_error(result, 2, "cannot read --config", "No such file")
 
 
 def test_workflow_matches_githubs_schema():
