@@ -150,6 +150,7 @@ class TrainConfig:
     temperature: float = 0.388  # median of seeds 0-4 (0.382 to 0.408) fitted on the validation split
     nondigits: float = 0.1
     nondigit_weight: float = 0.0  # off: on, it costs the corruption suite 2 points (docs/nondigits.md)
+    lookahead: float = 0.0  # off until the floors are measured with it: 0.95 lifts the suite (docs/plateau.md)
     max_steps: int | None = None
     log_every: int = 100
 
@@ -185,6 +186,14 @@ FIELDS = {  # field -> (meaning, lowest, highest) for TrainConfig and Augmentati
         0,
         None,
     ),
+    "lookahead": (
+        (
+            "per-step decay of lookahead's slow copy of the model (weights and BatchNorm statistics), which the "
+            "training restarts from every 5 steps (train.Lookahead); 0 turns it off, airbench uses 0.95"
+        ),
+        0,
+        0.999,
+    ),
     "max_steps": ("stop after this many steps", 1, None),
     "log_every": ("steps between log lines", 1, None),
     "degrees": ("rotation, +/- degrees", 0, 180),
@@ -204,6 +213,7 @@ OPTIONS = (
     "warmup",
     "label_smoothing",
     "nondigit_weight",
+    "lookahead",
     "seed",
 )
 

@@ -51,6 +51,7 @@ def train(model, images, labels, config, precision="auto"):
     nondigits = round(config.batch_size * config.nondigits) if config.nondigit_weight else 0
     if nondigits:  # drawn at once: a batch's few cost more in calls than in pixels
         pool = draw_outliers(min(OUTLIER_POOL, nondigits * total_steps), generator, device)
+    lookahead = Lookahead(model, config.lookahead, total_steps) if config.lookahead else None
     history, seen = [], 0
     model.train()
     with tqdm(total=total_steps, desc="train", unit="step", leave=False) as bar:
@@ -66,6 +67,8 @@ def train(model, images, labels, config, precision="auto"):
             lr = optimizer.lr
             loss, accuracy = train_step(model, optimizer, x, y, config.label_smoothing, dtype, config.nondigit_weight)
             seen += len(batch)
+            if lookahead:
+                lookahead.step(step + 1)
             if not math.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged: the loss became {loss} at step {step + 1}; try a lower --lr than {config.lr}"
@@ -131,6 +134,30 @@ class OneCycleSGD:
         torch._foreach_add_(self.parameters, grads, alpha=-self.lr)
         self.steps_taken += 1
         self.lr, self.momentum = self.schedule(self.steps_taken)
+
+
+LOOKAHEAD_EVERY = 5  # steps between syncs, airbench's
+
+
+class Lookahead:
+    """airbench's lookahead: every LOOKAHEAD_EVERY steps a slow copy of the model's floating-point state (weights
+    and BatchNorm statistics) moves toward the trained state, keeping decay ** LOOKAHEAD_EVERY of itself times the
+    cube of the progress, and training goes on from the slow copy. Early on it keeps almost nothing; the last step
+    is not synced, so the model ends on its trained weights (what docs/plateau.md measured)."""
+
+    def __init__(self, model, decay, total_steps):
+        self.state = [value for value in model.state_dict().values() if value.is_floating_point()]
+        self.slow = [value.detach().clone() for value in self.state]
+        self.decay, self.total_steps = decay, total_steps
+
+    @torch.no_grad()
+    def step(self, steps_taken):
+        if steps_taken % LOOKAHEAD_EVERY or steps_taken == self.total_steps:
+            return
+        keep = self.decay**LOOKAHEAD_EVERY * (steps_taken / self.total_steps) ** 3
+        for slow, state in zip(self.slow, self.state, strict=True):
+            slow.lerp_(state, 1 - keep)
+            state.copy_(slow)
 
 
 def _cosine(start, end, fraction):

@@ -9,7 +9,7 @@ from torch import nn
 from config import TrainConfig
 from model import MNISTModel
 from numerics import bf16_native, numerics, resolve_precision
-from train import OneCycleSGD, train
+from train import LOOKAHEAD_EVERY, Lookahead, OneCycleSGD, train
 
 
 @pytest.mark.parametrize(("warmup", "steps", "momentum"), [(0.109, 40, 0.95), (0.3, 7, 0.9), (0.5, 1, 0.8)])
@@ -62,3 +62,33 @@ def test_precisions_train_other_weights_and_say_which_ran(mnist):
     record = numerics(torch.device("cpu"), "fp32")
     assert record["threads"] == torch.get_num_threads() >= 1 and record["cpu"]
     assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_lookahead_restarts_training_from_its_slow_copy_every_five_steps():
+    model = nn.BatchNorm1d(3)  # weights and running statistics: the whole floating-point state
+    start = {name: value.clone() for name, value in model.state_dict().items()}
+    lookahead = Lookahead(model, decay=0.95, total_steps=20)
+    with torch.no_grad():  # what training would have moved
+        for value in model.state_dict().values():
+            value.add_(1)
+    lookahead.step(4)  # between syncs: untouched
+    assert all(torch.equal(value, start[name] + 1) for name, value in model.state_dict().items())
+    lookahead.step(10)
+    keep = 0.95**LOOKAHEAD_EVERY * (10 / 20) ** 3
+    for name, value in model.state_dict().items():
+        expected = start[name] + (1 if name == "num_batches_tracked" else 1 - keep)  # an integer is not averaged
+        torch.testing.assert_close(value, expected.to(value.dtype))
+    before_last = {name: value.clone() for name, value in model.state_dict().items()}
+    lookahead.step(20)  # the last step keeps the trained state
+    assert all(torch.equal(value, before_last[name]) for name, value in model.state_dict().items())
+
+
+def test_a_run_with_lookahead_trains_other_weights_of_the_same_kind(mnist):
+    runs = {}
+    for lookahead in (0.0, 0.95):
+        torch.manual_seed(3)
+        model = MNISTModel()
+        train(model, *mnist["train"], TrainConfig(seed=3, lookahead=lookahead, max_steps=12), "fp32")  # syncs at 5, 10
+        runs[lookahead] = model.state_dict()
+    assert all(torch.isfinite(value).all() for value in runs[0.95].values())
+    assert not all(torch.equal(runs[0.0][k], runs[0.95][k]) for k in runs[0.0])
