@@ -1,7 +1,9 @@
 """Test-time views on the validation split: each seed's default model read as it is, and as the mean of the logits
-of the image and its four 1-pixel shifts (edge-padded). One JSON row per seed and way of reading.
+of the image and its four 1-pixel shifts (edge-padded). One JSON row per seed and way of reading. With --test,
+the confirmation: trained on the whole training set, read on the test set and the whole suite.
 
     python docs/plateau/views.py 0 1 2 3 4 > docs/plateau/views.jsonl
+    python docs/plateau/views.py --test 0 1 2 3 4 > docs/plateau/views-test.jsonl
 """
 
 import json
@@ -40,11 +42,11 @@ def accuracy(model, images, labels, views):
     return round((logits(model, images, views).argmax(1) == labels).float().mean().item() * 100, 2)
 
 
-def main(seeds):
+def main(seeds, test=False):
     cpu = torch.device("cpu")
-    data = load_data(resolve_data_dir(), cpu, validation=True)
+    data = load_data(resolve_data_dir(), cpu, validation=not test)
     images, labels = data["eval"]
-    suite, suite_labels = labelled_suite(images, labels, resolve_cache_dir(), SUITE_IMAGES)
+    suite, suite_labels = labelled_suite(images, labels, resolve_cache_dir(), None if test else SUITE_IMAGES)
     for seed in seeds:
         model = train_and_evaluate("default", replace(TrainConfig(), seed=seed), cpu, data).model
         for views in (False, True):
@@ -59,4 +61,5 @@ def main(seeds):
 
 
 if __name__ == "__main__":
-    main([int(seed) for seed in sys.argv[1:]])
+    test = "--test" in sys.argv[1:]
+    main([int(seed) for seed in sys.argv[1:] if seed != "--test"], test)
