@@ -15,9 +15,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from fastapi import HTTPException
-from fastapi.concurrency import run_in_threadpool
-
 from predict import WORKING_SIDE, header_pixels, prepare, prepared_image, read_ink
 
 # Images over IN_PROCESS_PIXELS decode DECODE_PROCESSES at a time, each in a worker process: such a decode may take
@@ -25,7 +22,9 @@ from predict import WORKING_SIDE, header_pixels, prepare, prepared_image, read_i
 IN_PROCESS_PIXELS = WORKING_SIDE**2
 DECODE_PROCESSES = 2
 DECODE_NICENESS = 10  # the decoding processes give way to the event loop on busy cores
-WORKER_START_SECONDS = 60  # a worker imports this module and predict; the server listens once every worker is ready
+# A worker imports this module and predict, never FastAPI (0.3 s and tens of MB); the server listens once every worker
+# is ready.
+WORKER_START_SECONDS = 60
 PR_SET_PDEATHSIG = 1  # Linux prctl: the signal a process gets when the thread that started it ends
 
 
@@ -39,11 +38,15 @@ class Decoder:
         self.pool = None
 
     async def prepared(self, data):
+        from fastapi.concurrency import run_in_threadpool  # here, not above: a worker imports this module
+
         if header_pixels(io.BytesIO(data)) <= IN_PROCESS_PIXELS:
             return await run_in_threadpool(prepared_image, io.BytesIO(data))
         return await run_in_threadpool(prepare, await self.ink_in_worker(data))
 
     async def ink_in_worker(self, data):
+        from fastapi import HTTPException
+
         if self.pool is None:
             self.start()
         pool = self.pool

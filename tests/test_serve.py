@@ -5,6 +5,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,7 +19,7 @@ from PIL import Image
 from config import MIN_CONFIDENCE, TrainConfig
 from model import MNISTModel, count_parameters
 from nondigits import letters
-from tests.helpers import assert_one_line_error
+from tests.helpers import ROOT, assert_one_line_error
 
 SERVE_TEST_UPLOAD_LIMIT = 2**20  # bytes: 1 MiB, a limit the test can exceed quickly
 LOAD_TEST_REQUESTS, LOAD_TEST_CLIENTS = 2000, 16
@@ -187,6 +189,14 @@ def running(pid):
 def httpx_post(url, content):
 
     return httpx.post(f"{url}/api/predict", content=content, headers={"content-type": "image/png"}, timeout=30)
+
+
+def test_a_decoding_worker_imports_neither_the_web_framework_nor_torch():
+    """What a spawned worker imports to run start_worker and read_upload: main.py (as __mp_main__) and serve_decoder."""
+    modules = ("fastapi", "starlette", "uvicorn", "torch")
+    code = f"import sys, main, serve_decoder; print([m for m in {modules} if m in sys.modules])"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_serve_refuses_a_bad_model_before_listening(cli, untrained, tmp_path):
