@@ -27,7 +27,7 @@ def reproduce(trial, settings, folder):
     from checkpoint import write_text
 
     path = folder / "trials" / f"trial_{trial.number}.json"
-    # A trial made before a field joined the space (nondigits, nondigit_weight) trained with its default.
+    # A trial made before a field joined the search space trained with that field's default.
     config = suggest_config(FixedTrial({**recipe_params(TrainConfig()), **trial.params}), TrainConfig())
     fitted = [run["temperature"] for run in trial.user_attrs["runs"]]
     # the recipe's own, as the default's was fitted: the median over the seeds, on validation

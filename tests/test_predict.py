@@ -225,12 +225,13 @@ def test_predict_reads_dark_ink_on_grey_paper(trained, mnist, tmp_path, predict_
 def test_predict_refuses_what_is_not_a_regular_file_and_answers_the_rest(cli, untrained, user_images, tmp_path):
     """A named pipe would block the read for ever (the alarm ends the test if it does); a folder is named as one."""
     os.mkfifo(tmp_path / "pipe")
-    signal.signal(signal.SIGALRM, lambda *_: pytest.fail("predict blocked on a named pipe"))
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("predict blocked on a named pipe"))
     signal.alarm(60)
     try:
         result = cli("predict", "--model", untrained, tmp_path / "pipe", tmp_path, user_images[0][0])
     finally:
         signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
     assert "not a regular file" in lines[0] and "a folder, not an image" in lines[1] and "top 3" in lines[2]

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from views import SUITE_IMAGES, logits
+from views import SUITE_IMAGES, accuracy
 
 import train
 from cli import resolve_cache_dir, resolve_data_dir
@@ -76,10 +76,6 @@ class Muon(train.OneCycleSGD):
 def train_remembering_the_model(model, *args, _train=train.train, **kwargs):
     MODEL["model"] = model
     return _train(model, *args, **kwargs)
-
-
-def accuracy(model, images, labels, views):
-    return round((logits(model, images, views).argmax(1) == labels).float().mean().item() * 100, 2)
 
 
 def main(seeds, levers):
