@@ -131,6 +131,20 @@ def resolve_cache_dir(cache_dir=None):
     return Path(cache_dir or os.environ.get(CACHE_DIR_ENV) or user_cache)
 
 
+def output_file(example=None):
+    """--out's type: a file's path (example: a file name to suggest). A path that names a folder (it is one, or
+    ends in a separator) is refused while parsing: the command would otherwise do its work, then fail to save,
+    or save a file named like the folder."""
+
+    def parse(text):
+        if text.endswith(("/", os.sep)) or Path(text).is_dir():
+            such_as = f", such as {Path(text) / example}" if example else ""
+            raise argparse.ArgumentTypeError(f"{text} names a folder; give a file's path{such_as}")
+        return text
+
+    return parse
+
+
 def add_model_option(parser):
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"saved state dict (default: {DEFAULT_MODEL_PATH})")
 

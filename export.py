@@ -8,7 +8,7 @@ where it is used: `export --help` answers without loading it.
 import argparse
 import json
 
-from cli import add_model_option
+from cli import add_model_option, output_file
 
 OPSET = 18  # ONNX opset of the exported graph
 EXAMPLE_BATCH = 2  # images in the example input the exporters trace
@@ -28,6 +28,7 @@ def add_arguments(parser):
     add_model_option(parser)
     parser.add_argument(
         "--out",
+        type=output_file(),
         help="output path (default: " + ", ".join(f"{path} for {fmt}" for fmt, path in DEFAULT_PATHS.items()) + ")",
     )
 

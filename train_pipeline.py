@@ -18,6 +18,7 @@ from cli import (
     add_precision_option,
     add_threads_option,
     apply_threads,
+    output_file,
     resolve_cache_dir,
     resolve_data_dir,
     resolve_device,
@@ -61,6 +62,7 @@ def add_arguments(parser):
     add_cache_option(parser)
     parser.add_argument(
         "--out",
+        type=output_file(Path(DEFAULT_MODEL_PATH).name),
         help=f"model path; metrics.json and the plots are written beside it (default: {DEFAULT_MODEL_PATH}; "
         "a --dry-run saves nothing unless given --out)",
     )
@@ -113,11 +115,13 @@ def output_path(args):
 def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds, precision="auto"):
     """Train, evaluate, gate; then (cache_dir given) the robustness figure; then (out given) save the model,
     plots and metrics.json, all together or none of them. Nothing is saved when the gate fails."""
-    from checkpoint import Outputs, json_writer, model_writer
+    from checkpoint import Outputs, json_writer, model_writer, output_target
     from evaluation import format_calibration, format_report
     from numerics import describe_numerics
     from train import AccuracyBelowGate, train_and_evaluate
 
+    if out is not None:
+        output_target(out)  # a model file that cannot be replaced fails now, not after the training
     result = train_and_evaluate(arch, config, device, data, precision=precision)
     metrics = result.metrics
     seconds.update(training=metrics["train_seconds"], evaluation=metrics["test_seconds"])

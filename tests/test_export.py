@@ -76,3 +76,9 @@ def test_export_into_a_folder_it_cannot_write_is_a_one_line_error(cli, untrained
     for fmt in ("pt2", "onnx"):
         result = cli("export", "--format", fmt, "--model", untrained, "--out", f"{folder}/m.{fmt}")
         assert_one_line_error(result, 1, "cannot write", "ermission denied")
+
+
+def test_an_export_out_that_names_a_folder_is_refused(cli, untrained, tmp_path):
+    result = cli("export", "--format", "onnx", "--model", untrained, "--out", f"{tmp_path}/new/")
+    assert_one_line_error(result, 2, "--out", "names a folder")
+    assert list(tmp_path.iterdir()) == []

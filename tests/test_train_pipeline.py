@@ -202,10 +202,22 @@ def test_a_diverging_loss_stops_without_saving(cli, tmp_path):
     assert not (tmp_path / "m.pth").exists()
 
 
-def test_an_unwritable_out_is_a_one_line_error(cli, tmp_path):
+@pytest.mark.parametrize("name", ["taken", "new/"])
+def test_an_out_that_names_a_folder_is_refused_before_the_run(cli, tmp_path, name):
     (tmp_path / "taken").mkdir()
-    result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / "taken")
-    assert_one_line_error(result, 1, str(tmp_path / "taken"))
+    result = cli("--data-dir", DATA_DIR, "--out", f"{tmp_path}/{name}")
+    assert_one_line_error(result, 2, "--out", "names a folder", f"{tmp_path / name.rstrip('/')}/mnist_model.pth")
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "taken"] and not list((tmp_path / "taken").iterdir())
+
+
+def test_an_out_that_cannot_be_replaced_fails_before_the_training(cli, tmp_path):
+    out = tmp_path / "kept.pth"
+    out.write_bytes(b"a model the user keeps")
+    out.chmod(0o444)
+    result = cli("--data-dir", DATA_DIR, "--out", out)
+    assert_one_line_error(result, 1, str(out), "read-only")
+    assert "trained in" not in result.stdout
+    assert out.read_bytes() == b"a model the user keeps" and list(tmp_path.iterdir()) == [out]
 
 
 @pytest.mark.slow
