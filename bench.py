@@ -25,6 +25,7 @@ from cli import (
     add_precision_option,
     add_threads_option,
     apply_threads,
+    output_folder,
     positive,
     resolve_cache_dir,
     resolve_data_dir,
@@ -250,7 +251,9 @@ def add_arguments(parser):
     for name, (about, add_options, _) in MODES.items():
         mode = modes.add_parser(name, help=about, description=about, formatter_class=HelpFormatter)
         add_options(mode)
-        mode.add_argument("--out-dir", default="models", help="folder for the benchmark's JSON and Markdown")
+        mode.add_argument(
+            "--out-dir", type=output_folder, default="models", help="folder for the benchmark's JSON and Markdown"
+        )
         add_threads_option(mode)
         add_data_option(mode)
 

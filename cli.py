@@ -131,18 +131,39 @@ def resolve_cache_dir(cache_dir=None):
     return Path(cache_dir or os.environ.get(CACHE_DIR_ENV) or user_cache)
 
 
+# Output paths are checked while parsing: a command would otherwise do its work (a training run, a benchmark)
+# and only then fail to save it, or save it where the user did not mean.
+
+
 def output_file(example=None):
-    """--out's type: a file's path (example: a file name to suggest). A path that names a folder (it is one, or
-    ends in a separator) is refused while parsing: the command would otherwise do its work, then fail to save,
-    or save a file named like the folder."""
+    """--out's type: a file's path (example: a file name to suggest), not one that names a folder (it is one, or
+    ends in a separator), nor one inside a file."""
 
     def parse(text):
         if text.endswith(("/", os.sep)) or Path(text).is_dir():
             such_as = f", such as {Path(text) / example}" if example else ""
             raise argparse.ArgumentTypeError(f"{text} names a folder; give a file's path{such_as}")
+        check_folders_above(Path(text))
         return text
 
     return parse
+
+
+def output_folder(text):
+    """--out-dir's type: a folder, or a path where one can be made: not a file, nor one inside a file."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    check_folders_above(Path(text))
+    return text
+
+
+def check_folders_above(path):
+    """The nearest part of path above it that exists must be a folder."""
+    above = path.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{above} is a file, so {path} cannot be made")
 
 
 def add_model_option(parser):

@@ -7,8 +7,10 @@ where it is used: `export --help` answers without loading it.
 
 import argparse
 import json
+import os
 
 from cli import add_model_option, output_file
+from errors import InputError
 
 OPSET = 18  # ONNX opset of the exported graph
 EXAMPLE_BATCH = 2  # images in the example input the exporters trace
@@ -48,6 +50,8 @@ def run(args):
     from checkpoint import load_model
 
     out = args.out or DEFAULT_PATHS[args.format]
+    if os.path.exists(out) and os.path.exists(args.model) and os.path.samefile(out, args.model):
+        raise InputError(f"--out {out} is the model file given to --model; refused to replace it with the export")
     info = export(load_model(args.model), args.format, out)
     print(f"wrote {out}")
     print("\n".join(f"  {key}: {value}" for key, value in info.items()))

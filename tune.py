@@ -26,6 +26,7 @@ from cli import (
     add_precision_option,
     add_threads_option,
     apply_threads,
+    output_folder,
     positive,
     resolve_cache_dir,
     resolve_data_dir,
@@ -90,7 +91,9 @@ def add_arguments(parser):
         "(default: the journal file OUT_DIR/tune.journal)",
     )
     parser.add_argument("--study", default="mnist", help="study name; the same name joins the same study")
-    parser.add_argument("--out-dir", default="models/tune", help="folder for tune.md, tune.json and the plots")
+    parser.add_argument(
+        "--out-dir", type=output_folder, default="models/tune", help="folder for tune.md, tune.json and the plots"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -159,3 +159,12 @@ def test_bench_calibration_trains_the_default_recipe_with_the_fields_it_is_given
     given = parser.parse_args(["calibration", "--nondigit-weight", "0.5", "--temperature", "0.35"])
     assert bench.calibration_recipe(given) == TrainConfig(nondigit_weight=0.5, temperature=0.35)
     assert bench.calibration_recipe(parser.parse_args(["calibration"])) == TrainConfig()
+
+
+@pytest.mark.parametrize("mode", ["accuracy", "calibration", "end-to-end", "concurrency", "serve", "abuse"])
+def test_every_mode_refuses_an_out_dir_inside_a_file_before_it_runs(cli, tmp_path, mode):
+    taken = tmp_path / "benchmark.json"
+    taken.write_text("kept")
+    result = cli("bench", mode, "--quick", "--out-dir", taken / "results")
+    assert_one_line_error(result, 2, "--out-dir", f"{taken} is a file, so")
+    assert list(tmp_path.iterdir()) == [taken] and taken.read_text() == "kept"

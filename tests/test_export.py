@@ -82,3 +82,11 @@ def test_an_export_out_that_names_a_folder_is_refused(cli, untrained, tmp_path):
     result = cli("export", "--format", "onnx", "--model", untrained, "--out", f"{tmp_path}/new/")
     assert_one_line_error(result, 2, "--out", "names a folder")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_never_replaces_the_model_it_reads(cli, untrained, tmp_path):
+    model = tmp_path / "mnist_model.pth"
+    model.write_bytes(untrained.read_bytes())
+    result = cli("export", "--format", "onnx", "--model", model, "--out", tmp_path / "." / model.name)
+    assert_one_line_error(result, 2, "--model", "refused to replace it")
+    assert model.read_bytes() == untrained.read_bytes() and list(tmp_path.iterdir()) == [model]

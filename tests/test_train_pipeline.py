@@ -202,12 +202,21 @@ def test_a_diverging_loss_stops_without_saving(cli, tmp_path):
     assert not (tmp_path / "m.pth").exists()
 
 
-@pytest.mark.parametrize("name", ["taken", "new/"])
-def test_an_out_that_names_a_folder_is_refused_before_the_run(cli, tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("taken", "names a folder; give a file's path, such as {tmp_path}/taken/mnist_model.pth"),
+        ("new/", "names a folder; give a file's path, such as {tmp_path}/new/mnist_model.pth"),
+        ("file/m.pth", "{tmp_path}/file is a file, so"),
+    ],
+)
+def test_an_out_that_is_no_file_path_is_refused_before_the_run(cli, tmp_path, name, message):
     (tmp_path / "taken").mkdir()
+    (tmp_path / "file").write_text("kept")
     result = cli("--data-dir", DATA_DIR, "--out", f"{tmp_path}/{name}")
-    assert_one_line_error(result, 2, "--out", "names a folder", f"{tmp_path / name.rstrip('/')}/mnist_model.pth")
-    assert sorted(tmp_path.iterdir()) == [tmp_path / "taken"] and not list((tmp_path / "taken").iterdir())
+    assert_one_line_error(result, 2, "--out", message.format(tmp_path=tmp_path))
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "file", tmp_path / "taken"]
+    assert not list((tmp_path / "taken").iterdir()) and (tmp_path / "file").read_text() == "kept"
 
 
 def test_an_out_that_cannot_be_replaced_fails_before_the_training(cli, tmp_path):

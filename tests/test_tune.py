@@ -377,3 +377,10 @@ def test_a_password_in_an_unparsable_storage_url_is_never_printed(cli, tmp_path)
     result = cli("tune", "--quick", "--out-dir", tmp_path, "--storage", "postgresql://u:secretpw@127.0.0.1:abc/db")
     assert_one_line_error(result, 2, "cannot open --storage", "u:***@")
     assert "secretpw" not in result.stdout + result.stderr
+
+
+def test_an_out_dir_that_is_a_file_is_refused_before_the_study(cli, tmp_path):
+    taken = tmp_path / "tune.md"
+    taken.write_text("kept")
+    assert_one_line_error(cli("tune", "--quick", "--out-dir", taken), 2, "--out-dir", "is a file, not a folder")
+    assert list(tmp_path.iterdir()) == [taken] and taken.read_text() == "kept"
