@@ -126,7 +126,9 @@ def test_ctrl_c_stops_every_tune_worker_in_one_line(tmp_path):
     _, stderr = parent.communicate(timeout=120)
     assert parent.returncode == 130 and "Traceback" not in stderr, stderr
     assert stderr.count("interrupted") == 1
-    workers = {trial.user_attrs["worker"].rpartition(":")[2] for trial in journal_study(tmp_path).trials}
+    # A trial is in the journal a moment before its worker names itself in it: Ctrl-C can fall in between.
+    trials = journal_study(tmp_path).trials
+    workers = {trial.user_attrs["worker"].rpartition(":")[2] for trial in trials if "worker" in trial.user_attrs}
     assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers)  # none left running
 
 
