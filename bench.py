@@ -25,6 +25,7 @@ from cli import (
     add_precision_option,
     add_threads_option,
     apply_threads,
+    at_most_cpus,
     output_folder,
     positive,
     resolve_cache_dir,
@@ -83,7 +84,7 @@ def add_end_to_end_arguments(parser):
 
 def add_concurrency_arguments(parser):
     add_repeats_option(parser)
-    parser.add_argument("--workers", type=positive(int), default=2, help="tune workers against one")
+    parser.add_argument("--workers", type=at_most_cpus, default=2, help="tune workers against one")
     add_quick_option(parser, "dry runs, and 2 tune trials")
 
 
@@ -115,7 +116,9 @@ def add_abuse_arguments(parser):
 
 
 def add_seeds_option(parser):
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="one run per seed")
+    parser.add_argument(
+        "--seeds", nargs="+", type=option_type("seed"), default=[0, 1, 2, 3, 4], help="one run per seed"
+    )
 
 
 def add_repeats_option(parser):

@@ -204,10 +204,13 @@ def load_state_dict(path):
     except PermissionError:
         raise CheckpointError(f"cannot read {path}: permission denied") from None
     except Exception as error:  # noqa: BLE001  torch.load raises whatever its unpickler or zip reader meets
-        if "weights only load failed" in str(error).lower():
+        message = str(error).lower()
+        if "unsupported global" in message:  # the unpickler met a class or function to import and call
             raise CheckpointError(
                 f"{path} holds pickled code or objects, not only tensors; refused to load it"
             ) from None
+        if "weights only load failed" in message:  # JSON, an image, a pickle of another kind, ...
+            raise CheckpointError(f"{path} is not a model file: torch.load reads no tensors from it") from None
         raise CheckpointError(f"{path} is corrupt or truncated ({type(error).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a state dict of tensors")

@@ -17,6 +17,7 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from cli import resolve_data_dir
+from config import option_type
 from data import MEAN, STD
 from numerics import synchronize
 
@@ -98,8 +99,10 @@ def main(argv=None):
     parser.add_argument("stage", choices=("train", "test"))
     parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
     parser.add_argument("--model", default="classic.pth", help="model file written by train, read by test")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, help="stop training after this many steps (a smoke run)")
+    parser.add_argument("--seed", type=option_type("seed"), default=0)
+    parser.add_argument(
+        "--max-steps", type=option_type("max_steps"), help="stop training after this many steps (a smoke run)"
+    )
     args = parser.parse_args(argv)
     data_dir, device = resolve_data_dir(args.data_dir), torch.device("cpu")
     if args.stage == "train":

@@ -89,12 +89,26 @@ def add_precision_option(parser, nargs=None):
     parser.add_argument("--precision", nargs=nargs, choices=PRECISIONS, default=default, help=PRECISION_HELP)
 
 
+def usable_cpus():
+    """The CPUs this process may run on (its affinity where the OS tells it, else all of the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def at_most_cpus(text):
+    """argparse's type for --threads and --workers: 1 to the CPUs this process may use. More only slow the work
+    down (256 threads on 2 cores made a training step 18 times slower), and far more crash torch's thread pool."""
+    value, cpus = _number(text, int), usable_cpus()
+    if not 1 <= value <= cpus:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {cpus}, the CPUs this process may use; got {text}")
+    return value
+
+
 def add_threads_option(parser):
     parser.add_argument(
         "--threads",
-        type=positive(int),
-        help=f"CPU threads for torch (default: every core, {os.cpu_count()} here); give each of several runs "
-        "at once its share: two that each take every core run many times slower",
+        type=at_most_cpus,
+        help=f"CPU threads for torch, at most the CPUs (default: every core, {usable_cpus()} here); give each of "
+        "several runs at once its share: two that each take every core run many times slower",
     )
 
 

@@ -19,6 +19,7 @@ from cli import (
     add_threads_option,
     apply_threads,
     output_file,
+    percentage,
     resolve_cache_dir,
     resolve_data_dir,
     resolve_device,
@@ -68,7 +69,7 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--min-accuracy",
-        type=float,
+        type=percentage,
         default=95.0,
         help="fail (exit 1, nothing saved) below this accuracy in %% (on the test set, or the validation split)",
     )

@@ -26,6 +26,7 @@ from cli import (
     add_precision_option,
     add_threads_option,
     apply_threads,
+    at_most_cpus,
     output_folder,
     positive,
     resolve_cache_dir,
@@ -38,6 +39,7 @@ from config import (
     QUICK_SUITE_IMAGES,
     add_architecture_option,
     architecture,
+    option_type,
     preset_recipe,
 )
 from tune_report import write_report
@@ -83,7 +85,9 @@ def add_arguments(parser):
     parser.add_argument(
         "--timeout", type=positive(float), help="stop starting trials after this many seconds (default: no limit)"
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="one training run per seed per trial")
+    parser.add_argument(
+        "--seeds", nargs="+", type=option_type("seed"), default=[0, 1], help="one training run per seed per trial"
+    )
     parser.add_argument(
         "--storage",
         metavar="URL",
@@ -103,7 +107,7 @@ def add_arguments(parser):
     parser.add_argument("--show", action="store_true", help="only write and print the report of the study")
     parser.add_argument(
         "--workers",
-        type=positive(int),
+        type=at_most_cpus,
         default=1,
         help="worker processes on this machine, sharing the study and the cores (each gets --threads cores / N)",
     )

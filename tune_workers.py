@@ -7,24 +7,28 @@ parent alone, which stops every worker and says so in one line. Workers on other
 study through the same --storage, as a lone worker does.
 """
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from cli import usable_cpus
+
 MAIN = Path(__file__).with_name("main.py")
 STOP_SECONDS = 60  # a worker stopped by Ctrl-C finishes writing its trial's state within this, or is killed
 
 
 def share_of_cores(workers, cores=None):
-    """Threads for each of `workers` processes on `cores` (this machine's): an equal share, at least one."""
-    return max(1, (cores or os.cpu_count() or 1) // workers)
+    """Threads for each of `workers` processes on `cores` (the CPUs this process may use): an equal share, at
+    least one."""
+    return max(1, (cores or usable_cpus()) // workers)
 
 
-def worker_command(args, threads):
-    """`python main.py tune ...` for one worker: the parent's options, its share of the cores, no report."""
+def worker_command(args, count):
+    """`python main.py tune ...` for one of `count` workers: the parent's options, its share of the cores (of
+    --threads where given), no report."""
+    threads = share_of_cores(count, args.threads)
     command = [sys.executable, str(MAIN), "tune", "--arch", args.arch, "--max-params", args.max_params]
     command += ["--trials", args.trials, "--seeds", *args.seeds, "--study", args.study, "--out-dir", args.out_dir]
     command += ["--device", args.device, "--precision", args.precision, "--threads", threads, "--no-report"]
@@ -38,7 +42,7 @@ def worker_command(args, threads):
 def run_workers(args, count):
     """Run `count` workers to the end; returns [(process id, exit code)], one per worker. Each output line is
     printed with its worker's number. Ctrl-C stops them all (SIGINT each, then wait) and raises KeyboardInterrupt."""
-    command = worker_command(args, share_of_cores(count))
+    command = worker_command(args, count)
     workers = [
         subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, bufsize=1

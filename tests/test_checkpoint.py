@@ -125,13 +125,14 @@ def test_checkpoint_problems_are_named(cli, untrained, tmp_path):
     good = untrained.read_bytes()
     compact = tmp_path / "compact_renamed.pth"
     torch.save({k: v for k, v in MNISTModel("compact").state_dict().items() if "classifier" not in k}, compact)
-    cases = {
-        "corrupt": (b"\x00garbage" * 100, "corrupt"),
-        "truncated": (good[: len(good) // 2], "corrupt or truncated"),
-        "other architecture": (compact.read_bytes(), "different architecture"),
-    }
-    for name, (content, message) in cases.items():
-        path = tmp_path / f"{name}.pth"
+    cases = [
+        (b"\x00garbage" * 100, "is not a model file"),
+        (b'{"accuracy": 99.3}', "is not a model file"),  # metrics.json given as --model
+        (good[: len(good) // 2], "is corrupt or truncated"),
+        (compact.read_bytes(), "different architecture"),
+    ]
+    for number, (content, message) in enumerate(cases):
+        path = tmp_path / f"case{number}.pth"  # a name that no message matches by itself
         path.write_bytes(content)
         assert_one_line_error(cli("evaluate", "--model", path), 2, message)
     assert_one_line_error(cli("evaluate", "--model", tmp_path / "absent.pth"), 2, "no model file")

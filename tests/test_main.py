@@ -70,6 +70,9 @@ def test_a_command_refuses_options_that_are_not_its_own(cli, args, message):
         ("--seed", "18446744073709551616", "must be between 0 and 18446744073709551615"),
         ("--device", "tpu", "unknown device"),
         ("--device", "cuda:7", "not present"),
+        ("--threads", "100000", "the CPUs this process may use"),  # torch's thread pool crashed on it
+        ("--min-accuracy", "nan", "must be a percentage"),  # no accuracy is below nan: the gate would pass all
+        ("--min-accuracy", "101", "must be a percentage"),  # no run could pass: an epoch trained for nothing
     ],
 )
 def test_invalid_training_options_are_usage_errors(cli, tmp_path, option, value, message):
@@ -77,6 +80,22 @@ def test_invalid_training_options_are_usage_errors(cli, tmp_path, option, value,
     assert result.returncode == 2
     assert f"argument {option}" in result.stderr and message in result.stderr
     assert not (tmp_path / "never-read").exists() and not (tmp_path / "m.pth").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--seeds", "0", "18446744073709551616"], "argument --seeds: must be between 0 and"),
+        (["bench", "--seeds", "-1"], "argument --seeds: must be between 0 and"),
+        (["tune", "--seeds", "1e30"], "argument --seeds: must be an integer"),
+        (["tune", "--workers", "100000"], "argument --workers: must be between 1 and"),
+        (["bench", "concurrency", "--workers", "100000"], "argument --workers: must be between 1 and"),
+        (["bench", "--threads", "100000"], "argument --threads: must be between 1 and"),
+    ],
+)
+def test_seeds_workers_and_threads_out_of_range_are_usage_errors(cli, args, message):
+    result = cli(*args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_subprocess_exits_with_the_commands_code_and_one_line(tmp_path):

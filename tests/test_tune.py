@@ -139,13 +139,15 @@ def test_a_workers_command_carries_the_options_and_its_share_of_the_cores():
 
     args = SimpleNamespace(arch="compact", max_params=8000, trials=5, seeds=[0, 1], study="s", out_dir="o",
                            device="cpu", precision="fp32", timeout=None, storage="sqlite:///t.db", data_dir=None,
-                           cache_dir="c", quick=True)  # fmt: skip
-    command = worker_command(args, 3)
+                           cache_dir="c", quick=True, threads=6)  # fmt: skip
+    command = worker_command(args, 2)  # each of 2 workers gets half of --threads 6
     assert command[2:] == ["tune", "--arch", "compact", "--max-params", "8000", "--trials", "5", "--seeds", "0",
                            "1", "--study", "s", "--out-dir", "o", "--device", "cpu", "--precision", "fp32",
                            "--threads", "3", "--no-report", "--storage", "sqlite:///t.db", "--cache-dir", "c",
                            "--quick"]  # fmt: skip
     assert [share_of_cores(n, cores=16) for n in (1, 2, 3, 16, 32)] == [16, 8, 5, 1, 1]
+    alone = worker_command(SimpleNamespace(**{**vars(args), "threads": None}), 1)
+    assert alone[alone.index("--threads") + 1] == str(share_of_cores(1))  # every core
     trial = SimpleNamespace(number=7, user_attrs={"worker": "h:42"}, state=SimpleNamespace(name="FAIL"))
     assert failures([(41, 0), (42, 1)], [trial], "h") == ["worker 1 failed (exit 1) in trial 7"]
 
