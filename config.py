@@ -6,6 +6,7 @@ and FIELDS below, so the two cannot disagree. Nothing here imports torch: `--hel
 
 import argparse
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import get_args
@@ -268,7 +269,7 @@ class ConfigError(InputError):
     """A --config file that cannot be read or holds something TrainConfig does not take."""
 
 
-KINDS = {int: "an integer", float: "a number"}
+KINDS = {int: "an integer", float: "a finite number"}
 
 
 def field_types(kind):
@@ -284,7 +285,8 @@ def checked(kind, name, value):
     if value is None and type(None) in types[name]:
         return None
     wanted = int if int in types[name] else float
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != wanted(value):
+    unusable = isinstance(value, bool) or not isinstance(value, int | float)
+    if unusable or value != wanted(value) or (isinstance(value, float) and not math.isfinite(value)):
         raise ValueError(f"{name} must be {KINDS[wanted]}, got {value!r}")
     _, low, high = FIELDS[name]
     if (low is not None and value < low) or (high is not None and value > high):

@@ -62,6 +62,7 @@ def test_a_command_refuses_options_that_are_not_its_own(cli, args, message):
     [
         ("--batch-size", "0", "must be between 1 and 60000"),
         ("--lr", "-0.1", "must be at least"),
+        ("--lr", "inf", "must be a finite number"),  # it trained a step, then said the loss diverged
         ("--epochs", "0", "must be at least 1"),
         ("--warmup", "2", "must be between 0.01 and 0.99"),
         ("--batch-size", "1.5", "must be an integer, got '1.5'"),

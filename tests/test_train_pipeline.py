@@ -183,6 +183,7 @@ def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path
         ('{"learning_rate": 0.3}', "unknown field 'learning_rate'"),
         ('{"batch_size": 1.5}', "batch_size must be an integer"),
         ('{"warmup": 2}', "warmup must be between"),
+        ('{"lr": 1e400}', "lr must be a finite number, got inf"),  # JSON's too-large number reads as inf
         ('{"augmentation": {"blur": 1}}', "unknown field 'blur'"),
         ('{"augmentation": 3}', "augmentation must be an object"),
         ("[" * 100_000 + "]" * 100_000, "is not JSON"),  # nested past the recursion limit
