@@ -8,6 +8,7 @@ where it is used: `export --help` answers without loading it.
 import argparse
 import json
 import os
+from pathlib import Path
 
 from cli import add_model_option, output_file
 from errors import InputError
@@ -16,7 +17,7 @@ OPSET = 18  # ONNX opset of the exported graph
 EXAMPLE_BATCH = 2  # images in the example input the exporters trace
 MAX_BATCH = 65_536  # the exported files take any batch from 1 to this
 METADATA_FILE = "metadata.json"  # the pt2 archive's extra file holding the metadata
-DEFAULT_PATHS = {"onnx": "models/mnist_model.onnx", "pt2": "models/mnist_model.pt2"}
+FORMATS = ("onnx", "pt2")  # each also the suffix of its file
 
 
 def add_arguments(parser):
@@ -31,7 +32,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--out",
         type=output_file(),
-        help="output path (default: " + ", ".join(f"{path} for {fmt}" for fmt, path in DEFAULT_PATHS.items()) + ")",
+        help="output path (default: beside --model, with .onnx or .pt2 for its suffix, such as "
+        "models/mnist_model.onnx)",
     )
 
 
@@ -41,7 +43,7 @@ def export_format(name):
             "torchscript is no longer written (PyTorch deprecated it): use --format pt2, "
             "a torch.export program that torch.export.load runs"
         )
-    if name not in DEFAULT_PATHS:
+    if name not in FORMATS:
         raise argparse.ArgumentTypeError(f"unknown format {name!r}; choose onnx or pt2")
     return name
 
@@ -49,7 +51,7 @@ def export_format(name):
 def run(args):
     from checkpoint import load_model
 
-    out = args.out or DEFAULT_PATHS[args.format]
+    out = args.out or Path(args.model).with_suffix(f".{args.format}")  # beside its model: each model its own
     if os.path.exists(out) and os.path.exists(args.model) and os.path.samefile(out, args.model):
         raise InputError(f"--out {out} is the model file given to --model; refused to replace it with the export")
     info = export(load_model(args.model), args.format, out)

@@ -90,3 +90,13 @@ def test_an_export_never_replaces_the_model_it_reads(cli, untrained, tmp_path):
     result = cli("export", "--format", "onnx", "--model", model, "--out", tmp_path / "." / model.name)
     assert_one_line_error(result, 2, "--model", "refused to replace it")
     assert model.read_bytes() == untrained.read_bytes() and list(tmp_path.iterdir()) == [model]
+
+
+def test_an_export_lands_beside_its_model_unless_told(cli, untrained, tmp_path):
+    """Not in models/: the export of another run's model replaced the default model's there."""
+    model = tmp_path / "run" / "m.pth"
+    model.parent.mkdir()
+    model.write_bytes(untrained.read_bytes())
+    result = cli("export", "--format", "pt2", "--model", model)
+    assert result.returncode == 0 and f"wrote {model.with_suffix('.pt2')}" in result.stdout
+    assert sorted(path.name for path in model.parent.iterdir()) == ["m.pt2", "m.pth"]
