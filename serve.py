@@ -12,6 +12,7 @@ of their own, so that /api/health never waits behind them; a stop waits SHUTDOWN
 import asyncio
 import contextlib
 import gc
+import socket
 from pathlib import Path
 
 import uvicorn
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from cli import add_min_confidence_option, add_model_option, port_number, positive
 from config import MIN_CONFIDENCE
+from errors import InputError
 from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, read_digits
 from serve_decoder import Decoder
 from serve_guards import (
@@ -251,14 +253,31 @@ def serve(
     # on the event loop: the one /api/health check over 100 ms under the abuse load. Frozen, they are skipped.
     gc.collect()
     gc.freeze()
+    listening = bound_socket(host, port)
     print(f"serving {model_path} at http://{url_host(host)}:{port} (API docs at /docs); Ctrl-C stops", flush=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         access_log=False,  # a line per request would drown the rest
         http=type("Protocol", (TimedH11Protocol,), {"head_seconds": request_timeout}),
         h11_max_incomplete_event_size=HEADER_LIMIT_BYTES,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         timeout_graceful_shutdown=SHUTDOWN_SECONDS,
     )
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it has handled, as uvicorn.run drops
+        uvicorn.Server(config).run(sockets=[listening])
+
+
+def bound_socket(host, port):
+    """A TCP socket bound to host:port, as uvicorn binds one (IPv6 where the host has a colon), bound here so that
+    a port in use is a one-line error before the server says it is serving (uvicorn logged it after)."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as error:
+        listening.close()
+        reason = error.strerror or str(error)
+        raise InputError(
+            f"cannot listen on {url_host(host)}:{port} ({reason}); choose another --port or --host"
+        ) from None
+    return listening

@@ -207,6 +207,17 @@ def test_serve_refuses_a_bad_model_before_listening(cli, untrained, tmp_path):
     assert result.returncode == 2 and "not a TCP port" in result.stderr
 
 
+def test_a_port_in_use_is_a_one_line_error_before_serving(cli, untrained):
+    """uvicorn logged the busy port after the server had said it was serving, and exited 3."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--model", untrained, "--port", port)
+    assert_one_line_error(result, 2, f"cannot listen on 127.0.0.1:{port}", "--port")
+    assert "serving" not in result.stdout
+
+
 # Strokes as a person draws them, in fractions of the pad: a slanted 1, a 7 with a crossbar-free bend, a 0.
 STROKES = {
     1: [[(0.55, 0.15), (0.52, 0.5), (0.48, 0.85)]],
