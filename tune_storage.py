@@ -30,7 +30,10 @@ class TuneError(InputError):
 def open_study(name, storage_url, out_dir, create=None):
     """Join the study; or, where it does not exist and create is given, make it. create() returns the study's
     (directions, user attributes, first trial's parameters), measured before the study exists, so that workers
-    joining meanwhile wait only for its "settings", recorded last. Without create a missing study is an error."""
+    joining meanwhile wait only for its "settings", recorded last. Without create a missing study is an error,
+    and no journal is made for it."""
+    if create is None and storage_url is None and not (Path(out_dir) / JOURNAL_FILE).is_file():
+        raise TuneError(f"no study journal at {Path(out_dir) / JOURNAL_FILE}: run tune without --show first")
     storage = open_storage(storage_url, out_dir)
     try:
         return optuna.load_study(storage=storage, study_name=name)

@@ -308,8 +308,13 @@ def test_tune_refuses_an_unusable_storage_in_one_line(cli, tmp_path, url, messag
     assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--storage", url), 2, message)
 
 
-def test_tune_show_without_a_study_is_a_one_line_error(cli, tmp_path):
-    assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--show"), 2, "no study 'mnist'")
+def test_tune_show_without_a_study_is_a_one_line_error_and_makes_nothing(cli, tmp_path):
+    out = tmp_path / "tune"
+    assert_one_line_error(cli("tune", "--quick", "--out-dir", out, "--show"), 2, "no study journal at")
+    assert not out.exists()  # it made the folder and an empty journal
+    journal_with_a_study(tmp_path)
+    result = cli("tune", "--quick", "--out-dir", tmp_path, "--show", "--study", "other")
+    assert_one_line_error(result, 2, "no study 'other'")
 
 
 def journal_with_a_study(folder, settings=True):
