@@ -38,7 +38,8 @@ MAX_WIDTH = 512  # channels of any one layer: far beyond any model under a param
 
 def architecture(value):
     """The {stem, body, head} that value names or describes: a preset name, STEM/BODY/HEAD, or such a mapping
-    (as a checkpoint stores it). Raises ValueError saying what is wrong."""
+    (as a checkpoint stores it). Raises ValueError saying what is wrong, in the words it was given."""
+    given = value
     if isinstance(value, str):
         value = ARCHITECTURES.get(value) or _parse_notation(value)
     if not isinstance(value, dict) or set(value) != {"stem", "body", "head"}:
@@ -51,7 +52,7 @@ def architecture(value):
         or not all(_is_width(width) for width in (value["stem"], value["head"], *(w for w in body if w != POOL)))
     ):
         raise ValueError(
-            f"architecture {value!r}: stem, head and the body's layers are widths from 1 to {MAX_WIDTH}, "
+            f"architecture {given!r}: stem, head and the body's layers are widths from 1 to {MAX_WIDTH}, "
             f"and the body holds exactly {POOLS} {POOL!r} (max-pools), each after a width"
         )
     return {"stem": value["stem"], "body": tuple(body), "head": value["head"]}

@@ -42,4 +42,4 @@ def test_an_architecture_is_a_preset_or_its_widths_written_out():
 
 
 def test_a_wrong_architecture_option_is_a_usage_error(cli):
-    assert_one_line_error(cli("--arch", "16/16,M/24", "--dry-run"), 2, "exactly 2 'M'")
+    assert_one_line_error(cli("--arch", "16/16,M/24", "--dry-run"), 2, "architecture '16/16,M/24': ", "exactly 2 'M'")
