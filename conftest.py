@@ -70,10 +70,13 @@ def cli(capsys):
     from main import main
 
     def call(*args):
+        threads = torch.get_num_threads()  # a command sets its process's (--threads, serve): not the next test's
         try:
             code = main([str(arg) for arg in args]) or 0
         except SystemExit as exit:
             code = exit.code or 0
+        finally:
+            torch.set_num_threads(threads)
         out, err = capsys.readouterr()
         return Result(code, out, err)
 

@@ -27,10 +27,10 @@ def add_arguments(parser):
 
 def run(args):
     import plots
-    from checkpoint import load_model, write_json
+    from checkpoint import Outputs, json_writer, load_model
     from corruptions import corrupted_test_set
     from data import load_split
-    from evaluation import evaluate, evaluate_robustness, suite_answers
+    from evaluation import ROBUSTNESS_REPORT, evaluate, evaluate_robustness, suite_answers
 
     model = load_model(args.model)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
@@ -38,13 +38,15 @@ def run(args):
     clean_accuracy = evaluate(model, images, labels)["accuracy"]
     report = {"model": str(args.model), "seed": args.seed, **evaluate_robustness(model, suite, labels, clean_accuracy)}
     folder = Path(args.model).parent
-    write_json(folder / "robustness.json", report)
     answers = suite_answers(model, images, suite, plots.ROBUSTNESS_SAMPLES)
-    plots.save_figure(plots.robustness(images, labels, suite, answers), folder / "robustness.png")
+    with Outputs() as outputs:  # the report and its figure land together
+        outputs.write(folder / ROBUSTNESS_REPORT, json_writer(report))
+        outputs.write(folder / "robustness.png", plots.png_writer(plots.robustness(images, labels, suite, answers)))
+        outputs.commit()
     print(
         json.dumps(report, indent=2)
         if args.json
-        else f"{format_table(report)}\nwrote robustness.json and robustness.png in {folder}"
+        else f"{format_table(report)}\nwrote {ROBUSTNESS_REPORT} and robustness.png in {folder}"
     )
 
 

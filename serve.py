@@ -238,12 +238,13 @@ def serve(
     request_timeout=DEFAULT_REQUEST_TIMEOUT,
     min_confidence=MIN_CONFIDENCE,
 ):
-    """Load the model (its errors come before the port opens), then serve until Ctrl-C or SIGTERM."""
+    """Load the model and bind the port (their errors come first), then serve until Ctrl-C or SIGTERM."""
     import torch
 
     from checkpoint import load_model
 
     model = load_model(model_path)
+    listening = bound_socket(host, port)
     # Requests are prepared side by side in threads while the model reads a batch in another, and images decode
     # in worker processes: one intra-op thread each keeps them from fighting over the cores (docs/serving.md).
     torch.set_num_threads(1)
@@ -253,7 +254,6 @@ def serve(
     # on the event loop: the one /api/health check over 100 ms under the abuse load. Frozen, they are skipped.
     gc.collect()
     gc.freeze()
-    listening = bound_socket(host, port)
     print(f"serving {model_path} at http://{url_host(host)}:{port} (API docs at /docs); Ctrl-C stops", flush=True)
     config = uvicorn.Config(
         app,

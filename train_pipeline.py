@@ -203,7 +203,7 @@ def write_plots(outputs, folder, result, data, config, robustness):
     import torch
 
     import plots
-    from evaluation import suite_answers
+    from evaluation import ROBUSTNESS_REPORT, suite_answers
 
     images, labels = data["eval"]
     figures = {
@@ -225,4 +225,5 @@ def write_plots(outputs, folder, result, data, config, robustness):
             outputs.write(Path(folder) / name, plots.png_writer(figures[name]))
         else:
             outputs.remove(Path(folder) / name)
+    outputs.remove(Path(folder) / ROBUSTNESS_REPORT)  # `robustness`'s figures of the model this run replaces
     return list(figures)

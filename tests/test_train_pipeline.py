@@ -105,7 +105,9 @@ def test_a_dry_run_keeps_nothing_unless_given_out(cli, tmp_path, monkeypatch):
 
 def test_a_run_replaces_every_output_of_the_previous_one(mnist, tmp_path):
     out = tmp_path / "m.pth"
-    stale = [out.with_name(name) for name in ("robustness.png", "augmentation.png")]  # drawn by a full run only
+    # robustness.png and augmentation.png are drawn by a full run only; robustness.json, `robustness`'s report,
+    # describes the model this run replaces
+    stale = [out.with_name(name) for name in ("robustness.png", "augmentation.png", "robustness.json")]
     for path in stale:
         path.write_bytes(b"the previous run's")
     config = replace(short(), augmentation=None)
