@@ -5,7 +5,6 @@ import platform
 import resource
 import statistics
 from dataclasses import replace
-from pathlib import Path
 
 from config import (
     BASELINE_RECIPE,
@@ -121,7 +120,7 @@ def run_benchmark(
 ):
     import torch
 
-    from checkpoint import write_json, write_text
+    from checkpoint import write_results
     from corruptions import labelled_suite
     from numerics import resolve_precision
     from train import load_data
@@ -155,12 +154,10 @@ def run_benchmark(
     if device.type == "cuda":
         results["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
 
-    out_dir = Path(out_dir)
-    write_json(out_dir / "benchmark.json", results)
     from bench_table import markdown_table
 
     table = markdown_table(results)
-    write_text(out_dir / "benchmark.md", table)
+    write_results(out_dir, "benchmark", results, table)
     print(table)
     return results
 

@@ -11,7 +11,6 @@ kinds (outliers.py) drawn with a seed no training run uses.
 
 import statistics
 from dataclasses import replace
-from pathlib import Path
 
 from config import TrainConfig
 
@@ -29,7 +28,7 @@ def calibration_benchmark(
     import torch
 
     from calibration import CALIBRATION_BINS
-    from checkpoint import write_json, write_text
+    from checkpoint import write_results
     from corruptions import labelled_suite
     from data import normalize
     from nondigits import digit_shaped_letters, letters, scribbles, shapes
@@ -62,9 +61,8 @@ def calibration_benchmark(
         "mean": _means(runs),
         "validation_thresholds": {t: _means([sweep[t] for sweep in sweeps]) for t in THRESHOLDS},
     }
-    write_json(Path(out_dir) / "calibration.json", results)
     table = markdown_table(results)
-    write_text(Path(out_dir) / "calibration.md", table)
+    write_results(out_dir, "calibration", results, table)
     print(table)
     return results
 

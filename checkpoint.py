@@ -151,16 +151,27 @@ def atomic_write(path, write):
 
 
 def write_text(path, text):
-    atomic_write(path, lambda temporary: Path(temporary).write_text(text))
+    atomic_write(path, text_writer(text))
 
 
 def write_json(path, value):
     atomic_write(path, json_writer(value))
 
 
-def json_writer(value):
-    text = json.dumps(value, indent=2) + "\n"
+def write_results(folder, name, results, table):
+    """A benchmark's or a study's NAME.json (results) and NAME.md (table) in folder, together or not at all."""
+    with Outputs() as outputs:
+        outputs.write(Path(folder) / f"{name}.json", json_writer(results))
+        outputs.write(Path(folder) / f"{name}.md", text_writer(table))
+        outputs.commit()
+
+
+def text_writer(text):
     return lambda temporary: Path(temporary).write_text(text)
+
+
+def json_writer(value):
+    return text_writer(json.dumps(value, indent=2) + "\n")
 
 
 METADATA_KEY = "mnist_cnn"  # this project's entry in the root module's _metadata

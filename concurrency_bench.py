@@ -18,7 +18,7 @@ TUNE_TRIALS, QUICK_TUNE_TRIALS = 8, 2
 
 
 def concurrency_benchmark(data_dir, out_dir, repeats, workers, quick=False):
-    from checkpoint import write_json, write_text
+    from checkpoint import write_results
 
     share = max(1, (os.cpu_count() or 1) // 2)
     seconds = {"alone": [], "two_at_once": [], "two_at_once_sharing": []}
@@ -63,9 +63,7 @@ def concurrency_benchmark(data_dir, out_dir, repeats, workers, quick=False):
             "speedup_while_running": round(running[workers] / running[1], 2),
         },
     }
-    out_dir = Path(out_dir)
-    write_json(out_dir / "concurrency.json", results)
-    write_text(out_dir / "concurrency.md", concurrency_table(results))
+    write_results(out_dir, "concurrency", results, concurrency_table(results))
     print(concurrency_table(results))
     return results
 

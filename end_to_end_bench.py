@@ -22,7 +22,7 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
     """Wall seconds of each way of running, alternated `repeats` times: the original design's train.py then
     test.py; `python main.py` with an empty suite cache, then again with it filled; `python main.py --dry-run`.
     With quick, the training runs stop after QUICK_STEPS steps: a smoke run whose figures mean nothing."""
-    from checkpoint import write_json, write_text
+    from checkpoint import write_results
     from numerics import cpu_name
 
     seconds = {"classic": [], "first_run": [], "second_run": [], "dry_run": []}
@@ -65,9 +65,7 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
             for run, rows in steps.items()
         },
     }
-    out_dir = Path(out_dir)
-    write_json(out_dir / "end_to_end.json", results)
-    write_text(out_dir / "end_to_end.md", end_to_end_table(results))
+    write_results(out_dir, "end_to_end", results, end_to_end_table(results))
     print(end_to_end_table(results))
     return results
 

@@ -71,11 +71,10 @@ def write_report(study, name, settings, folder):
         "trials": dict(states),
         "pareto_front": rows,
     }
-    from checkpoint import write_json, write_text
+    from checkpoint import write_results
 
-    write_json(folder / "tune.json", summary)
     markdown = markdown_report(summary)
-    write_text(folder / "tune.md", markdown)
+    write_results(folder, "tune", summary, markdown)
     if states["complete"] >= 2:
         write_plots(study, folder)
     return markdown

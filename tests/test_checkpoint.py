@@ -13,7 +13,7 @@ import httpx
 import pytest
 import torch
 
-from checkpoint import METADATA_KEY, OutputError, Outputs, atomic_write, load_model, save_model
+from checkpoint import METADATA_KEY, OutputError, Outputs, atomic_write, load_model, save_model, write_results
 from config import ARCHITECTURES, FORMER_ARCHITECTURES, architecture, architecture_name
 from model import MNISTModel
 from serve_bench import free_port, start_server, stop_server
@@ -259,3 +259,15 @@ def test_an_unreadable_model_file_is_named_as_such(cli, untrained, tmp_path):
     path.write_bytes(untrained.read_bytes())
     path.chmod(0)
     assert_one_line_error(cli("evaluate", "--model", path), 2, "permission denied")
+
+
+def test_results_and_their_table_land_together_or_not_at_all(tmp_path):
+    """A benchmark's or study's JSON and Markdown: a Ctrl-C between two writes left one run's beside another's."""
+    (tmp_path / "bench.md").mkdir()  # the table cannot land: its path is a folder
+    with pytest.raises(OutputError):
+        write_results(tmp_path, "bench", {"accuracy": 99.3}, "| accuracy |\n")
+    assert [path.name for path in tmp_path.iterdir()] == ["bench.md"]  # and no bench.json
+    (tmp_path / "bench.md").rmdir()
+    write_results(tmp_path, "bench", {"accuracy": 99.3}, "| accuracy |\n")
+    assert json.loads((tmp_path / "bench.json").read_text()) == {"accuracy": 99.3}
+    assert (tmp_path / "bench.md").read_text() == "| accuracy |\n"
