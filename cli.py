@@ -134,6 +134,22 @@ def _add_folder_option(parser, option, about, env, fallback):
     parser.add_argument(option, help=f"{about} (default: ${env}, else {fallback})")
 
 
+def add_run_options(parser):
+    """--device, --precision, --threads, --data-dir and --cache-dir: where a training command runs, and on what."""
+    add_device_option(parser)
+    add_precision_option(parser)
+    add_threads_option(parser)
+    add_data_option(parser)
+    add_cache_option(parser)
+
+
+def resolve_run_options(args):
+    """(device, data folder, cache folder) of add_run_options' options, with --threads applied to this process."""
+    device = resolve_device(args.device)
+    apply_threads(args.threads)
+    return device, resolve_data_dir(args.data_dir), resolve_cache_dir(args.cache_dir)
+
+
 def resolve_data_dir(data_dir=None):
     """The data folder: the option if given, else $MNIST_DATA_DIR, else ./data."""
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)

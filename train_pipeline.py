@@ -12,17 +12,10 @@ from pathlib import Path
 
 from cli import (
     DEFAULT_MODEL_PATH,
-    add_cache_option,
-    add_data_option,
-    add_device_option,
-    add_precision_option,
-    add_threads_option,
-    apply_threads,
+    add_run_options,
     output_file,
     percentage,
-    resolve_cache_dir,
-    resolve_data_dir,
-    resolve_device,
+    resolve_run_options,
 )
 from config import (
     AUGMENTATIONS,
@@ -56,11 +49,7 @@ def add_arguments(parser):
         help=f"train on the training images less {VALIDATION_SIZE:,} held out, and evaluate on those "
         "instead of the test set (what tune scores)",
     )
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_threads_option(parser)
-    add_data_option(parser)
-    add_cache_option(parser)
+    add_run_options(parser)
     parser.add_argument(
         "--out",
         type=output_file(Path(DEFAULT_MODEL_PATH).name),
@@ -86,12 +75,11 @@ def run(args):
         config = replace(config, augmentation=AUGMENTATIONS[args.augment])
     if args.dry_run:
         config = replace(config, max_steps=DRY_RUN_STEPS)
-    device = resolve_device(args.device)
-    apply_threads(args.threads)
+    device, data_dir, cache_dir = resolve_run_options(args)
     from train import load_data
 
     start = time.perf_counter()
-    data = load_data(resolve_data_dir(args.data_dir), device, args.validation)
+    data = load_data(data_dir, device, args.validation)
     seconds = {"data": time.perf_counter() - start}
     pipeline(
         args.arch,
@@ -100,7 +88,7 @@ def run(args):
         data,
         output_path(args),
         min_accuracy=0.0 if args.dry_run else args.min_accuracy,
-        cache_dir=None if args.dry_run else resolve_cache_dir(args.cache_dir),
+        cache_dir=None if args.dry_run else cache_dir,
         seconds=seconds,
         precision=args.precision,
     )

@@ -20,18 +20,11 @@ from pathlib import Path
 import optuna
 
 from cli import (
-    add_cache_option,
-    add_data_option,
-    add_device_option,
-    add_precision_option,
-    add_threads_option,
-    apply_threads,
+    add_run_options,
     at_most_cpus,
     output_folder,
     positive,
-    resolve_cache_dir,
-    resolve_data_dir,
-    resolve_device,
+    resolve_run_options,
 )
 from config import (
     DRY_RUN_STEPS,
@@ -112,11 +105,7 @@ def add_arguments(parser):
         help="worker processes on this machine, sharing the study and the cores (each gets --threads cores / N)",
     )
     parser.add_argument("--no-report", action="store_true", help="leave the report to another worker")
-    add_device_option(parser)
-    add_precision_option(parser)
-    add_threads_option(parser)
-    add_data_option(parser)
-    add_cache_option(parser)
+    add_run_options(parser)
 
 
 def run(args):
@@ -128,12 +117,10 @@ def run(args):
     fewest = count_parameters(MNISTModel(smallest_architecture()))
     if args.max_params < fewest:
         raise TuneError(f"--max-params {args.max_params:,} fits no architecture searched: the smallest has {fewest:,}")
-    apply_threads(args.threads)
-    device = resolve_device(args.device)
+    device, data_dir, cache_dir = resolve_run_options(args)
     try:
         if args.workers > 1 and not args.show:
             return run_workers(args)
-        data_dir, cache_dir = resolve_data_dir(args.data_dir), resolve_cache_dir(args.cache_dir)
         tune(args, preset_recipe(args.arch), device, data_dir, cache_dir)
     except KeyboardInterrupt:
         print("interrupted: the study keeps its finished trials; the same command continues it", file=sys.stderr)
