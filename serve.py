@@ -268,8 +268,8 @@ def serve(
 
 
 def bound_socket(host, port):
-    """A TCP socket bound to host:port, as uvicorn binds one (IPv6 where the host has a colon), bound here so that
-    a port in use is a one-line error before the server says it is serving (uvicorn logged it after)."""
+    """A TCP socket bound to host:port, as uvicorn binds one (IPv6 where the host has a colon). Bound here, before
+    the server says it is serving, so that a port in use is a one-line error and not a log line after that."""
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
