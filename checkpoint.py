@@ -15,7 +15,7 @@ import stat
 import threading
 import zipfile
 from collections import OrderedDict
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -23,6 +23,11 @@ import torch
 from config import ARCHITECTURES, FIELDS, FORMER_ARCHITECTURES, architecture
 from errors import InputError, RunError
 from model import MNISTModel
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 
 class CheckpointError(InputError):
@@ -112,7 +117,8 @@ class Outputs:
             self.removed.append(target)
 
     def commit(self):
-        with signals_held() as held:
+        folders = {target.parent for _, target in self.staged} | {target.parent for target in self.removed}
+        with folders_locked(folders), signals_held() as held:  # a Ctrl-C while it waits for the lock saves nothing
             for temporary, target in self.staged:
                 os.replace(temporary, target)
             for target in self.removed:
@@ -120,6 +126,19 @@ class Outputs:
             self.staged, self.removed = [], []
         if held:
             raise KeyboardInterrupt("interrupted after the outputs were saved")
+
+
+@contextmanager
+def folders_locked(folders):
+    """An exclusive lock on each folder itself (flock: no lock file), taken in a fixed order, so that two runs
+    committing into one folder at once land one whole set after the other, never a mix of the two. Without
+    fcntl (Windows) nothing is locked."""
+    with ExitStack() as stack:
+        for folder in sorted(folders) if fcntl else ():
+            descriptor = os.open(folder, os.O_RDONLY)
+            stack.callback(os.close, descriptor)  # closing it releases the lock
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
 
 
 @contextmanager

@@ -271,3 +271,28 @@ def test_results_and_their_table_land_together_or_not_at_all(tmp_path):
     write_results(tmp_path, "bench", {"accuracy": 99.3}, "| accuracy |\n")
     assert json.loads((tmp_path / "bench.json").read_text()) == {"accuracy": 99.3}
     assert (tmp_path / "bench.md").read_text() == "| accuracy |\n"
+
+
+def test_a_commit_waits_while_another_commits_into_the_same_folder(tmp_path):
+    """Two runs to one --out land one whole set after the other, never the model of one beside the other's plots."""
+    import fcntl
+    import threading
+
+    out = tmp_path / "m.pth"
+    other = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(other, fcntl.LOCK_EX)  # held, as another run's commit holds it for its renames
+    landed = threading.Event()
+
+    def commit():
+        with Outputs() as outputs:
+            outputs.write(out, lambda temporary: Path(temporary).write_text("model"))
+            outputs.write(out.with_name("metrics.json"), lambda temporary: Path(temporary).write_text("{}"))
+            outputs.commit()
+        landed.set()
+
+    thread = threading.Thread(target=commit)
+    thread.start()
+    assert not landed.wait(0.5) and not out.exists()
+    os.close(other)  # the other commit is done
+    assert landed.wait(30) and out.read_text() == "model" and out.with_name("metrics.json").read_text() == "{}"
+    thread.join()
