@@ -6,6 +6,7 @@ where it is used: `export --help` answers without loading it.
 """
 
 import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -54,7 +55,7 @@ def run(args):
     out = args.out or Path(args.model).with_suffix(f".{args.format}")  # beside its model: each model its own
     if os.path.exists(out) and os.path.exists(args.model) and os.path.samefile(out, args.model):
         raise InputError(f"--out {out} is the model file given to --model; refused to replace it with the export")
-    info = export(load_model(args.model), args.format, out)
+    info = export(load_model(args.model), args.format, out, source=args.model)
     print(f"wrote {out}")
     print("\n".join(f"  {key}: {value}" for key, value in info.items()))
 
@@ -120,11 +121,14 @@ def _write_pt2(model, path, info):
 WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
 
 
-def export(model, fmt, out):
-    """Write model to out in the given format; any batch size runs through the exported file. Returns the metadata."""
+def export(model, fmt, out, source=None):
+    """Write model to out in the given format; any batch size runs through the exported file. Returns the metadata,
+    which names the SHA-256 of the model file it came from (source), so that an export can be checked against it."""
     from checkpoint import atomic_write
 
     model = model.cpu().eval()
     info = metadata(model)
+    if source is not None:
+        info["model_sha256"] = hashlib.sha256(Path(source).read_bytes()).hexdigest()
     atomic_write(out, lambda temporary: WRITERS[fmt](model, temporary, info))
     return info

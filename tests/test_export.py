@@ -1,5 +1,6 @@
 """export.py, `python main.py export`: ONNX and torch.export files that match PyTorch, with their metadata."""
 
+import hashlib
 import json
 import os
 
@@ -48,6 +49,8 @@ def test_export_matches_pytorch_at_any_batch_size(cli, untrained, mnist, tmp_pat
     assert info["mean"] == "0.1307" and info["std"] == "0.3081" and info["classes"] == "0,1,2,3,4,5,6,7,8,9"
     assert info["architecture"] == "default" and info["parameters"] == str(count_parameters(model))
     assert info["input_layout"].startswith("(N, 1, 28, 28)")
+    # which model file it came from: after a new training run, an export beside the model can be checked against it
+    assert info["model_sha256"] == hashlib.sha256(untrained.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
