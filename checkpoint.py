@@ -239,8 +239,10 @@ def load_state_dict(path):
             raise CheckpointError(
                 f"{path} holds pickled code or objects, not only tensors; refused to load it"
             ) from None
-        if "weights only load failed" in message:  # JSON, an image, a pickle of another kind, ...
-            raise CheckpointError(f"{path} is not a model file: torch.load reads no tensors from it") from None
+        # JSON, an image, a pickle of another kind; or a zip archive that torch.save did not write (a pt2 export)
+        if "weights only load failed" in message or "failed locating file data.pkl" in message:
+            export = " (an export: give the .pth it was made from)" if path.suffix in (".onnx", ".pt2") else ""
+            raise CheckpointError(f"{path} is not a model file{export}: torch.load reads no tensors from it") from None
         raise CheckpointError(f"{path} is corrupt or truncated ({type(error).__name__})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a state dict of tensors")

@@ -51,6 +51,8 @@ def test_export_matches_pytorch_at_any_batch_size(cli, untrained, mnist, tmp_pat
     assert info["input_layout"].startswith("(N, 1, 28, 28)")
     # which model file it came from: after a new training run, an export beside the model can be checked against it
     assert info["model_sha256"] == hashlib.sha256(untrained.read_bytes()).hexdigest()
+    # given where a model file belongs, the export is named for what it is (a pt2 is a zip, as torch.save writes)
+    assert_one_line_error(cli("evaluate", "--model", out), 2, "is not a model file (an export: give the .pth")
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "pt2"])
