@@ -19,8 +19,9 @@ TUNE_TRIALS, QUICK_TUNE_TRIALS = 8, 2
 
 def concurrency_benchmark(data_dir, out_dir, repeats, workers, quick=False):
     from checkpoint import write_results
+    from tune_workers import share_of_cores
 
-    share = max(1, (os.cpu_count() or 1) // 2)
+    share = share_of_cores(2)  # what --threads accepts: a share of the CPUs this process may use
     seconds = {"alone": [], "two_at_once": [], "two_at_once_sharing": []}
     trials = TUNE_TRIALS if not quick else QUICK_TUNE_TRIALS
     tune_minutes = {1: [], workers: []}
