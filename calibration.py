@@ -8,27 +8,28 @@ accuracy, averaged over CALIBRATION_BINS equal-width confidence bins weighted by
 
 import math
 
-import torch
 import torch.nn.functional as F
 
 CALIBRATION_BINS = 15  # equal-width bins of confidence, as Guo et al. measure it
-FIT_STEPS = 50  # L-BFGS iterations of the temperature fit: it converges in about ten
+# log T is searched in [-LOG_TEMPERATURE_BOUND, LOG_TEMPERATURE_BOUND]: temperatures from 0.007 to 150.
+LOG_TEMPERATURE_BOUND = 5.0
 
 
 def fit_temperature(logits, labels):
-    """The temperature T minimising the NLL of softmax(logits / T) on these labels."""
-    logits, labels = logits.detach().float().cpu(), labels.cpu()
-    log_temperature = torch.zeros((), requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_temperature], max_iter=FIT_STEPS, line_search_fn="strong_wolfe")
+    """The temperature T minimising the NLL of softmax(logits / T) on these labels.
 
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_temperature.exp(), labels)
-        loss.backward()
-        return loss
+    The NLL is convex in 1 / T, so it has one minimum along log T, which a bounded scalar search finds. SciPy's,
+    not a torch.optim optimizer: building one imports torch._dynamo, which costs a process seconds.
+    """
+    from scipy.optimize import minimize_scalar
 
-    optimizer.step(closure)
-    return log_temperature.exp().item()
+    logits, labels = logits.detach().double().cpu(), labels.cpu()
+
+    def nll(log_temperature):
+        return F.cross_entropy(logits / math.exp(log_temperature), labels).item()
+
+    bound = LOG_TEMPERATURE_BOUND
+    return math.exp(minimize_scalar(nll, bounds=(-bound, bound), method="bounded", options={"xatol": 1e-6}).x)
 
 
 def calibrated(logits, temperature):

@@ -89,7 +89,8 @@ class OneCycleSGD:
     """SGD with Nesterov momentum and weight decay, on a one-cycle schedule: torch.optim.SGD stepped by
     lr_scheduler.OneCycleLR (cosine annealing, momentum cycled against the learning rate), update for update.
 
-    Written out because building any torch.optim optimizer imports torch._dynamo, 0.85 s of a 6 s run.
+    Written out because building any torch.optim optimizer imports torch._dynamo: seconds of start-up that a
+    run does not otherwise need (calibration.fit_temperature avoids it too).
     The learning rate rises from lr / 25 to lr over the warmup fraction of the steps, then falls to
     lr / 25 / 10,000; meanwhile the momentum dips from `momentum` to BASE_MOMENTUM and comes back.
     """

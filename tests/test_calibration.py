@@ -1,6 +1,8 @@
 """calibration.py: the temperature and its measures, the "not sure" rule, and `bench calibration`."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ from data import normalize, pixels
 from evaluation import predict_logits
 from nondigits import letters, scribbles, shapes
 from predict import read_digits
-from tests.helpers import train_only_data_dir
+from tests.helpers import ROOT, train_only_data_dir
 
 # Bounds on the session's trained default model, from seeds 0-9 in bf16 (AVX-512 BF16), fp32 (AVX2) and fp32
 # (AVX-512), 30 runs (docs/floors.md): the extreme seen, and a margin beyond it.
@@ -34,6 +36,27 @@ def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_with():
     assert fit_temperature(logits, labels) == pytest.approx(0.5, rel=0.05)
     assert expected_calibration_error((logits / 0.5).softmax(1), labels) < 1.5
     assert expected_calibration_error(logits.softmax(1), labels) > 10
+
+
+FITTING_AND_TRAINING = """
+import sys, torch
+from calibration import fit_temperature
+from config import TrainConfig
+from model import MNISTModel
+from train import OneCycleSGD
+fit_temperature(torch.randn(100, 10), torch.zeros(100, dtype=torch.long))
+model = MNISTModel()
+model(torch.randn(2, 1, 28, 28)).sum().backward()
+OneCycleSGD(model.parameters(), TrainConfig(), total_steps=10).step()
+print("torch._dynamo" in sys.modules)
+"""
+
+
+def test_fitting_a_temperature_and_training_leave_torch_dynamo_unloaded():
+    """torch.optim's optimizers import torch._dynamo, seconds of start-up: a validation run needs neither."""
+    result = subprocess.run([sys.executable, "-c", FITTING_AND_TRAINING], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False"]
 
 
 def test_expected_calibration_error_of_a_hand_counted_example():
