@@ -117,3 +117,15 @@ def test_workflow_matches_githubs_schema():
     assert result.returncode == 0, result.stdout + result.stderr
     text = workflow.read_text()
     assert "upload-artifact@v3" not in text and "name: trained-model" in text
+
+
+def test_study_journals_trained_models_and_data_stay_out_of_git():
+    import subprocess
+
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["docs/tune/tune.journal", "docs/tune-gpu/tune.journal.gz", "models/mnist_model.pth", "data/MNIST/raw/x"]
+    result = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.split() == paths, result.stderr
+    kept = subprocess.run(["git", "check-ignore", "--no-index", "models/.gitkeep"], cwd=ROOT, capture_output=True)
+    assert kept.returncode == 1  # not ignored
