@@ -66,8 +66,9 @@ def add_accuracy_arguments(parser):
         nargs="+",
         choices=RECIPES,
         default=[DEFAULT_RECIPE, "hand-found", BASELINE_RECIPE],
-        help="training recipes: robust (the default), hand-found (the default before tune), mild (--augment mild) "
-        "or earlier (the default before the robustness work: mild, without the contrast stretch)",
+        help="training recipes: robust (the default), hand-found (the default before tune), mild (--augment mild), "
+        "earlier (the default before the robustness work: mild, without the contrast stretch) or nondigits (the "
+        "default trained on non-digits too, configs/nondigits.json)",
     )
     add_seeds_option(parser)
     add_quick_option(parser, QUICK_TRAINING)
@@ -94,9 +95,13 @@ def add_calibration_arguments(parser):
         "--nondigit-weight",
         type=option_type("nondigit_weight"),
         help="train with non-digit images at this weight (default: the default recipe's, "
-        f"{TrainConfig().nondigit_weight}); give the recipe's temperature to match with --temperature",
+        f"{TrainConfig().nondigit_weight}); give the recipe's temperature and energy threshold to match with "
+        "--temperature and --energy-threshold (configs/nondigits.json holds both for weight 0.1)",
     )
     parser.add_argument("--temperature", type=option_type("temperature"), help="the recipe's temperature")
+    parser.add_argument(
+        "--energy-threshold", type=option_type("energy_threshold"), help="the recipe's energy threshold (default: none)"
+    )
     add_quick_option(parser, QUICK_TRAINING)
     add_min_confidence_option(parser)
     add_device_option(parser)
@@ -175,8 +180,9 @@ def run_calibration(args, data_dir):
 
 
 def calibration_recipe(args):
-    """The default recipe, with bench calibration's --nondigit-weight and --temperature where given."""
-    given = {name: getattr(args, name) for name in ("nondigit_weight", "temperature")}
+    """The default recipe, with bench calibration's --nondigit-weight, --temperature and --energy-threshold where
+    given."""
+    given = {name: getattr(args, name) for name in ("nondigit_weight", "temperature", "energy_threshold")}
     return replace(TrainConfig(), **{name: value for name, value in given.items() if value is not None})
 
 

@@ -4,10 +4,14 @@ Temperature scaling (Guo et al., "On Calibration of Modern Neural Networks", 201
 number fitted to minimise the negative log-likelihood on images the model did not train on: the argmax, and
 so every prediction, stays as it was. The expected calibration error (ECE) is the gap between confidence and
 accuracy, averaged over CALIBRATION_BINS equal-width confidence bins weighted by their share of images.
+
+The "not sure" rule (`unsure`) flags an answer whose calibrated confidence is low, and for a model trained on
+non-digits (train.train_step's energy margin) one whose energy score is high: an image unlike the digits it learnt.
 """
 
 import math
 
+import torch
 import torch.nn.functional as F
 
 CALIBRATION_BINS = 15  # equal-width bins of confidence, as Guo et al. measure it
@@ -30,6 +34,26 @@ def fit_temperature(logits, labels):
 
     bound = LOG_TEMPERATURE_BOUND
     return math.exp(minimize_scalar(nll, bounds=(-bound, bound), method="bounded", options={"xatol": 1e-6}).x)
+
+
+def fit_energy_threshold(logits, temperature, flagged):
+    """The energy above which `flagged` % of these images (digits held out of the training) lie."""
+    return torch.quantile(energy(logits, temperature), 1 - flagged / 100).item()
+
+
+def energy(logits, temperature):
+    """The energy score of Liu et al. (NeurIPS 2020), -T logsumexp(logits / T), on the CPU: low for what the
+    model learnt as digits, higher for what it did not."""
+    return -temperature * torch.logsumexp(logits.float().cpu() / temperature, 1)
+
+
+def unsure(logits, temperature, min_confidence, energy_threshold=None):
+    """The "not sure" rule, per image: calibrated confidence below min_confidence %, or (for a model with an
+    energy threshold, one trained on non-digits) an energy above the threshold."""
+    flagged = calibrated(logits, temperature).amax(1) * 100 < min_confidence
+    if energy_threshold is not None:
+        flagged |= energy(logits, temperature) > energy_threshold
+    return flagged
 
 
 def calibrated(logits, temperature):
@@ -67,10 +91,10 @@ def calibration_figures(logits, labels, temperature):
     return figures
 
 
-def selective_figures(logits, labels, temperature, min_confidence):
-    """How the "not sure" rule (calibrated confidence below min_confidence %) splits these answers, in %."""
-    confidence, predicted = calibrated(logits, temperature).max(1)
-    sure, correct = confidence * 100 >= min_confidence, predicted == labels.cpu()
+def selective_figures(logits, labels, temperature, min_confidence, energy_threshold=None):
+    """How the "not sure" rule (`unsure`) splits these answers, in %."""
+    sure = ~unsure(logits, temperature, min_confidence, energy_threshold)
+    correct = logits.float().cpu().argmax(1) == labels.cpu()
     return {
         "flagged": _percent(~sure),
         "flagged_of_right": _percent(~sure[correct]),
@@ -79,10 +103,9 @@ def selective_figures(logits, labels, temperature, min_confidence):
     }
 
 
-def flagged_fraction(logits, temperature, min_confidence):
-    """% of these images whose calibrated confidence is below min_confidence %: for images with no right answer."""
-    confidence = calibrated(logits, temperature).amax(1)
-    return _percent(confidence * 100 < min_confidence)
+def flagged_fraction(logits, temperature, min_confidence, energy_threshold=None):
+    """% of these images the "not sure" rule (`unsure`) flags: for images with no right answer."""
+    return _percent(unsure(logits, temperature, min_confidence, energy_threshold))
 
 
 def _percent(mask):

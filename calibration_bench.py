@@ -52,6 +52,7 @@ def calibration_benchmark(
     results = {
         "architecture": "default",
         "recipe_temperature": recipe.temperature,
+        "recipe_energy_threshold": recipe.energy_threshold,
         "nondigit_weight": recipe.nondigit_weight,
         "bins": CALIBRATION_BINS,
         "min_confidence": min_confidence,
@@ -85,10 +86,11 @@ def seed_run(seed, recipe, device, test, validation, held_out, suite, nondigits,
     held_out_run = train_and_evaluate("default", config, device, validation)
     fitted = held_out_run.metrics["temperature"]
     held_out_logits = predict_logits(held_out_run.model, held_out)
+    temperature, energy_threshold = config.temperature, config.energy_threshold  # the recipe's rule
     sweep = {
         threshold: {
-            **selective_figures(held_out_run.logits, validation["eval"][1], config.temperature, threshold),
-            "nondigits_flagged": flagged_fraction(held_out_logits, config.temperature, threshold),
+            **selective_figures(held_out_run.logits, validation["eval"][1], temperature, threshold, energy_threshold),
+            "nondigits_flagged": flagged_fraction(held_out_logits, temperature, threshold, energy_threshold),
         }
         for threshold in THRESHOLDS
     }
@@ -100,18 +102,19 @@ def seed_run(seed, recipe, device, test, validation, held_out, suite, nondigits,
     }
     labels = {"clean": test["eval"][1], "corrupted": suite_labels.repeat(len(suite_images))}
     row = {"seed": seed, "accuracy": round(result.metrics["accuracy"], 2), "validation_temperature": fitted}
+    if config.nondigit_weight:
+        row["validation_energy_threshold"] = held_out_run.metrics["energy_threshold"]
+    rule = (model.temperature, min_confidence, model.energy_threshold)
     for name in SETS:
         figures = {
             **calibration_figures(logits[name], labels[name], model.temperature),
-            **selective_figures(logits[name], labels[name], model.temperature, min_confidence),
+            **selective_figures(logits[name], labels[name], *rule),
         }
         row.update(
             {f"{name}_{key}": round(value, 3) for key, value in figures.items() if key not in ("images", "bins")}
         )
     for name, images in nondigits.items():
-        row[f"{name}_flagged"] = round(
-            flagged_fraction(predict_logits(model, images), model.temperature, min_confidence), 1
-        )
+        row[f"{name}_flagged"] = round(flagged_fraction(predict_logits(model, images), *rule), 1)
     return row, sweep
 
 
@@ -137,25 +140,33 @@ COLUMNS = {  # key in a run -> column heading
 }
 
 
+def energy_rule(results):
+    threshold = results["recipe_energy_threshold"]
+    return "" if threshold is None else f" or energy above {threshold}"
+
+
 def markdown_table(results):
+    fitted = {"validation_energy_threshold": "E fitted (validation)"} if results["nondigit_weight"] else {}
+    columns = {**COLUMNS, **fitted}
     lines = [
         "# Calibration of the default model (`python main.py bench calibration`)",
         "",
         (
             f"Non-digit training weight {results['nondigit_weight']} (0: digits alone); "
             f"recipe temperature {results['recipe_temperature']}; ECE over {results['bins']} equal-width bins; "
-            f"'not sure' below {results['min_confidence']}% calibrated confidence. Non-digits never trained on "
+            f"'not sure' below {results['min_confidence']}% calibrated confidence{energy_rule(results)}. "
+            "Non-digits never trained on "
             f"(nondigits.py): {results['nondigit_images']['scribbles']} seeded scribbles, "
             f"{results['nondigit_images']['shapes']} seeded shapes, {results['nondigit_images']['letters']} letters in "
             "DejaVu Sans, and O, o, I and l apart (digits' own shapes). Test set and its corruption suite; "
             "temperatures fitted on the validation split."
         ),
         "",
-        "| seed | " + " | ".join(COLUMNS.values()) + " |",
-        "| ---: |" + " ---: |" * len(COLUMNS),
+        "| seed | " + " | ".join(columns.values()) + " |",
+        "| ---: |" + " ---: |" * len(columns),
     ]
     for run in [*results["runs"], {"seed": "mean", **results["mean"]}]:
-        lines.append(f"| {run['seed']} | " + " | ".join(f"{run[key]:g}" for key in COLUMNS) + " |")
+        lines.append(f"| {run['seed']} | " + " | ".join(f"{run[key]:g}" for key in columns) + " |")
     lines += [
         "",
         (

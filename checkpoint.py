@@ -201,7 +201,8 @@ def save_model(model, path, trained_with=None):
 
 
 def model_writer(model, trained_with=None):
-    """A write(path) for the model's state dict, described (architecture, contrast stretch, temperature) and,
+    """A write(path) for the model's state dict, described (architecture, contrast stretch, temperature, any
+    energy threshold) and,
     given trained_with (numerics.numerics), with what its training computed in and on what."""
     source = model.state_dict()
     state = OrderedDict((name, tensor.detach().cpu()) for name, tensor in source.items())
@@ -210,6 +211,7 @@ def model_writer(model, trained_with=None):
         "architecture": {**model.spec, "body": list(model.spec["body"])},
         "contrast_stretch": model.contrast_stretch,
         "temperature": float(model.temperature),
+        **({"energy_threshold": float(model.energy_threshold)} if model.energy_threshold is not None else {}),
         **({"trained_with": trained_with} if trained_with else {}),
     }
     return lambda temporary: torch.save(state, temporary)
@@ -300,8 +302,12 @@ def described_model(path, described):
         raise CheckpointError(
             f"{path} describes its model wrongly: contrast_stretch {stretch!r}, temperature {temperature!r}"
         )
+    energy_threshold = described.get("energy_threshold")
+    low, high = FIELDS["energy_threshold"][1:]
+    if energy_threshold is not None and not (isinstance(energy_threshold, float) and low <= energy_threshold <= high):
+        raise CheckpointError(f"{path} describes its model wrongly: energy_threshold {energy_threshold!r}")
     model = MNISTModel(spec, stretch)
-    model.temperature = temperature
+    model.temperature, model.energy_threshold = temperature, energy_threshold
     return model
 
 

@@ -206,7 +206,8 @@ def add_min_confidence_option(parser):
         type=percentage,
         default=MIN_CONFIDENCE,
         metavar="PERCENT",
-        help="below this calibrated confidence, say the model is not sure and give its best guesses",
+        help="below this calibrated confidence, say the model is not sure and give its best guesses (a model "
+        "trained on non-digits is also not sure above the energy threshold its file keeps) (default: %(default)s)",
     )
 
 

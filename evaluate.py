@@ -23,6 +23,8 @@ def run(args):
     logits = predict_logits(model, images)
     metrics = metrics_from_logits(logits, labels)
     metrics.update(temperature=model.temperature, calibration=calibration_figures(logits, labels, model.temperature))
+    if model.energy_threshold is not None:
+        metrics["energy_threshold"] = model.energy_threshold
     if args.json:
         print(json.dumps(metrics, indent=2))
         return

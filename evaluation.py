@@ -51,6 +51,8 @@ def format_report(metrics):
     )
     if "calibration" in metrics:
         report += "\n" + format_calibration(metrics["calibration"], metrics["temperature"])
+    if metrics.get("energy_threshold") is not None:
+        report += f"\nnot sure also above energy {metrics['energy_threshold']:.3f} (trained on non-digits)"
     return report
 
 

@@ -72,8 +72,10 @@ def metadata(model):
         "std": str(STD),
         "classes": ",".join(str(digit) for digit in range(NUM_CLASSES)),
         "output": "logits (N, 10), one per class in the order of `classes`; softmax(logits / temperature) gives "
-        "the calibrated probabilities",
+        "the calibrated probabilities; with an energy_threshold, an answer is not sure where -temperature * "
+        "logsumexp(logits / temperature) is above it",
         "temperature": str(model.temperature),
+        **({"energy_threshold": str(model.energy_threshold)} if model.energy_threshold is not None else {}),
         "architecture": model.arch,
         "parameters": str(count_parameters(model)),
     }

@@ -59,7 +59,8 @@ class MNISTModel(nn.Module):
 
     arch: a preset name, STEM/BODY/HEAD or a {stem, body, head} mapping (config.architecture).
     softmax(logits / temperature) are the calibrated probabilities; training sets the temperature from its
-    recipe, and the checkpoint keeps it (1.0, plain softmax, for a model never calibrated).
+    recipe, and the checkpoint keeps it (1.0, plain softmax, for a model never calibrated). energy_threshold,
+    set for a model trained on non-digits, is where its "not sure" rule starts on energy (calibration.unsure).
     """
 
     def __init__(self, arch="default", contrast_stretch=True):
@@ -68,6 +69,7 @@ class MNISTModel(nn.Module):
         self.arch = architecture_name(self.spec)
         self.contrast_stretch = contrast_stretch
         self.temperature = 1.0
+        self.energy_threshold = None
         channels = self.spec["stem"]
         # Outside `features`, and without parameters: state dicts of models without it still load.
         self.stretch = ContrastStretch() if contrast_stretch else nn.Identity()

@@ -202,22 +202,25 @@ def prepared_image(source):
 
 def read_digits(model, prepared, min_confidence=MIN_CONFIDENCE):
     """{digit, confidence, sure, top3, probabilities} for each of a batch of prepared (N, 28, 28) images: calibrated
-    probabilities (the model's temperature), and sure false when the confidence is below min_confidence %."""
+    probabilities (the model's temperature), and sure false where the "not sure" rule flags the answer
+    (calibration.unsure: the confidence below min_confidence %, or the energy above the model's threshold)."""
     import torch
 
-    from calibration import calibrated
+    from calibration import calibrated, unsure
     from data import normalize
 
     with torch.no_grad():
-        probabilities = calibrated(model.eval()(normalize(prepared * 255)), model.temperature)
+        logits = model.eval()(normalize(prepared * 255))
+    probabilities = calibrated(logits, model.temperature)
+    flagged = unsure(logits, model.temperature, min_confidence, model.energy_threshold)
     results = []
-    for row in probabilities:
+    for row, not_sure in zip(probabilities, flagged.tolist(), strict=True):
         top = row.topk(3)
         results.append(
             {
                 "digit": int(top.indices[0]),
                 "confidence": round(float(top.values[0]) * 100, 2),
-                "sure": float(top.values[0]) * 100 >= min_confidence,
+                "sure": not not_sure,
                 "top3": [
                     {"digit": int(d), "probability": round(float(p) * 100, 2)}
                     for d, p in zip(top.indices, top.values, strict=True)

@@ -116,6 +116,7 @@ class Health(BaseModel):
     parameters: int
     temperature: float  # probabilities are softmax(logits / temperature)
     min_confidence: float  # %
+    energy_threshold: float | None  # not sure above this energy too; None: the confidence alone decides
 
 
 def create_app(
@@ -155,6 +156,7 @@ def create_app(
         parameters=count_parameters(model),
         temperature=model.temperature,
         min_confidence=min_confidence,
+        energy_threshold=model.energy_threshold,
     )
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

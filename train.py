@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from calibration import calibration_figures, fit_temperature
+from calibration import calibration_figures, fit_energy_threshold, fit_temperature
+from config import ENERGY_FLAGGED
 from data import augment, load_split, validation_split
 from errors import RunError
 from evaluation import metrics_from_logits, predict_logits
@@ -25,6 +26,9 @@ from outliers import draw as draw_outliers
 
 # OneCycleLR's defaults: the schedule starts at lr / 25, ends 10,000 times lower still, and dips the momentum to 0.85.
 START_DIVISOR, END_DIVISOR, BASE_MOMENTUM = 25.0, 1e4, 0.85
+# The energy margin's bounds, -logsumexp(logits): digits pushed below the first, non-digits above the second. Read
+# off seed 0's validation energies (digits about -3.7, non-digits -2.3 under a uniform target): docs/nondigits.md.
+DIGIT_ENERGY, NONDIGIT_ENERGY = -4.5, -2.5
 
 
 class TrainingDiverged(RunError):
@@ -168,15 +172,20 @@ def _cosine(start, end, fraction):
 def train_step(model, optimizer, x, y, label_smoothing=0.0, dtype=torch.float32, nondigit_weight=0.0):
     """One SGD step on a batch; returns its loss and accuracy (%) on the digits, before the step.
 
-    x holds the digits labelled y, then any non-digit images: their loss is the cross-entropy to the uniform
-    distribution over the ten digits, times nondigit_weight (Outlier Exposure). The forward pass runs under
-    autocast in dtype; weights, their gradients and the loss stay float32."""
+    x holds the digits labelled y, then any non-digit images. With them comes the energy-margin loss of Liu et al.
+    (NeurIPS 2020), times nondigit_weight: squared hinges that push each digit's energy, -logsumexp(logits), below
+    DIGIT_ENERGY and each non-digit's above NONDIGIT_ENERGY, so that the energy tells them apart. The forward pass
+    runs under autocast in dtype; weights, their gradients and the loss stay float32."""
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = model(x.contiguous(memory_format=torch.channels_last)).float()
     digits, nondigits = logits[: len(y)], logits[len(y) :]
     loss = F.cross_entropy(digits, y, label_smoothing=label_smoothing)
     if len(nondigits):
-        loss = loss - nondigit_weight * nondigits.log_softmax(1).mean()
+        digit_energy, nondigit_energy = -digits.logsumexp(1), -nondigits.logsumexp(1)
+        hinges = (
+            F.relu(digit_energy - DIGIT_ENERGY).pow(2).mean() + F.relu(NONDIGIT_ENERGY - nondigit_energy).pow(2).mean()
+        )
+        loss = loss + nondigit_weight * hinges
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -189,13 +198,21 @@ def _mean(rows, key):
 
 
 def calibrate(model, config, data, logits):
-    """Set the model's temperature: fitted on data["eval"] if it is the validation split (held out of training),
-    else the recipe's (fitted so, by the same runs); return the temperature and the clean calibration figures."""
+    """Set the model's temperature, and for a model trained on non-digits its energy threshold: fitted on
+    data["eval"] if it is the validation split (held out of training), else the recipe's (fitted so, by the same
+    runs); return them and the clean calibration figures."""
     labels = data["eval"][1]
     validation = data["evaluated_on"] == "validation"
     model.temperature = fit_temperature(logits, labels) if validation else config.temperature
+    fits_energy = validation and config.nondigit_weight > 0
+    model.energy_threshold = (
+        round(fit_energy_threshold(logits, model.temperature, ENERGY_FLAGGED), 4)
+        if fits_energy
+        else config.energy_threshold
+    )
     return {
         "temperature": round(model.temperature, 4),
+        "energy_threshold": model.energy_threshold,
         "temperature_fitted_on": "this run's validation split" if validation else "the recipe's validation runs",
         "calibration": calibration_figures(logits, labels, model.temperature),
     }

@@ -29,9 +29,11 @@ def reproduce(trial, settings, folder):
     path = folder / "trials" / f"trial_{trial.number}.json"
     # A trial made before a field joined the search space trained with that field's default.
     config = suggest_config(FixedTrial({**recipe_params(TrainConfig()), **trial.params}), TrainConfig())
-    fitted = [run["temperature"] for run in trial.user_attrs["runs"]]
-    # the recipe's own, as the default's was fitted: the median over the seeds, on validation
-    config = replace(config, temperature=round(statistics.median(fitted), 3))
+    runs = trial.user_attrs["runs"]
+    # the recipe's own, as the default's were fitted: the medians over the seeds, on validation
+    config = replace(config, temperature=round(statistics.median(run["temperature"] for run in runs), 3))
+    if config.nondigit_weight and all(run.get("energy_threshold") is not None for run in runs):
+        config = replace(config, energy_threshold=round(statistics.median(run["energy_threshold"] for run in runs), 3))
     write_text(path, recipe_json(config))
     quick = " --dry-run" if settings["quick"] else ""
     return (

@@ -33,7 +33,8 @@ OBJECTIVES = {  # name -> direction; each trial's values are the means over its 
 # study's reference, on the study's own preset): a fixed 98.5 % pruned most of a compact study's trials, good
 # ones included (docs/tuning.md).
 HOPELESS_MARGIN = 0.5
-NOT_SEARCHED = ("augmentation", "epochs", "temperature")  # TrainConfig fields outside the search space
+# TrainConfig fields outside the search space: the last two are fitted on validation, not searched
+NOT_SEARCHED = ("augmentation", "epochs", "temperature", "energy_threshold")
 # Channels searched, fewest and most: the stem, each stage's convolutions (at 14x14, then 7x7), the head.
 WIDTHS = {"stem": (8, 32), "stage1": (8, 48), "stage2": (12, 64), "head": (8, 48)}
 STAGES = ("stage1", "stage2")
@@ -72,7 +73,7 @@ def suggest_config(trial, base):
         warmup=trial.suggest_float("warmup", 0.05, 0.5),
         label_smoothing=trial.suggest_float("label_smoothing", 0, 0.2),
         nondigits=trial.suggest_float("nondigits", 0.02, 0.25),
-        nondigit_weight=trial.suggest_float("nondigit_weight", 0, 1),
+        nondigit_weight=trial.suggest_float("nondigit_weight", 0, 0.5),
         lookahead=trial.suggest_float("lookahead", 0, 0.97),
         augmentation=augmentation,
     )
@@ -165,7 +166,10 @@ def objective(trial, n_trials, max_params, seeds, base, device, data, hopeless, 
         worst = min(by_corruption, key=by_corruption.get)
         runs.append(
             {
-                **{key: metrics[key] for key in ("seed", "accuracy", "train_seconds", "temperature")},
+                **{
+                    key: metrics[key]
+                    for key in ("seed", "accuracy", "train_seconds", "temperature", "energy_threshold")
+                },
                 "corruption_error_geometric_mean": geometric_mean_error(by_corruption.values()),
                 "mean_corruption_accuracy": mean_corruption_accuracy,
                 "worst_corruption": worst,

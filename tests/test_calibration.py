@@ -7,14 +7,22 @@ import sys
 import pytest
 import torch
 
-from calibration import expected_calibration_error, fit_temperature, flagged_fraction, selective_figures
+from calibration import (
+    energy,
+    expected_calibration_error,
+    fit_energy_threshold,
+    fit_temperature,
+    flagged_fraction,
+    selective_figures,
+    unsure,
+)
 from checkpoint import load_model
-from config import MIN_CONFIDENCE
-from data import normalize, pixels
+from config import ENERGY_FLAGGED, MIN_CONFIDENCE
+from data import normalize, pixels, validation_split
 from evaluation import predict_logits
 from nondigits import letters, scribbles, shapes
 from predict import read_digits
-from tests.helpers import ROOT, train_only_data_dir
+from tests.helpers import DATA_DIR, ROOT, train_only_data_dir
 
 # Bounds on the session's trained default model, from seeds 0-9 in bf16 (AVX-512 BF16), fp32 (AVX2) and fp32
 # (AVX-512), 30 runs (docs/floors.md): the extreme seen, and a margin beyond it.
@@ -57,6 +65,23 @@ def test_fitting_a_temperature_and_training_leave_torch_dynamo_unloaded():
     result = subprocess.run([sys.executable, "-c", FITTING_AND_TRAINING], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False"]
+
+
+def test_not_sure_reads_the_energy_too_where_the_model_has_a_threshold():
+    # Sure of digit 0 (confidence 99.99 %) at two scales of the same logits: only the small ones' energy is high.
+    logits = torch.tensor([[10.0, 0, 0, 0, 0, 0, 0, 0, 0, 0], [1.0, -9, -9, -9, -9, -9, -9, -9, -9, -9]])
+    assert energy(logits, 1.0).tolist() == pytest.approx([-10.0, -1.0], abs=1e-3)
+    assert unsure(logits, 1.0, MIN_CONFIDENCE).tolist() == [False, False]
+    assert unsure(logits, 1.0, MIN_CONFIDENCE, energy_threshold=-5.0).tolist() == [False, True]
+    assert flagged_fraction(logits, 1.0, MIN_CONFIDENCE, -5.0) == 50.0
+    labels = torch.tensor([0, 0])
+    assert selective_figures(logits, labels, 1.0, MIN_CONFIDENCE, -5.0)["flagged_of_right"] == 50.0
+
+
+def test_the_energy_threshold_flags_its_share_of_the_digits_it_is_fitted_on():
+    logits = torch.randn(10_000, 10, generator=torch.Generator().manual_seed(0)) * 4
+    threshold = fit_energy_threshold(logits, 0.5, flagged=1.0)
+    assert (energy(logits, 0.5) > threshold).float().mean().item() * 100 == pytest.approx(1.0, abs=0.02)
 
 
 def test_expected_calibration_error_of_a_hand_counted_example():
@@ -119,6 +144,19 @@ def test_a_validation_run_fits_its_temperature_without_opening_a_test_file(cli, 
     metrics = json.loads(out.with_name("metrics.json").read_text())
     assert metrics["temperature_fitted_on"] == "this run's validation split"
     assert load_model(out).temperature == pytest.approx(metrics["temperature"], abs=1e-4)
+    assert metrics["energy_threshold"] is None and load_model(out).energy_threshold is None  # no non-digits trained
+
+
+def test_a_validation_run_on_non_digits_fits_the_energy_threshold_the_model_file_keeps(cli, tmp_path, mnist):
+    out = tmp_path / "m.pth"
+    result = cli("--validation", "--dry-run", "--nondigit-weight", 0.1, "--data-dir", DATA_DIR, "--out", out)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.with_name("metrics.json").read_text())
+    model = load_model(out)
+    assert model.energy_threshold == metrics["energy_threshold"] and "not sure also above energy" in result.stdout
+    images, _ = validation_split(*mnist["train"])[1]  # the validation digits it was fitted on
+    above = energy(predict_logits(model, images), model.temperature) > model.energy_threshold
+    assert above.float().mean().item() * 100 == pytest.approx(ENERGY_FLAGGED, abs=0.05)
 
 
 @pytest.mark.slow

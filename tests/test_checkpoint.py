@@ -170,19 +170,22 @@ SEARCHED = "12/12,M,20,20,M/16"  # an architecture of no preset, such as tune fi
 def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli, user_images, tmp_path):
     path = tmp_path / "searched.pth"
     model = MNISTModel(SEARCHED, contrast_stretch=False)
-    model.temperature = 0.5
+    model.temperature, model.energy_threshold = 0.5, -3.0
     save_model(model, path)
     loaded = load_model(path)
     assert (loaded.arch, loaded.contrast_stretch, loaded.temperature) == (SEARCHED, False, 0.5)
-    assert json.loads(cli("evaluate", "--model", path, "--json").stdout)["temperature"] == 0.5
+    assert loaded.energy_threshold == -3.0
+    evaluated = json.loads(cli("evaluate", "--model", path, "--json").stdout)
+    assert (evaluated["temperature"], evaluated["energy_threshold"]) == (0.5, -3.0)
     assert cli("predict", "--model", path, user_images[0][0]).returncode == 0
     for fmt in ("onnx", "pt2"):
         exported = cli("export", "--format", fmt, "--model", path, "--out", tmp_path / f"searched.{fmt}")
         assert exported.returncode == 0 and f"architecture: {SEARCHED}" in exported.stdout
-        assert "temperature: 0.5" in exported.stdout
+        assert "temperature: 0.5" in exported.stdout and "energy_threshold: -3.0" in exported.stdout
     server, url = start_server(path, free_port())
     try:
-        assert httpx.get(f"{url}/api/health").json()["architecture"] == SEARCHED
+        health = httpx.get(f"{url}/api/health").json()
+        assert (health["architecture"], health["energy_threshold"]) == (SEARCHED, -3.0)
     finally:
         stop_server(server)
 
@@ -192,6 +195,7 @@ def test_a_file_saved_before_checkpoints_described_their_model_loads_uncalibrate
     torch.save(MNISTModel(arch).state_dict(), tmp_path / "old.pth")  # the presets' layouts, today's and before
     old = load_model(tmp_path / "old.pth")
     assert (old.spec, old.contrast_stretch, old.temperature) == (architecture(arch), True, 1.0)
+    assert old.energy_threshold is None
 
 
 def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
@@ -210,6 +214,15 @@ def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
         "bad temperature": (
             {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "temperature": -1.0},
             "temperature -1.0",
+        ),
+        "bad energy threshold": (
+            {
+                "architecture": ARCHITECTURES["default"],
+                "contrast_stretch": True,
+                "temperature": 1.0,
+                "energy_threshold": "high",
+            },  # fmt: skip
+            "energy_threshold 'high'",
         ),
     }
     for name, (description, message) in cases.items():

@@ -8,11 +8,12 @@ import torch.nn.functional as F
 
 import nondigits
 import outliers
+from calibration import energy
 from config import TrainConfig
 from data import pixels
 from model import MNISTModel
 from tests.helpers import CPU
-from train import OneCycleSGD, train, train_step
+from train import DIGIT_ENERGY, NONDIGIT_ENERGY, OneCycleSGD, train, train_step
 
 
 def test_non_digits_are_seeded_and_shaped_like_mnist():
@@ -46,19 +47,37 @@ def test_training_letters_share_no_font_and_no_letter_shape_with_the_digits_or_t
     assert len(outliers.letter_bank()) == len(outliers.FONTS) * len(nondigits.LETTERS)
 
 
-def test_the_non_digit_loss_is_the_cross_entropy_to_the_uniform_distribution():
+def test_the_non_digit_loss_is_the_energy_margin_of_liu_et_al():
     torch.manual_seed(0)
     model, x, y = MNISTModel(), torch.randn(12, 1, 28, 28), torch.randint(0, 10, (8,))
     config = TrainConfig()
     weight = 0.7
     with torch.no_grad():
         logits = model.train()(x)
-    uniform = torch.full((4, 10), 0.1)
-    expected = F.cross_entropy(logits[:8], y, label_smoothing=config.label_smoothing)
-    expected += weight * F.cross_entropy(logits[8:], uniform)
+    # Written out as the paper gives it: E = -logsumexp(logits), hinges at the two margins, squared.
+    energies = -torch.logsumexp(logits, 1)
+    margins = (energies[:8] - DIGIT_ENERGY).clamp(min=0).square().mean()
+    margins += (NONDIGIT_ENERGY - energies[8:]).clamp(min=0).square().mean()
+    expected = F.cross_entropy(logits[:8], y, label_smoothing=config.label_smoothing) + weight * margins
     loss, _ = train_step(model, OneCycleSGD(model.parameters(), config, 10), x, y, config.label_smoothing,
                          nondigit_weight=weight)  # fmt: skip
-    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert margins > 0 and loss == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_training_on_non_digits_lifts_their_energy_above_the_digits(mnist):
+    images, labels = (tensor[:6400] for tensor in mnist["train"])
+    held_out = outliers.draw(256, torch.Generator().manual_seed(2**32 + 1))
+    gaps = []
+    for weight in (0.0, 0.1):
+        torch.manual_seed(0)
+        model = MNISTModel()
+        train(model, images, labels, replace(TrainConfig(), nondigit_weight=weight, max_steps=50), "fp32")
+        with torch.no_grad():
+            model.eval()
+            digits, others = energy(model(mnist["eval"][0][:512]), 1.0), energy(model(held_out), 1.0)
+        gaps.append((others.median() - digits.median()).item())
+    # Measured (fp32, AVX2): 0.84 without, 1.70 with. Non-digits' energy lies further above the digits' than without.
+    assert gaps[1] > 1.5 * gaps[0] and gaps[1] > gaps[0] + 0.5, gaps
 
 
 def test_no_non_digit_is_drawn_at_weight_zero(mnist):

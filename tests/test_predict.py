@@ -8,9 +8,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter, ImageOps
 
+from checkpoint import load_model, save_model
 from config import MIN_CONFIDENCE
+from data import normalize
 from predict import NotAnImage, read_ink
 from tests.helpers import ROOT, as_8bit, assert_one_line_error, write_huge_png
 
@@ -88,6 +91,26 @@ def test_predict_says_not_sure_below_min_confidence(cli, trained, user_images, p
     assert json.loads(cli("predict", "--json", *strict).stdout) == [{**reading, "sure": False}]
     assert f"{path}: not sure (confidence {reading['confidence']:.1f}%; top 3: " in cli("predict", *strict).stdout
     assert_one_line_error(cli("predict", "--min-confidence", 120, path), 2, "percentage from 0 to 100")
+
+
+def test_predict_says_not_sure_above_the_models_energy_threshold(cli, trained, user_images, tmp_path):
+    """A model trained on non-digits keeps an energy threshold: an answer above it is not sure, however confident."""
+    from calibration import energy
+    from evaluation import predict_logits
+    from predict import prepared_image
+
+    model = load_model(trained[0])
+    paths = user_images[0][:4]
+    energies = energy(predict_logits(model, normalize(torch.stack([prepared_image(p) for p in paths])[:, None] * 255)),
+                      model.temperature)  # fmt: skip
+    model.energy_threshold = energies.median().item()  # two of the four lie above it
+    save_model(model, tmp_path / "with_energy.pth")
+    readings = json.loads(cli("predict", "--model", tmp_path / "with_energy.pth", "--json", *paths).stdout)
+    plain = json.loads(cli("predict", "--model", trained[0], "--json", *paths).stdout)
+    above = (energies > model.energy_threshold).tolist()
+    expected = [reading["sure"] and not is_above for reading, is_above in zip(plain, above, strict=True)]
+    assert sum(above) == 2 and [r["sure"] for r in readings] == expected
+    assert [{**r, "sure": None} for r in readings] == [{**p, "sure": None} for p in plain]  # the same answers
 
 
 def test_predict_prints_one_line_per_file(cli, untrained, user_images):

@@ -127,6 +127,7 @@ def test_api_health_docs_and_page_need_nothing_from_elsewhere(api, trained):
         "parameters": count_parameters(MNISTModel("default")),
         "temperature": TrainConfig().temperature,
         "min_confidence": MIN_CONFIDENCE,
+        "energy_threshold": None,  # the default trains on digits alone
     }
     for path in ("/", "/docs", "/static/app.js", "/static/style.css"):
         answer = api.get(path)
