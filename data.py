@@ -60,13 +60,13 @@ def _download(data_dir):
     # torchvision only here: it knows the mirrors and checks the MD5s, and takes over a second to import.
     from torchvision.datasets import MNIST
 
-    names = ", ".join(name for names in RAW_FILES.values() for name in names)
+    folder = raw_folder(data_dir)
+    missing = ", ".join(name for names in RAW_FILES.values() for name in names if not (folder / name).is_file())
     try:
         MNIST(str(data_dir), download=True)
     except Exception as error:  # noqa: BLE001  a download fails in many ways (network, proxy, disk, checksum)
         raise DataError(
-            f"MNIST not found: {names} belong in {raw_folder(data_dir)}, "
-            f"and downloading them failed ({_last_line(error)})"
+            f"MNIST not found: {missing} belong in {folder}, and downloading them failed ({_last_line(error)})"
         ) from None
 
 

@@ -108,7 +108,8 @@ async function predict(body, headers) {
   }
 }
 
-// Below the server's --min-confidence the model is guessing: say so, and show its two best guesses.
+// Where the server is not sure (below --min-confidence, or above the energy threshold of a model trained on
+// non-digits) the model is guessing: say so, and show its two best guesses.
 function confidenceText(answer) {
   if (answer.sure) return `${answer.confidence.toFixed(1)}% sure`;
   const guesses = answer.top3.slice(0, 2).map((t) => `${t.digit} (${t.probability.toFixed(1)}%)`);

@@ -8,10 +8,18 @@ import torch.nn.functional as F
 
 from config import VALIDATION_SIZE
 from data import DataError, neighbourhood_max, resolution_jitter, validation_split
-from tests.helpers import DATA_DIR, assert_one_line_error, snapshot
+from tests.helpers import DATA_DIR, assert_one_line_error, snapshot, train_only_data_dir
 
 RAW_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}  # port 9 refuses
+
+
+def test_a_missing_test_split_is_named_alone(cli, untrained, tmp_path, monkeypatch):
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    result = cli("evaluate", "--model", untrained, "--data-dir", train_only_data_dir(tmp_path))
+    assert_one_line_error(result, 2, "MNIST not found: t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte belong in")
+    assert "train-" not in result.stderr  # the training files are there
 
 
 def test_missing_data_offline_names_the_files_and_folder(cli, tmp_path, monkeypatch):
