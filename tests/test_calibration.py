@@ -78,6 +78,22 @@ def test_not_sure_reads_the_energy_too_where_the_model_has_a_threshold():
     assert selective_figures(logits, labels, 1.0, MIN_CONFIDENCE, -5.0)["flagged_of_right"] == 50.0
 
 
+def test_a_recipes_energy_threshold_goes_only_to_a_model_trained_on_non_digits():
+    from dataclasses import replace
+
+    from config import TrainConfig
+    from model import MNISTModel
+    from train import calibrate
+
+    logits, labels = torch.randn(100, 10, generator=torch.Generator().manual_seed(0)), torch.zeros(100).long()
+    data = {"eval": (None, labels), "evaluated_on": "test"}
+    recipe = replace(TrainConfig(), energy_threshold=-2.757)
+    for weight, kept in ((0.1, -2.757), (0.0, None)):
+        model = MNISTModel()
+        figures = calibrate(model, replace(recipe, nondigit_weight=weight), data, logits)
+        assert model.energy_threshold == figures["energy_threshold"] == kept
+
+
 def test_the_energy_threshold_flags_its_share_of_the_digits_it_is_fitted_on():
     logits = torch.randn(10_000, 10, generator=torch.Generator().manual_seed(0)) * 4
     threshold = fit_energy_threshold(logits, 0.5, flagged=1.0)
