@@ -202,8 +202,7 @@ def save_model(model, path, trained_with=None):
 
 def model_writer(model, trained_with=None):
     """A write(path) for the model's state dict, described (architecture, contrast stretch, temperature, any
-    energy threshold) and,
-    given trained_with (numerics.numerics), with what its training computed in and on what."""
+    energy threshold) and, given trained_with (numerics.numerics), with what its training computed in and on what."""
     source = model.state_dict()
     state = OrderedDict((name, tensor.detach().cpu()) for name, tensor in source.items())
     state._metadata = source._metadata
