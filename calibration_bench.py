@@ -86,7 +86,10 @@ def seed_run(seed, recipe, device, test, validation, held_out, suite, nondigits,
     held_out_run = train_and_evaluate("default", config, device, validation)
     fitted = held_out_run.metrics["temperature"]
     held_out_logits = predict_logits(held_out_run.model, held_out)
-    temperature, energy_threshold = config.temperature, config.energy_threshold  # the recipe's rule
+    result = train_and_evaluate("default", config, device, test)
+    model, (suite_images, suite_labels) = result.model, suite
+    # The recipe's temperature and energy threshold, as train.calibrate gives them to the model it saves.
+    temperature, energy_threshold = model.temperature, model.energy_threshold
     sweep = {
         threshold: {
             **selective_figures(held_out_run.logits, validation["eval"][1], temperature, threshold, energy_threshold),
@@ -94,8 +97,6 @@ def seed_run(seed, recipe, device, test, validation, held_out, suite, nondigits,
         }
         for threshold in THRESHOLDS
     }
-    result = train_and_evaluate("default", config, device, test)
-    model, (suite_images, suite_labels) = result.model, suite
     logits = {
         "clean": result.logits,
         "corrupted": torch.cat([suite_logits(model, images) for images in suite_images.values()]),
@@ -104,17 +105,17 @@ def seed_run(seed, recipe, device, test, validation, held_out, suite, nondigits,
     row = {"seed": seed, "accuracy": round(result.metrics["accuracy"], 2), "validation_temperature": fitted}
     if config.nondigit_weight:
         row["validation_energy_threshold"] = held_out_run.metrics["energy_threshold"]
-    rule = (model.temperature, min_confidence, model.energy_threshold)
     for name in SETS:
         figures = {
-            **calibration_figures(logits[name], labels[name], model.temperature),
-            **selective_figures(logits[name], labels[name], *rule),
+            **calibration_figures(logits[name], labels[name], temperature),
+            **selective_figures(logits[name], labels[name], temperature, min_confidence, energy_threshold),
         }
         row.update(
             {f"{name}_{key}": round(value, 3) for key, value in figures.items() if key not in ("images", "bins")}
         )
     for name, images in nondigits.items():
-        row[f"{name}_flagged"] = round(flagged_fraction(predict_logits(model, images), *rule), 1)
+        flagged = flagged_fraction(predict_logits(model, images), temperature, min_confidence, energy_threshold)
+        row[f"{name}_flagged"] = round(flagged, 1)
     return row, sweep
 
 

@@ -212,15 +212,15 @@ def read_digits(model, prepared, min_confidence=MIN_CONFIDENCE):
     with torch.no_grad():
         logits = model.eval()(normalize(prepared * 255))
     probabilities = calibrated(logits, model.temperature)
-    flagged = unsure(logits, model.temperature, min_confidence, model.energy_threshold)
+    sure = (~unsure(logits, model.temperature, min_confidence, model.energy_threshold)).tolist()
     results = []
-    for row, not_sure in zip(probabilities, flagged.tolist(), strict=True):
+    for row, is_sure in zip(probabilities, sure, strict=True):
         top = row.topk(3)
         results.append(
             {
                 "digit": int(top.indices[0]),
                 "confidence": round(float(top.values[0]) * 100, 2),
-                "sure": not not_sure,
+                "sure": is_sure,
                 "top3": [
                     {"digit": int(d), "probability": round(float(p) * 100, 2)}
                     for d, p in zip(top.indices, top.values, strict=True)

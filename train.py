@@ -207,10 +207,12 @@ def calibrate(model, config, data, logits):
     # Only a model trained on non-digits has a threshold: configs/nondigits.json's flags 6.5 to 7.5 % of the test
     # digits of a model trained on digits alone (seeds 0-4, fp32), whose digits sit at higher energies.
     model.energy_threshold = None
-    if config.nondigit_weight > 0 and validation:
-        model.energy_threshold = round(fit_energy_threshold(logits, model.temperature, ENERGY_FLAGGED), 4)
-    elif config.nondigit_weight > 0:
-        model.energy_threshold = config.energy_threshold
+    if config.nondigit_weight > 0:
+        model.energy_threshold = (
+            round(fit_energy_threshold(logits, model.temperature, ENERGY_FLAGGED), 4)
+            if validation
+            else config.energy_threshold
+        )
     return {
         "temperature": round(model.temperature, 4),
         "energy_threshold": model.energy_threshold,
