@@ -50,11 +50,15 @@ def export_format(name):
 
 
 def run(args):
-    from checkpoint import load_model
-
     out = args.out or Path(args.model).with_suffix(f".{args.format}")  # beside its model: each model its own
+    other = {f".{fmt}" for fmt in FORMATS} - {f".{args.format}"}
+    if Path(out).suffix in other:
+        raise InputError(f"--out {out} is named for the other format; give --format {Path(out).suffix[1:]} or an "
+                         f"--out ending in .{args.format}")  # fmt: skip
     if os.path.exists(out) and os.path.exists(args.model) and os.path.samefile(out, args.model):
         raise InputError(f"--out {out} is the model file given to --model; refused to replace it with the export")
+    from checkpoint import load_model
+
     info = export(load_model(args.model), args.format, out, source=args.model)
     print(f"wrote {out}")
     print("\n".join(f"  {key}: {value}" for key, value in info.items()))

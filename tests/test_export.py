@@ -73,6 +73,13 @@ def test_torchscript_export_is_refused_naming_pt2(cli, untrained, tmp_path):
     assert not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.parametrize(("fmt", "name"), [("onnx", "m.pt2"), ("pt2", "m.onnx")])
+def test_an_out_named_for_the_other_format_is_refused(cli, untrained, tmp_path, fmt, name):
+    assert_one_line_error(cli("export", "--format", fmt, "--model", untrained, "--out", tmp_path / name), 2,
+                          "named for the other format", f"ending in .{fmt}")  # fmt: skip
+    assert not (tmp_path / name).exists()
+
+
 def test_export_into_a_folder_it_cannot_write_is_a_one_line_error(cli, untrained, tmp_path):
     folder = "/sys" if os.geteuid() == 0 else tmp_path / "read_only"  # root writes anywhere but a read-only mount
     if folder != "/sys":
