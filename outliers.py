@@ -1,9 +1,9 @@
 """Images that are not digits, for training the model to say so.
 
-Outlier Exposure (Hendrycks, Mazeika and Dietterich, ICLR 2019): a few such images join each training batch,
-and their loss pulls the model's answer on them toward the uniform distribution over the ten digits, so that
-its calibrated confidence, and with it the "not sure" rule, falls on what is not a digit. The model keeps its
-ten outputs.
+As in Outlier Exposure (Hendrycks, Mazeika and Dietterich, ICLR 2019), a few such images join each training
+batch; their loss is the energy margin of Liu et al. (NeurIPS 2020, train.train_step), which lifts the energy
+of what is not a digit above that of digits, and the "not sure" rule reads the energy (calibration.unsure). The
+model keeps its ten outputs.
 
 Drawn with tensor ops, a pool of them at the start of a run, as 28x28 ink on a black ground like MNIST's: scribbles (one
 pen line of many strokes), marks (a few separate strokes), curves (spirals and waves), rings with marks inside,

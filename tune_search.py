@@ -73,7 +73,7 @@ def suggest_config(trial, base):
         warmup=trial.suggest_float("warmup", 0.05, 0.5),
         label_smoothing=trial.suggest_float("label_smoothing", 0, 0.2),
         nondigits=trial.suggest_float("nondigits", 0.02, 0.25),
-        nondigit_weight=trial.suggest_float("nondigit_weight", 0, 0.5),
+        nondigit_weight=trial.suggest_float("nondigit_weight", 0, 0.1),
         lookahead=trial.suggest_float("lookahead", 0, 0.97),
         augmentation=augmentation,
     )

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import nondigits
 import outliers
 from calibration import energy
-from config import TrainConfig
+from config import TrainConfig, recipe_file
 from data import pixels
 from model import MNISTModel
 from tests.helpers import CPU
@@ -68,7 +68,7 @@ def test_training_on_non_digits_lifts_their_energy_above_the_digits(mnist):
     images, labels = (tensor[:6400] for tensor in mnist["train"])
     held_out = outliers.draw(256, torch.Generator().manual_seed(2**32 + 1))
     gaps = []
-    for weight in (0.0, 0.1):
+    for weight in (0.0, recipe_file("nondigits").nondigit_weight):
         torch.manual_seed(0)
         model = MNISTModel()
         train(model, images, labels, replace(TrainConfig(), nondigit_weight=weight, max_steps=50), "fp32")
@@ -76,9 +76,10 @@ def test_training_on_non_digits_lifts_their_energy_above_the_digits(mnist):
             model.eval()
             digits, others = energy(model(mnist["eval"][0][:512]), 1.0), energy(model(held_out), 1.0)
         gaps.append((others.median() - digits.median()).item())
-    # Non-digits' energy lies further above the digits' than without them. Measured, seeds 0-5 (fp32, AVX2): 0.75 to
-    # 0.87 without, 1.47 to 1.70 with; at least 1.84 times and 0.70 more (docs/nondigits.md; seed 0 here).
-    assert gaps[1] > 1.5 * gaps[0] and gaps[1] > gaps[0] + 0.5, gaps
+    # Non-digits' energy lies further above the digits' than without them. Measured at the recipe's weight (0.03),
+    # seeds 0-5 (fp32, AVX2): 0.75 to 0.87 without, 2.06 to 2.34 with; at least 2.42 times and 1.21 more
+    # (docs/nondigits.md; seed 0 here).
+    assert gaps[1] > 2 * gaps[0] and gaps[1] > gaps[0] + 0.9, gaps
 
 
 def test_no_non_digit_is_drawn_at_weight_zero(mnist):
