@@ -4,7 +4,7 @@ confidence below 90 % or the energy above the threshold that flags 1 % of them, 
 --validation run fits them) and three sets of held-out non-digits drawn here, used for nothing else: letters in the
 Liberation fonts (neither training's nor the evaluation's), outlined shapes of kinds neither generator draws, and
 smooth pen curves. The evaluation's non-digits (nondigits.py) are read too, for the record only.
-One JSON row per seed and setting:
+One JSON row per seed and setting (name, weight, the two bounds, and the share of each batch, 0.1 if not given):
 
     python docs/nondigits/margins.py '[["w0.03 -6/-2", 0.03, -6, -2]]' 0 1 2 3 4 >> docs/nondigits/margins.jsonl
 """
@@ -114,9 +114,9 @@ def main(settings, seeds):
     sets = {name: normalize(images * 255) for name, images in made.items()}
     labels = validation["eval"][1]
     for seed in seeds:
-        for name, weight, digit_energy, nondigit_energy in settings:
+        for name, weight, digit_energy, nondigit_energy, *share in settings:
             train.DIGIT_ENERGY, train.NONDIGIT_ENERGY = digit_energy, nondigit_energy
-            config = replace(TrainConfig(), seed=seed, nondigit_weight=weight)
+            config = replace(TrainConfig(), seed=seed, nondigit_weight=weight, nondigits=(*share, 0.1)[0])
             result = train.train_and_evaluate("default", config, device, validation)
             model, digits = result.model, flagged(result.model, result.logits)
             right = result.logits.argmax(1).cpu() == labels.cpu()
