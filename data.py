@@ -1,5 +1,6 @@
 """MNIST held as tensors in memory, and per-batch augmentation done with tensor ops."""
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -62,9 +63,13 @@ def _download(data_dir):
 
     folder = raw_folder(data_dir)
     missing = ", ".join(name for names in RAW_FILES.values() for name in names if not (folder / name).is_file())
+    created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         MNIST(str(data_dir), download=True)
     except Exception as error:  # noqa: BLE001  a download fails in many ways (network, proxy, disk, checksum)
+        for path in created:  # a mistyped --data-dir is left as it was; a folder holding a file is kept
+            with contextlib.suppress(OSError):
+                path.rmdir()
         raise DataError(
             f"MNIST not found: {missing} belong in {folder}, and downloading them failed ({_last_line(error)})"
         ) from None

@@ -28,6 +28,7 @@ def test_missing_data_offline_names_the_files_and_folder(cli, tmp_path, monkeypa
     result = cli("--dry-run", "--data-dir", tmp_path / "empty", "--out", tmp_path / "m.pth")
     assert_one_line_error(result, 2, *RAW_NAMES, str(tmp_path / "empty" / "MNIST" / "raw"))
     assert not (tmp_path / "m.pth").exists()
+    assert not (tmp_path / "empty").exists()  # the failed download leaves no folders behind
 
 
 def data_dir_with(tmp_path, name, content):
