@@ -35,7 +35,7 @@ from config import (
     option_type,
     preset_recipe,
 )
-from tune_report import write_report
+from tune_report import report_owner, write_report
 from tune_search import (
     OBJECTIVES,
     architecture_params,
@@ -89,7 +89,10 @@ def add_arguments(parser):
     )
     parser.add_argument("--study", default="mnist", help="study name; the same name joins the same study")
     parser.add_argument(
-        "--out-dir", type=output_folder, default="models/tune", help="folder for tune.md, tune.json and the plots"
+        "--out-dir",
+        type=output_folder,
+        default="models/tune",
+        help="folder for tune.md, tune.json and the plots of one study (another study needs its own)",
     )
     parser.add_argument(
         "--quick",
@@ -117,6 +120,11 @@ def run(args):
     fewest = count_parameters(MNISTModel(smallest_architecture()))
     if args.max_params < fewest:
         raise TuneError(f"--max-params {args.max_params:,} fits no architecture searched: the smallest has {fewest:,}")
+    owner = report_owner(args.out_dir)
+    if owner not in (None, args.study):
+        raise TuneError(
+            f"--out-dir {args.out_dir} holds the report of study {owner!r}: give study {args.study!r} its own --out-dir"
+        )
     device, data_dir, cache_dir = resolve_run_options(args)
     try:
         if args.workers > 1 and not args.show:

@@ -1,10 +1,12 @@
 """tune's report: the Pareto front of the trials that meet the constraint, each with a command that reproduces
 it, as tune.md, tune.json and plots."""
 
+import json
 import statistics
 import warnings
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 from optuna.trial import FixedTrial, TrialState
 
@@ -80,6 +82,14 @@ def write_report(study, name, settings, folder):
     if states["complete"] >= 2:
         write_plots(study, folder)
     return markdown
+
+
+def report_owner(folder):
+    """The study whose report folder holds, or None: another study's would replace its files and trial configs."""
+    try:
+        return json.loads((Path(folder) / "tune.json").read_text())["study"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def markdown_report(summary):

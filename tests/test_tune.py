@@ -101,6 +101,10 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     assert shown.returncode == 0 and shown.stdout.count("python main.py --arch") == len(report["pareto_front"])
     other_seeds = tune_cli(tmp_path / "tune", "--seeds", "3")  # a worker with other settings is refused
     assert_one_line_error(other_seeds, 2, "was made with --arch default --max-params 25000 --seeds 0 1 --quick")
+    files = {path: path.read_bytes() for path in (tmp_path / "tune").rglob("*") if path.is_file()}
+    another = tune_cli(tmp_path / "tune", "--study", "other")  # its report would replace this one's, trial by trial
+    assert_one_line_error(another, 2, "holds the report of study 'mnist'", "give study 'other' its own --out-dir")
+    assert {path: path.read_bytes() for path in (tmp_path / "tune").rglob("*") if path.is_file()} == files
 
 
 @pytest.mark.slow
