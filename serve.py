@@ -266,7 +266,17 @@ def serve(
         timeout_graceful_shutdown=SHUTDOWN_SECONDS,
     )
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it has handled, as uvicorn.run drops
-        uvicorn.Server(config).run(sockets=[listening])
+        Server(config).run(sockets=[listening])
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, whose forced quit (a second Ctrl-C) still shuts the app down: uvicorn skips that step, so the
+    decoding workers were left to the interpreter's exit and starlette logged the cancelled lifespan's traceback."""
+
+    async def shutdown(self, sockets=None):
+        await super().shutdown(sockets)
+        if self.force_exit and not self.lifespan.shutdown_event.is_set():
+            await self.lifespan.shutdown()
 
 
 def bound_socket(host, port):
