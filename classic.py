@@ -7,7 +7,9 @@ DataLoader that applies PIL RandomRotation(7), ToTensor and Normalize image by i
 """
 
 import argparse
+import pickle
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +18,11 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
+from checkpoint import atomic_write
 from cli import resolve_data_dir
 from config import option_type
-from data import MEAN, STD
+from data import MEAN, RAW_FILES, STD, raw_folder
+from errors import InputError
 from numerics import synchronize
 
 BATCH_SIZE, TEST_BATCH_SIZE, LR = 64, 1000, 1e-3
@@ -51,6 +55,10 @@ class ClassicNet(nn.Module):
 
 
 def dataset(data_dir, train):
+    folder = raw_folder(data_dir)
+    missing = [name for name in RAW_FILES["train" if train else "test"] if not (folder / name).is_file()]
+    if missing:  # the original never downloads
+        raise InputError(f"MNIST not found: {', '.join(missing)} belong in {folder}")
     steps = [transforms.RandomRotation(7)] if train else []
     transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
     return MNIST(str(data_dir), train=train, transform=transform)
@@ -105,14 +113,28 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     data_dir, device = resolve_data_dir(args.data_dir), torch.device("cpu")
-    if args.stage == "train":
-        model, seconds, _ = train(args.seed, device, data_dir, args.max_steps)
-        torch.save(model.state_dict(), args.model)
-        print(f"trained in {seconds:.1f} s")
-    else:
-        model = ClassicNet()
-        model.load_state_dict(torch.load(args.model, weights_only=True))
-        print(f"test accuracy {test(model, device, data_dir)[0]:.2f}%")
+    try:
+        if args.stage == "train":
+            model, seconds, _ = train(args.seed, device, data_dir, args.max_steps)
+            atomic_write(args.model, lambda temporary: torch.save(model.state_dict(), temporary))
+            print(f"trained in {seconds:.1f} s")
+        else:
+            print(f"test accuracy {test(load(args.model), device, data_dir)[0]:.2f}%")
+    except InputError as error:
+        parser.exit(2, f"error: {error}\n")
+    except OSError as error:  # a model path that cannot be written
+        parser.exit(1, f"error: {error}\n")
+
+
+def load(path):
+    if not Path(path).is_file():
+        raise InputError(f"no model file at {path}; train one with: python classic.py train --model {path}")
+    model = ClassicNet()
+    try:
+        model.load_state_dict(torch.load(path, weights_only=True))
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError):
+        raise InputError(f"{path} is not a model file of classic.py (ClassicNet's weights)") from None
+    return model
 
 
 if __name__ == "__main__":

@@ -1,0 +1,32 @@
+"""classic.py, the original design kept as the benchmark's baseline: its two scripts' errors, in one line."""
+
+import pytest
+
+from tests.helpers import Result, assert_one_line_error, run_script
+
+
+def classic(capsys, *args):
+    code = run_script("classic.py", *args)
+    return Result(code, *capsys.readouterr())
+
+
+def test_testing_without_a_model_file_is_a_one_line_error(capsys, tmp_path):
+    result = classic(capsys, "test", "--model", tmp_path / "classic.pth")
+    assert_one_line_error(result, 2, "no model file at", "python classic.py train --model")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model", b"PK\x03\x04"])
+def test_a_file_that_is_not_its_model_is_a_one_line_error(capsys, tmp_path, content):
+    (tmp_path / "classic.pth").write_bytes(content)
+    result = classic(capsys, "test", "--model", tmp_path / "classic.pth")
+    assert_one_line_error(result, 2, "is not a model file of classic.py")
+
+
+def test_another_models_weights_are_a_one_line_error(capsys, untrained):
+    assert_one_line_error(classic(capsys, "test", "--model", untrained), 2, "is not a model file of classic.py")
+
+
+def test_missing_data_is_a_one_line_error_and_saves_nothing(capsys, tmp_path):
+    result = classic(capsys, "train", "--data-dir", tmp_path, "--model", tmp_path / "classic.pth")
+    assert_one_line_error(result, 2, "MNIST not found: train-images-idx3-ubyte, train-labels-idx1-ubyte belong in")
+    assert not (tmp_path / "classic.pth").exists()
