@@ -85,6 +85,7 @@ async def http_load(url, bodies, clients, requests):
     """
     answers = [None] * requests
     pending = iter(range(requests))  # shared: each request is taken by exactly one client
+    clients = min(clients, requests)  # one more would send nothing: no load, and not counted as load
 
     async def client(http):
         for i in pending:
@@ -144,7 +145,7 @@ def serve_benchmark(model_path, data_dir, out_dir, images, requests, clients):
     write_json(out, results)
     latency = load["latency_ms"]
     print(
-        f"in-process predict: {in_process:,.0f} images/s; served over HTTP with {clients} clients: "
+        f"in-process predict: {in_process:,.0f} images/s; served over HTTP with {load['clients']} clients: "
         f"{load['requests_per_second']:,.0f} requests/s ({results['served_vs_in_process']:.2f}x), "
         f"latency p50 {latency['p50']} ms, p99 {latency['p99']} ms; statuses {load['statuses']}; wrote {out}"
     )
