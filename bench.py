@@ -43,6 +43,7 @@ from config import (
     architecture_type,
     option_type,
 )
+from errors import InputError
 
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench serve sends, in turn
 QUICK_SERVE_IMAGES = 50  # with --quick
@@ -96,7 +97,7 @@ def add_calibration_arguments(parser):
         type=option_type("nondigit_weight"),
         help="train with non-digit images at this weight (default: the default recipe's, "
         f"{TrainConfig().nondigit_weight}); give the recipe's temperature and energy threshold to match with "
-        "--temperature and --energy-threshold (configs/nondigits.json holds both for weight 0.1)",
+        "--temperature and --energy-threshold (configs/nondigits.json holds all three)",
     )
     parser.add_argument("--temperature", type=option_type("temperature"), help="the recipe's temperature")
     parser.add_argument(
@@ -183,7 +184,10 @@ def calibration_recipe(args):
     """The default recipe, with bench calibration's --nondigit-weight, --temperature and --energy-threshold where
     given."""
     given = {name: getattr(args, name) for name in ("nondigit_weight", "temperature", "energy_threshold")}
-    return replace(TrainConfig(), **{name: value for name, value in given.items() if value is not None})
+    recipe = replace(TrainConfig(), **{name: value for name, value in given.items() if value is not None})
+    if recipe.energy_threshold is not None and not recipe.nondigit_weight:  # its report would name a rule not applied
+        raise InputError("--energy-threshold needs --nondigit-weight above 0: a model trained on digits alone has none")
+    return recipe
 
 
 def run_serve(args, data_dir):

@@ -162,6 +162,11 @@ def test_bench_calibration_trains_the_default_recipe_with_the_fields_it_is_given
     assert bench.calibration_recipe(parser.parse_args(["calibration"])) == TrainConfig()
 
 
+def test_bench_calibration_refuses_an_energy_threshold_for_digits_alone(cli):
+    result = cli("bench", "calibration", "--quick", "--energy-threshold", -3)
+    assert_one_line_error(result, 2, "--energy-threshold needs --nondigit-weight above 0")
+
+
 @pytest.mark.parametrize("mode", ["accuracy", "calibration", "end-to-end", "concurrency", "serve", "abuse"])
 def test_every_mode_refuses_an_out_dir_inside_a_file_before_it_runs(cli, tmp_path, mode):
     taken = tmp_path / "benchmark.json"
