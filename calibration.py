@@ -48,12 +48,17 @@ def energy(logits, temperature):
 
 
 def unsure(logits, temperature, min_confidence, energy_threshold=None):
-    """The "not sure" rule, per image: calibrated confidence below min_confidence %, or (for a model with an
-    energy threshold, one trained on non-digits) an energy above the threshold."""
-    flagged = calibrated(logits, temperature).amax(1) * 100 < min_confidence
-    if energy_threshold is not None:
-        flagged |= energy(logits, temperature) > energy_threshold
-    return flagged
+    """The "not sure" rule, per image: calibrated confidence below min_confidence %, or not_a_digit."""
+    low = calibrated(logits, temperature).amax(1) * 100 < min_confidence
+    return low | not_a_digit(logits, temperature, energy_threshold)
+
+
+def not_a_digit(logits, temperature, energy_threshold=None):
+    """Per image: the energy above the threshold of a model trained on non-digits, unlike the digits it learnt
+    (none for a model without a threshold)."""
+    if energy_threshold is None:
+        return torch.zeros(len(logits), dtype=torch.bool)
+    return energy(logits, temperature) > energy_threshold
 
 
 def calibrated(logits, temperature):

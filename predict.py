@@ -201,26 +201,29 @@ def prepared_image(source):
 
 
 def read_digits(model, prepared, min_confidence=MIN_CONFIDENCE):
-    """{digit, confidence, sure, top3, probabilities} for each of a batch of prepared (N, 28, 28) images: calibrated
-    probabilities (the model's temperature), and sure false where the "not sure" rule flags the answer
-    (calibration.unsure: the confidence below min_confidence %, or the energy above the model's threshold)."""
+    """{digit, confidence, sure, not_a_digit, top3, probabilities} for each of a batch of prepared (N, 28, 28)
+    images: calibrated probabilities (the model's temperature); sure false where the "not sure" rule flags the
+    answer (calibration.unsure: the confidence below min_confidence %, or not_a_digit: the energy above the
+    threshold of a model trained on non-digits)."""
     import torch
 
-    from calibration import calibrated, unsure
+    from calibration import calibrated, not_a_digit, unsure
     from data import normalize
 
     with torch.no_grad():
         logits = model.eval()(normalize(prepared * 255))
     probabilities = calibrated(logits, model.temperature)
     sure = (~unsure(logits, model.temperature, min_confidence, model.energy_threshold)).tolist()
+    strange = not_a_digit(logits, model.temperature, model.energy_threshold).tolist()
     results = []
-    for row, is_sure in zip(probabilities, sure, strict=True):
+    for row, is_sure, is_strange in zip(probabilities, sure, strange, strict=True):
         top = row.topk(3)
         results.append(
             {
                 "digit": int(top.indices[0]),
                 "confidence": round(float(top.values[0]) * 100, 2),
                 "sure": is_sure,
+                "not_a_digit": is_strange,
                 "top3": [
                     {"digit": int(d), "probability": round(float(p) * 100, 2)}
                     for d, p in zip(top.indices, top.values, strict=True)
@@ -248,5 +251,5 @@ def format_result(result):
     if "error" in result:
         return f"{result['file']}: error: {result['error']}"
     top3 = ", ".join(f"{t['digit']} {t['probability']:.1f}%" for t in result["top3"])
-    answer = result["digit"] if result["sure"] else "not sure"
+    answer = result["digit"] if result["sure"] else "not a digit?" if result["not_a_digit"] else "not sure"
     return f"{result['file']}: {answer} (confidence {result['confidence']:.1f}%; top 3: {top3})"

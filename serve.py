@@ -103,7 +103,8 @@ class TopDigit(BaseModel):
 class Prediction(BaseModel):
     digit: int
     confidence: float  # %, calibrated
-    sure: bool  # false: the confidence is below --min-confidence, and the top3 are guesses
+    sure: bool  # false: the confidence is below --min-confidence, or not_a_digit; the top3 are guesses
+    not_a_digit: bool  # the energy is above the threshold of a model trained on non-digits: unlike any digit
     probabilities: list[float]  # % for each digit 0..9
     top3: list[TopDigit]
     image: list[list[int]]  # the 28x28 image the model saw, 0 (background) to 255 (ink)

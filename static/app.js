@@ -113,7 +113,7 @@ async function predict(body, headers) {
 function confidenceText(answer) {
   if (answer.sure) return `${answer.confidence.toFixed(1)}% sure`;
   const guesses = answer.top3.slice(0, 2).map((t) => `${t.digit} (${t.probability.toFixed(1)}%)`);
-  return `Not sure: maybe ${guesses.join(" or ")}`;
+  return `${answer.not_a_digit ? "Not a digit?" : "Not sure:"} maybe ${guesses.join(" or ")}`;
 }
 
 function showResult(answer) {

@@ -93,8 +93,9 @@ def test_predict_says_not_sure_below_min_confidence(cli, trained, user_images, p
     assert_one_line_error(cli("predict", "--min-confidence", 120, path), 2, "percentage from 0 to 100")
 
 
-def test_predict_says_not_sure_above_the_models_energy_threshold(cli, trained, user_images, tmp_path):
-    """A model trained on non-digits keeps an energy threshold: an answer above it is not sure, however confident."""
+def test_predict_says_not_a_digit_above_the_models_energy_threshold(cli, trained, user_images, tmp_path):
+    """A model trained on non-digits keeps an energy threshold: an answer above it is not a digit, however
+    confident."""
     from calibration import energy
     from evaluation import predict_logits
     from predict import prepared_image
@@ -110,7 +111,11 @@ def test_predict_says_not_sure_above_the_models_energy_threshold(cli, trained, u
     above = (energies > model.energy_threshold).tolist()
     expected = [reading["sure"] and not is_above for reading, is_above in zip(plain, above, strict=True)]
     assert sum(above) == 2 and [r["sure"] for r in readings] == expected
-    assert [{**r, "sure": None} for r in readings] == [{**p, "sure": None} for p in plain]  # the same answers
+    assert [r["not_a_digit"] for r in readings] == above and not any(p["not_a_digit"] for p in plain)
+    same = [{**r, "sure": None, "not_a_digit": None} for r in readings]
+    assert same == [{**p, "sure": None, "not_a_digit": None} for p in plain]  # the same answers
+    lines = cli("predict", "--model", tmp_path / "with_energy.pth", *paths).stdout.splitlines()
+    assert [line.split(": ", 1)[1].startswith("not a digit? (confidence") for line in lines] == above
 
 
 def test_predict_prints_one_line_per_file(cli, untrained, user_images):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from checkpoint import load_model, save_model
 from config import MIN_CONFIDENCE, TrainConfig
 from model import MNISTModel, count_parameters
 from nondigits import letters
@@ -262,7 +263,7 @@ def a_letter_the_server_is_not_sure_of(server, folder):
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium or Chrome (.ci/run installs Chromium)")
 def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits_and_is_not_sure_of_a_letter(
-    server, user_images, tmp_path
+    server, trained, user_images, tmp_path
 ):
     from urllib.parse import urlsplit
 
@@ -305,9 +306,31 @@ def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits_and_is_not_sure_
         guesses = " or ".join(f"{t['digit']} ({t['probability']:.1f}%)" for t in answer["top3"][:2])
         expect(page.locator("#confidence")).to_have_text(f"Not sure: maybe {guesses}")
         page.screenshot(path=tmp_path / "not_sure.png")
+        with energy_threshold_server(trained[0], -1e3, tmp_path) as strict:  # every energy lies above it
+            page.goto(strict)
+            draw(page, STROKES[next(iter(STROKES))])
+            expect(page.locator("#digit")).to_have_text("?")
+            expect(page.locator("#confidence")).to_contain_text("Not a digit? maybe ")
+            page.screenshot(path=tmp_path / "not_a_digit.png")
+            hosts.discard(urlsplit(strict).netloc)
         browser.close()
     assert hosts == {urlsplit(server).netloc}, hosts
     print(f"screenshots in {tmp_path}")
+
+
+@contextlib.contextmanager
+def energy_threshold_server(model_path, threshold, folder):
+    """The real server on a copy of the model that keeps this energy threshold, as one trained on non-digits does."""
+    from serve_bench import free_port, start_server, stop_server
+
+    model = load_model(model_path)
+    model.energy_threshold = threshold
+    save_model(model, folder / "with_energy.pth")
+    process, url = start_server(folder / "with_energy.pth", free_port())
+    try:
+        yield url
+    finally:
+        stop_server(process)
 
 
 @pytest.mark.slow
@@ -507,7 +530,6 @@ def test_requests_are_read_as_http_says(api, server, user_images):
 def test_an_ipv6_host_is_answered_and_its_url_is_bracketed(untrained):
     import asyncio
 
-    from checkpoint import load_model
     from serve import create_app, url_host
 
     app = create_app(load_model(untrained), untrained, 2**20, ["::1", "localhost"])
