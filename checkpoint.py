@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from config import ARCHITECTURES, FIELDS, FORMER_ARCHITECTURES, architecture
+from config import ARCHITECTURES, FORMER_ARCHITECTURES, TrainConfig, architecture, checked
 from errors import InputError, RunError
 from model import MNISTModel
 
@@ -296,17 +296,14 @@ def described_model(path, described):
         stretch, temperature = described["contrast_stretch"], described["temperature"]
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
-    low, high = FIELDS["temperature"][1:]
-    if not isinstance(stretch, bool) or not isinstance(temperature, float) or not low <= temperature <= high:
-        raise CheckpointError(
-            f"{path} describes its model wrongly: contrast_stretch {stretch!r}, temperature {temperature!r}"
-        )
-    energy_threshold = described.get("energy_threshold")
-    low, high = FIELDS["energy_threshold"][1:]
-    if energy_threshold is not None and not (isinstance(energy_threshold, float) and low <= energy_threshold <= high):
-        raise CheckpointError(f"{path} describes its model wrongly: energy_threshold {energy_threshold!r}")
+    if not isinstance(stretch, bool):
+        raise CheckpointError(f"{path} describes its model wrongly: contrast_stretch {stretch!r}")
     model = MNISTModel(spec, stretch)
-    model.temperature, model.energy_threshold = temperature, energy_threshold
+    try:  # as a --config file's recipe is checked
+        model.temperature = checked(TrainConfig, "temperature", temperature)
+        model.energy_threshold = checked(TrainConfig, "energy_threshold", described.get("energy_threshold"))
+    except ValueError as error:
+        raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
     return model
 
 

@@ -213,7 +213,7 @@ def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
         ),
         "bad temperature": (
             {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "temperature": -1.0},
-            "temperature -1.0",
+            "temperature must be between 0.05 and 20, got -1.0",
         ),
         "bad energy threshold": (
             {
@@ -222,7 +222,7 @@ def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
                 "temperature": 1.0,
                 "energy_threshold": "high",
             },  # fmt: skip
-            "energy_threshold 'high'",
+            "energy_threshold must be a finite number, got 'high'",
         ),
     }
     for name, (description, message) in cases.items():
