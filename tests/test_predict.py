@@ -217,15 +217,28 @@ print(next(int(line.split()[1]) // 1024 for line in Path("/proc/self/status").re
 HUGE_IMAGE_PEAK_MIB = {"grey": 200, "rgba": 350, "palette": 200, "grey16": 360}
 
 
+@pytest.fixture(scope="module")
+def huge_image_probes(tmp_path_factory):
+    """Each kind's probe, run in its own process, all at once: {kind: (exit code, stdout, stderr)}."""
+    folder = tmp_path_factory.mktemp("huge")
+    probes = {}
+    for kind in HUGE_IMAGE_PEAK_MIB:
+        write_huge_png(folder / f"{kind}.png", 7000, 7000, kind)  # one colour throughout, like the all-white attack
+        command = [sys.executable, "-c", MEMORY_PROBE, str(folder / f"{kind}.png")]
+        probes[kind] = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = {}
+    for kind, probe in probes.items():
+        stdout, stderr = probe.communicate(timeout=120)
+        results[kind] = (probe.returncode, stdout, stderr)
+    return results
+
+
 @pytest.mark.parametrize("kind", HUGE_IMAGE_PEAK_MIB)
-def test_a_huge_image_is_read_without_full_size_copies(tmp_path, kind):
+def test_a_huge_image_is_read_without_full_size_copies(huge_image_probes, kind):
     """49 megapixels of one colour compress to a few kilobytes; reading them must cost the decode and little more."""
-    write_huge_png(tmp_path / "huge.png", 7000, 7000, kind)  # one colour throughout, like the all-white attack
-    result = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(tmp_path / "huge.png")], cwd=ROOT, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    message, peak_mib = result.stdout.strip().splitlines()
+    returncode, stdout, stderr = huge_image_probes[kind]
+    assert returncode == 0, stderr
+    message, peak_mib = stdout.strip().splitlines()
     assert "blank" in message
     assert int(peak_mib) < HUGE_IMAGE_PEAK_MIB[kind]
 
