@@ -21,7 +21,7 @@ from torchvision.datasets import MNIST
 from checkpoint import atomic_write
 from cli import resolve_data_dir
 from config import option_type
-from data import MEAN, RAW_FILES, STD, raw_folder
+from data import MEAN, STD, missing_files, raw_folder
 from errors import InputError
 from numerics import synchronize
 
@@ -55,10 +55,9 @@ class ClassicNet(nn.Module):
 
 
 def dataset(data_dir, train):
-    folder = raw_folder(data_dir)
-    missing = [name for name in RAW_FILES["train" if train else "test"] if not (folder / name).is_file()]
+    missing = missing_files(data_dir, ["train" if train else "test"])
     if missing:  # the original never downloads
-        raise InputError(f"MNIST not found: {', '.join(missing)} belong in {folder}")
+        raise InputError(f"MNIST not found: {', '.join(missing)} belong in {raw_folder(data_dir)}")
     steps = [transforms.RandomRotation(7)] if train else []
     transform = transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
     return MNIST(str(data_dir), train=train, transform=transform)

@@ -25,6 +25,12 @@ def raw_folder(data_dir):
     return Path(data_dir) / "MNIST" / "raw"
 
 
+def missing_files(data_dir, splits=tuple(RAW_FILES)):
+    """The files of these splits that DIR/MNIST/raw lacks, split by split."""
+    folder = raw_folder(data_dir)
+    return [name for split in splits for name in RAW_FILES[split] if not (folder / name).is_file()]
+
+
 def load_split(data_dir, split):
     """Images as normalised float (N, 1, 28, 28) and labels as int64 (N,), read from DIR/MNIST/raw.
 
@@ -32,7 +38,7 @@ def load_split(data_dir, split):
     that holds them is never written to, and reading the training split never opens the test files.
     """
     folder = raw_folder(data_dir)
-    if not all((folder / name).is_file() for name in RAW_FILES[split]):
+    if missing_files(data_dir, [split]):
         _download(data_dir)
     image_path, label_path = (folder / name for name in RAW_FILES[split])
     images = read_idx(image_path, dimensions=3)
@@ -62,7 +68,7 @@ def _download(data_dir):
     from torchvision.datasets import MNIST
 
     folder = raw_folder(data_dir)
-    missing = ", ".join(name for names in RAW_FILES.values() for name in names if not (folder / name).is_file())
+    missing = ", ".join(missing_files(data_dir))
     created = [path for path in (folder, *folder.parents) if not path.exists()]  # deepest first
     try:
         MNIST(str(data_dir), download=True)
