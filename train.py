@@ -204,8 +204,8 @@ def calibrate(model, config, data, logits):
     labels = data["eval"][1]
     validation = data["evaluated_on"] == "validation"
     model.temperature = fit_temperature(logits, labels) if validation else config.temperature
-    # Only a model trained on non-digits has a threshold: configs/nondigits.json's flags 6.5 to 7.5 % of the test
-    # digits of a model trained on digits alone (seeds 0-4, fp32), whose digits sit at higher energies.
+    # Only a model trained on non-digits has a threshold: a model trained on digits alone has its digits' energies
+    # elsewhere, so a recipe's threshold would flag several times its share of them (docs/nondigits.md).
     model.energy_threshold = None
     if config.nondigit_weight > 0:
         model.energy_threshold = (
