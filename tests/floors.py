@@ -4,6 +4,7 @@ from a distribution over seeds and precisions, not read off one run (docs/floors
     python tests/floors.py measure --precision bf16 --seeds 0 1 2 3 4 5 6 7 8 9 --out docs/floors/bf16.json
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 \
         python tests/floors.py measure --precision fp32 --seeds 0 ... 9 --out docs/floors/fp32-avx2.json
+    OMP_NUM_THREADS=1 python tests/floors.py measure --precision fp32 --out docs/floors/fp32-avx2-1thread.json
     python tests/floors.py table docs/floors/*.json > docs/floors.md
 
 Each seed trains as the `trained` fixture does (train_pipeline.pipeline with the default recipe) and is
@@ -124,7 +125,7 @@ def measure_command(args):
 
 def table_command(args):
     lines = [
-        "| figure | floor | precision (CPU capability) | seeds | min | mean | max |",
+        "| figure | floor | precision (CPU capability, threads) | seeds | min | mean | max |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     sets = [json.loads(Path(path).read_text()) for path in args.files]
@@ -134,7 +135,7 @@ def table_command(args):
             numerics = rows[0]["numerics"]
             lines.append(
                 f"| {meaning} | {'at least' if side == 'min' else 'at most'} | "
-                f"{numerics['precision']} ({numerics['cpu_capability']}) | {len(rows)} | "
+                f"{numerics['precision']} ({numerics['cpu_capability']}, {numerics['threads']}) | {len(rows)} | "
                 f"{min(values):.3f} | {sum(values) / len(values):.3f} | {max(values):.3f} |"
             )
     print("\n".join(lines))
