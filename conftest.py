@@ -13,6 +13,7 @@ the others run the rest, and the trained model and the suite's cache are shared 
 import os
 import pickle
 
+import httpx
 import pytest
 import torch
 from filelock import FileLock
@@ -85,6 +86,25 @@ def trained(mnist, tmp_path_factory, cache_dir):
             metrics = pipeline("default", TrainConfig(), CPU, mnist, out, 0.0, cache_dir=cache_dir, seconds={})
             returned.write_bytes(pickle.dumps(metrics))
     return out, pickle.loads(returned.read_bytes())
+
+
+SERVE_TEST_UPLOAD_LIMIT = 2**20  # bytes: 1 MiB, a limit the tests can exceed quickly
+
+
+@pytest.fixture(scope="session")
+def server(trained):
+    """The real `python main.py serve` of the trained model on a free loopback port, with a small upload limit."""
+    from serve_bench import free_port, start_server, stop_server
+
+    server, url = start_server(trained[0], free_port(), "--max-upload-mb", str(SERVE_TEST_UPLOAD_LIMIT / 2**20))
+    yield url
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def api(server):
+    with httpx.Client(base_url=server, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -106,3 +106,8 @@ def write_huge_png(path, width, height, kind="grey"):
     from abuse_bench import huge_png
 
     path.write_bytes(huge_png(width, height, kind))
+
+
+def post_image(api, body, content_type="image/png"):
+    """POST an image's bytes to the served API (an httpx client)."""
+    return api.post("/api/predict", content=body, headers={"content-type": content_type})
