@@ -66,6 +66,7 @@ def validation_split(images, labels):
 def _download(data_dir):
     # torchvision only here: it knows the mirrors and checks the MD5s, and takes over a second to import.
     from torchvision.datasets import MNIST
+    from torchvision.datasets.utils import check_integrity
 
     folder = raw_folder(data_dir)
     missing = ", ".join(missing_files(data_dir))
@@ -76,8 +77,15 @@ def _download(data_dir):
         for path in created:  # a mistyped --data-dir is left as it was; a folder holding a file is kept
             with contextlib.suppress(OSError):
                 path.rmdir()
+        # An interrupted download leaves a short archive, which torchvision fetches again rather than unpack.
+        damaged = [
+            name
+            for name, md5 in MNIST.resources
+            if (folder / name).is_file() and not check_integrity(folder / name, md5)
+        ]
         raise DataError(
             f"MNIST not found: {missing} belong in {folder}, and downloading them failed ({_last_line(error)})"
+            + (f"; damaged there (not MNIST's MD5), to delete: {', '.join(damaged)}" if damaged else "")
         ) from None
 
 

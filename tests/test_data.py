@@ -31,6 +31,21 @@ def test_missing_data_offline_names_the_files_and_folder(cli, tmp_path, monkeypa
     assert not (tmp_path / "empty").exists()  # the failed download leaves no folders behind
 
 
+def test_a_damaged_archive_is_named_when_the_download_fails(cli, tmp_path, monkeypatch):
+    """An interrupted download leaves a short .gz, which torchvision will not unpack but fetch again: offline,
+    the error names the archive, and the archive stays."""
+    for name, value in OFFLINE.items():
+        monkeypatch.setenv(name, value)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b the first bytes of an archive")
+    result = cli("--dry-run", "--data-dir", tmp_path / "data")
+    assert_one_line_error(
+        result, 2, *RAW_NAMES, "damaged there (not MNIST's MD5), to delete: train-images-idx3-ubyte.gz"
+    )
+    assert (raw / "train-images-idx3-ubyte.gz").read_bytes().startswith(b"\x1f\x8b the first")
+
+
 def data_dir_with(tmp_path, name, content):
     """A data folder linking the real files, but with `name` replaced by `content`."""
     raw = tmp_path / "data" / "MNIST" / "raw"
