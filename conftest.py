@@ -19,10 +19,11 @@ import torch
 from filelock import FileLock
 
 from checkpoint import save_model
-from cli import CACHE_DIR_ENV, usable_cpus
+from cli import CACHE_DIR_ENV
 from config import TrainConfig
 from model import MNISTModel
 from tests.helpers import CPU, DATA_DIR, PREDICT_SAMPLES, Result, render_like_a_user
+from tune_workers import share_of_cores
 
 
 def pytest_configure(config):
@@ -31,7 +32,7 @@ def pytest_configure(config):
     twice as long as one process)."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
-        threads = max(1, usable_cpus() // int(workers))
+        threads = share_of_cores(int(workers))
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 
