@@ -106,29 +106,37 @@ def flagged(model, logits):
     return unsure(logits, model.temperature, MIN_CONFIDENCE, model.energy_threshold)
 
 
+def held_out_sets():
+    """The held-out non-digits and the evaluation's, normalised as MNIST is."""
+    made = {"h_letters": held_out_letters(), "h_shapes": held_out_shapes(), "h_curves": held_out_curves()}
+    made |= {"e_scribbles": nondigits.scribbles(), "e_letters": nondigits.letters(), "e_shapes": nondigits.shapes()}
+    return {name: normalize(images * 255) for name, images in made.items()}
+
+
+def read(name, seed, result, labels, sets):
+    """One row: the model's validation figures and the share of each set it flags."""
+    model, digits = result.model, flagged(result.model, result.logits)
+    right = result.logits.argmax(1).cpu() == labels.cpu()
+    row = {"name": name, "seed": seed, "acc": round(result.metrics["accuracy"], 2),
+           "T": round(model.temperature, 3), "E": round(model.energy_threshold, 3),
+           "train_s": result.metrics["train_seconds"], "numerics": result.metrics["numerics"],
+           "digits_flagged": round(digits.float().mean().item() * 100, 2),
+           "acc_unflagged": round(right[~digits].float().mean().item() * 100, 3)}  # fmt: skip
+    for set_name, images in sets.items():
+        row[set_name] = round(flagged(model, predict_logits(model, images)).float().mean().item() * 100, 1)
+    return row
+
+
 def main(settings, seeds):
     device = torch.device("cpu")
     validation = train.load_data(resolve_data_dir(), device, validation=True)
-    made = {"h_letters": held_out_letters(), "h_shapes": held_out_shapes(), "h_curves": held_out_curves()}
-    made |= {"e_scribbles": nondigits.scribbles(), "e_letters": nondigits.letters(), "e_shapes": nondigits.shapes()}
-    sets = {name: normalize(images * 255) for name, images in made.items()}
-    labels = validation["eval"][1]
+    sets = held_out_sets()
     for seed in seeds:
         for name, weight, digit_energy, nondigit_energy, *share in settings:
             train.DIGIT_ENERGY, train.NONDIGIT_ENERGY = digit_energy, nondigit_energy
             config = replace(TrainConfig(), seed=seed, nondigit_weight=weight, nondigits=(*share, 0.1)[0])
             result = train.train_and_evaluate("default", config, device, validation)
-            model, digits = result.model, flagged(result.model, result.logits)
-            right = result.logits.argmax(1).cpu() == labels.cpu()
-            row = {"name": name, "seed": seed, "acc": round(result.metrics["accuracy"], 2),
-                   "T": round(model.temperature, 3), "E": round(model.energy_threshold, 3),
-                   "train_s": result.metrics["train_seconds"], "numerics": result.metrics["numerics"],
-                   "digits_flagged": round(digits.float().mean().item() * 100, 2),
-                   "acc_unflagged": round(right[~digits].float().mean().item() * 100, 3)}  # fmt: skip
-            for set_name, images in sets.items():
-                share = flagged(model, predict_logits(model, images)).float().mean().item() * 100
-                row[set_name] = round(share, 1)
-            print(json.dumps(row), flush=True)
+            print(json.dumps(read(name, seed, result, validation["eval"][1], sets)), flush=True)
 
 
 if __name__ == "__main__":

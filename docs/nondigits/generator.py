@@ -1,0 +1,45 @@
+"""Study 8: what the training generator draws (outliers.KINDS), chosen on the validation split as study 7 chose the
+loss (margins.py: the same held-out letters, shapes and curves, the same rule, the recipe's weight 0.03 and bounds
+-6 and -2). Each seed trains every setting in turn. Held-out shapes are also given per kind. The evaluation's
+non-digits (nondigits.py) are read too, for the record only. One JSON row per seed and setting:
+
+    python docs/nondigits/generator.py '[["now", ["scribble", "marks", ...]]]' 0 1 2 3 4 >> generator.jsonl
+"""
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch
+from margins import SHAPE_KINDS, flagged, held_out_sets, read
+
+import outliers
+import train
+from cli import resolve_data_dir
+from config import TrainConfig
+from evaluation import predict_logits
+
+
+def main(settings, seeds):
+    device = torch.device("cpu")
+    validation = train.load_data(resolve_data_dir(), device, validation=True)
+    sets = held_out_sets()
+    kind_of_shape = torch.arange(len(sets["h_shapes"])) % len(SHAPE_KINDS)
+    for seed in seeds:
+        for name, kinds in settings:
+            outliers.KINDS = tuple(kinds)
+            config = replace(TrainConfig(), seed=seed, nondigit_weight=0.03, nondigits=0.1)
+            result = train.train_and_evaluate("default", config, device, validation)
+            row = read(name, seed, result, validation["eval"][1], sets)
+            shapes = flagged(result.model, predict_logits(result.model, sets["h_shapes"]))
+            by_kind = (shapes[kind_of_shape == k].float().mean().item() for k in range(len(SHAPE_KINDS)))
+            row["h_shape_kinds"] = {kind: round(share * 100) for kind, share in zip(SHAPE_KINDS, by_kind, strict=True)}
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]), [int(seed) for seed in sys.argv[2:]])
