@@ -1,7 +1,8 @@
 """Study 8: what the training generator draws (outliers.KINDS), chosen on the validation split as study 7 chose the
 loss (margins.py: the same held-out letters, shapes and curves, the same rule, the recipe's weight 0.03 and bounds
 -6 and -2). Each seed trains every setting in turn. Held-out shapes are also given per kind. The evaluation's
-non-digits (nondigits.py) are read too, for the record only. One JSON row per seed and setting:
+non-digits (nondigits.py) are read too, for the record only. One JSON row per seed and setting (name, kinds, and
+the share of each batch, 0.1 if not given):
 
     python docs/nondigits/generator.py '[["now", ["scribble", "marks", ...]]]' 0 1 2 3 4 >> generator.jsonl
 """
@@ -30,9 +31,9 @@ def main(settings, seeds):
     sets = held_out_sets()
     kind_of_shape = torch.arange(len(sets["h_shapes"])) % len(SHAPE_KINDS)
     for seed in seeds:
-        for name, kinds in settings:
+        for name, kinds, *share in settings:
             outliers.KINDS = tuple(kinds)
-            config = replace(TrainConfig(), seed=seed, nondigit_weight=0.03, nondigits=0.1)
+            config = replace(TrainConfig(), seed=seed, nondigit_weight=0.03, nondigits=(*share, 0.1)[0])
             result = train.train_and_evaluate("default", config, device, validation)
             row = read(name, seed, result, validation["eval"][1], sets)
             shapes = flagged(result.model, predict_logits(result.model, sets["h_shapes"]))
