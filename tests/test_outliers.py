@@ -35,6 +35,14 @@ def test_each_drawn_kind_fills_mnists_20_pixel_box_at_the_centre(kind):
         assert abs((rows[0] + rows[-1]) / 2 - 13.5) <= 1.5 and abs((columns[0] + columns[-1]) / 2 - 13.5) <= 1.5
 
 
+def test_each_uneven_outline_is_closed_around_a_hole():
+    from scipy import ndimage
+
+    ink = outliers.polygons(64, torch.Generator().manual_seed(0), CPU)
+    for image in ink[:, 0] <= 0.5:
+        assert ndimage.label(image.numpy())[1] >= 2  # the ground inside the outline, apart from the ground around it
+
+
 def test_a_stroke_is_drawn_where_it_lies_and_as_wide_as_asked():
     segment = torch.tensor([[[[4.0, 13.5], [23.0, 13.5]]]])  # across the middle row, 20 pixels long with its ends
     ink = outliers.render(segment, torch.tensor([[2.0]]))[0, 0]
