@@ -11,7 +11,16 @@ from pathlib import Path
 from optuna.trial import FixedTrial, TrialState
 
 from config import TrainConfig, architecture_name, recipe_json
-from tune_search import OBJECTIVES, REFERENCE_MARGIN, SHORTFALL, recipe_params, suggest_architecture, suggest_config
+from tune_search import (
+    OBJECTIVES,
+    REFERENCE_MARGIN,
+    SHORTFALL,
+    WATCHED,
+    recipe_params,
+    suggest_architecture,
+    suggest_config,
+    watched,
+)
 from tune_storage import study_trials
 
 
@@ -59,6 +68,7 @@ def write_report(study, name, settings, folder):
             "architecture": trial_architecture(trial),
             "parameters": trial.user_attrs["parameters"],
             "shortfall": trial.constraints[SHORTFALL] + REFERENCE_MARGIN,
+            "watched": watched(trial.user_attrs["runs"], study.user_attrs["reference"]),
             "runs": trial.user_attrs["runs"],
             "note": trial.user_attrs.get("note", ""),
             "params": trial.params,
@@ -111,16 +121,21 @@ def markdown_report(summary):
         "",
         "| trial | architecture | parameters | "
         + " | ".join(OBJECTIVES)
-        + " | worst corruption, points below the earlier recipe"
+        + " | worst corruption, points below the earlier recipe | "
+        + " | ".join(f"{name} % (against it)" for name in WATCHED)
         + " | reproduce (drop --validation to train on all 60,000) |",
-        "| ---: | --- | ---: |" + " ---: |" * (len(OBJECTIVES) + 1) + " --- |",
+        "| ---: | --- | ---: |" + " ---: |" * (len(OBJECTIVES) + 1 + len(WATCHED)) + " --- |",
     ]
     for row in summary["pareto_front"]:
         values = " | ".join(f"{row[name]:.2f}" for name in OBJECTIVES)
+        entries = " | ".join(
+            "-" if accuracy is None else f"{accuracy:.2f} ({against:+.2f})"
+            for accuracy, against in row["watched"].values()
+        )
         note = f" ({row['note']})" if row["note"] else ""
         lines.append(
             f"| {row['trial']}{note} | {row['architecture']} | {row['parameters']:,} | {values} "
-            f"| {row['shortfall']:.2f} | `{row['command']}` |"
+            f"| {row['shortfall']:.2f} | {entries} | `{row['command']}` |"
         )
     params = sorted({name for row in summary["pareto_front"] for name in row["params"]})
     lines += ["", "Their hyperparameters:", "", "| trial | " + " | ".join(params) + " |"]

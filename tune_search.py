@@ -45,6 +45,10 @@ MIN_ERROR = 0.01  # % error a corruption counts as at least: a perfect score mus
 # work), on the study's own seeds and validation split, measured when the study is made. A mean, even of
 # error rates, let one corruption fall (translate, then stripe) while the others rose.
 REFERENCE_MARGIN = 1.0
+# The suite's nearest relatives of digits scanned from other writers (lower resolution, thinner pens, other
+# sizes, and predict's preparation between them): shown beside each front trial against the reference, as a
+# study must not trade them away for the others.
+WATCHED = ("low_resolution_8", "low_resolution_12", "thin_strokes", "scale")
 SHORTFALL = "corruption shortfall"  # the constraint's name: worst points below the reference, less the margin
 # Pruned trials carry constraints too. TPE ranks its good trials feasible first, then pruned, then infeasible:
 # with the constraint rarely met, pruned trials without one counted as good, and a study drew architectures
@@ -208,6 +212,19 @@ def corruption_accuracies(model, data, clean_accuracy):
 
     report = evaluate_robustness(model, data["corrupted"], data["corrupted_labels"], clean_accuracy)
     return report["mean_corruption_accuracy"], accuracy_by_corruption(report)
+
+
+def watched(runs, reference):
+    """{corruption: (accuracy %, points against the reference)} of WATCHED, the accuracies averaged over the runs;
+    (None, None) for one that a study made with an older suite never measured."""
+    entries = {}
+    for name in WATCHED:
+        if name in reference and all(name in run["corruption_accuracy"] for run in runs):
+            mean = statistics.fmean(run["corruption_accuracy"][name] for run in runs)
+            entries[name] = (round(mean, 2), round(mean - reference[name], 2))
+        else:
+            entries[name] = (None, None)
+    return entries
 
 
 def shortfall(runs, reference):

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 from config import architecture
 from corruptions import SUITE
 from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, train_only_data_dir
-from tune_search import OVER_BUDGET, REFERENCE_MARGIN, SHORTFALL, architecture_params, shortfall
+from tune_search import OVER_BUDGET, REFERENCE_MARGIN, SHORTFALL, WATCHED, architecture_params, shortfall
 
 ARCHITECTURE = architecture("default")
 
@@ -83,6 +84,12 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     }
     assert row["shortfall"] == pytest.approx(shortfalls[row["trial"]] + REFERENCE_MARGIN)
     assert row["shortfall"] == pytest.approx(shortfall(row["runs"], study.user_attrs["reference"]))
+    assert list(row["watched"]) == list(WATCHED)  # the entries nearest real scans, beside the trial
+    for name, (accuracy, against) in row["watched"].items():
+        mean = statistics.fmean(run["corruption_accuracy"][name] for run in row["runs"])
+        assert (accuracy, against) == (round(mean, 2), round(mean - report["reference"][name], 2)), name
+    shown_entries = " | ".join(f"{accuracy:.2f} ({against:+.2f})" for accuracy, against in row["watched"].values())
+    assert f"| {shown_entries} |" in (tmp_path / "tune" / "tune.md").read_text()
     command = row["command"].split()
     assert command[:2] == ["python", "main.py"] and "--validation" in command
     reproduced = run_cli(*command[2:], cwd=ROOT)  # paths in the command are as tune printed them: absolute here
@@ -230,26 +237,6 @@ def test_two_tune_workers_share_a_postgresql_study(tmp_path):
         _, stderr = worker.communicate(timeout=600)
         assert worker.returncode == 0 and "Traceback" not in stderr, stderr
     assert_complete_trials(optuna.load_study(study_name=name, storage=url), 3)
-
-
-def test_the_shortfall_is_the_most_points_any_corruption_lies_below_the_reference():
-    runs = [
-        {"corruption_accuracy": {"translate": 90.0, "stripe": 50.0}},
-        {"corruption_accuracy": {"translate": 92.0, "stripe": 54.0}},
-    ]
-    assert shortfall(runs, {"translate": 90.0, "stripe": 60.0}) == 8.0  # stripe: 60 against a mean of 52
-    assert shortfall(runs, {"translate": 95.0, "stripe": 40.0}) == 4.0
-    assert shortfall(runs, {"translate": 80.0, "stripe": 40.0}) == -11.0  # every corruption above it
-
-
-def test_a_trial_is_hopeless_half_a_point_below_the_studys_reference():
-    import optuna
-
-    from tune_search import hopeless_accuracy
-
-    study = optuna.create_study()
-    study.set_user_attr("reference_accuracy", 98.63)  # as a compact study's earlier recipe might score
-    assert hopeless_accuracy(study) == 98.13
 
 
 def test_a_trial_made_before_the_non_digit_fields_joined_the_space_is_reproduced_with_their_defaults(tmp_path):
