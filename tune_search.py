@@ -214,13 +214,18 @@ def corruption_accuracies(model, data, clean_accuracy):
     return report["mean_corruption_accuracy"], accuracy_by_corruption(report)
 
 
+def mean_accuracy(runs, corruption):
+    """A corruption's accuracy %, averaged over a trial's runs."""
+    return statistics.fmean(run["corruption_accuracy"][corruption] for run in runs)
+
+
 def watched(runs, reference):
     """{corruption: (accuracy %, points against the reference)} of WATCHED, the accuracies averaged over the runs;
     (None, None) for one that a study made with an older suite never measured."""
     entries = {}
     for name in WATCHED:
         if name in reference and all(name in run["corruption_accuracy"] for run in runs):
-            mean = statistics.fmean(run["corruption_accuracy"][name] for run in runs)
+            mean = mean_accuracy(runs, name)
             entries[name] = (round(mean, 2), round(mean - reference[name], 2))
         else:
             entries[name] = (None, None)
@@ -229,10 +234,7 @@ def watched(runs, reference):
 
 def shortfall(runs, reference):
     """The most points that any corruption's accuracy, averaged over the runs, lies below the reference's."""
-    return max(
-        accuracy - statistics.fmean(run["corruption_accuracy"][name] for run in runs)
-        for name, accuracy in reference.items()
-    )
+    return max(accuracy - mean_accuracy(runs, name) for name, accuracy in reference.items())
 
 
 def measure_reference(arch, seeds, base, device, data, precision="auto"):
