@@ -17,13 +17,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from views import SUITE_IMAGES, accuracy
+from views import scores, study_data
 
 import train
-from cli import resolve_cache_dir, resolve_data_dir
 from config import TrainConfig
-from corruptions import labelled_suite
-from data import normalize
 
 MODEL = {}  # the model being trained, for the optimizer that needs more than its parameters
 
@@ -81,9 +78,8 @@ def train_remembering_the_model(model, *args, _train=train.train, **kwargs):
 def main(seeds, levers):
     cpu = torch.device("cpu")
     train.train = train_remembering_the_model
-    data = train.load_data(resolve_data_dir(), cpu, validation=True)
+    data, suite, suite_labels = study_data()
     images, labels = data["eval"]
-    suite, suite_labels = labelled_suite(images, labels, resolve_cache_dir(), SUITE_IMAGES)
     plain = train.OneCycleSGD
     for seed in seeds:
         for lever in levers:
@@ -95,10 +91,8 @@ def main(seeds, levers):
             start = time.perf_counter()
             model = train.train_and_evaluate("default", config, cpu, data).model
             seconds = round(time.perf_counter() - start, 2)
-            corrupted = {n: accuracy(model, normalize(c), suite_labels, views) for n, c in suite.items()}
-            row = {"lever": lever, "seed": seed, "acc": accuracy(model, images, labels, views)}
-            row.update(suite=round(sum(corrupted.values()) / len(corrupted), 2), secs=seconds)
-            print(json.dumps({**row, **corrupted}), flush=True)
+            row = {"lever": lever, "seed": seed, "secs": seconds}
+            print(json.dumps({**row, **scores(model, images, labels, suite, suite_labels, views)}), flush=True)
 
 
 if __name__ == "__main__":

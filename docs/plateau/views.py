@@ -42,22 +42,29 @@ def accuracy(model, images, labels, views):
     return round((logits(model, images, views).argmax(1) == labels).float().mean().item() * 100, 2)
 
 
-def main(seeds, test=False):
-    cpu = torch.device("cpu")
-    data = load_data(resolve_data_dir(), cpu, validation=not test)
+def study_data(test=False):
+    """The data (load_data's, the validation split unless test) and its suite: (data, suite, suite labels), the
+    suite on the validation images' first SUITE_IMAGES, or on every test image."""
+    data = load_data(resolve_data_dir(), torch.device("cpu"), validation=not test)
     images, labels = data["eval"]
-    suite, suite_labels = labelled_suite(images, labels, resolve_cache_dir(), None if test else SUITE_IMAGES)
+    return data, *labelled_suite(images, labels, resolve_cache_dir(), None if test else SUITE_IMAGES)
+
+
+def scores(model, images, labels, suite, suite_labels, views=False):
+    """{acc, suite, each corruption's accuracy}: the model read on the clean images and under the suite."""
+    corrupted = {name: accuracy(model, normalize(c), suite_labels, views) for name, c in suite.items()}
+    mean = round(sum(corrupted.values()) / len(corrupted), 2)
+    return {"acc": accuracy(model, images, labels, views), "suite": mean, **corrupted}
+
+
+def main(seeds, test=False):
+    data, suite, suite_labels = study_data(test)
+    images, labels = data["eval"]
     for seed in seeds:
-        model = train_and_evaluate("default", replace(TrainConfig(), seed=seed), cpu, data).model
+        model = train_and_evaluate("default", replace(TrainConfig(), seed=seed), torch.device("cpu"), data).model
         for views in (False, True):
-            corrupted = {name: accuracy(model, normalize(c), suite_labels, views) for name, c in suite.items()}
-            row = {
-                "seed": seed,
-                "views": "replicate" if views else "none",
-                "acc": accuracy(model, images, labels, views),
-            }
-            row["suite"] = round(sum(corrupted.values()) / len(corrupted), 2)
-            print(json.dumps({**row, **corrupted}), flush=True)
+            row = {"seed": seed, "views": "replicate" if views else "none"}
+            print(json.dumps({**row, **scores(model, images, labels, suite, suite_labels, views)}), flush=True)
 
 
 if __name__ == "__main__":
