@@ -196,6 +196,21 @@ def check_folders_above(path):
         raise argparse.ArgumentTypeError(f"{above} is a file, so {path} cannot be made")
 
 
+def refuse_outputs_in_the_dataset(args):
+    """An output (--out, --out-dir, --cache-dir) inside the dataset's own folder, DATA_DIR/MNIST, is refused: it
+    could replace one of MNIST's files, and every later run reads that folder. Only for a command that reads it."""
+    if not hasattr(args, "data_dir"):
+        return
+    dataset = (resolve_data_dir(args.data_dir) / "MNIST").resolve()
+    for option in ("out", "out_dir", "cache_dir"):
+        path = getattr(args, option, None)
+        if path is not None and Path(path).resolve().is_relative_to(dataset):
+            raise InputError(
+                f"--{option.replace('_', '-')} {path} lies inside {dataset}, MNIST's own folder, which this project "
+                "only reads (and downloads into); write it elsewhere"
+            )
+
+
 def add_model_option(parser):
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"saved state dict (default: {DEFAULT_MODEL_PATH})")
 

@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-from cli import HelpFormatter
+from cli import HelpFormatter, refuse_outputs_in_the_dataset
 from errors import InputError, RunError
 
 TRAIN = "train_pipeline"  # the module behind `python main.py [options]`
@@ -51,6 +51,7 @@ def main(argv=None):
     # A command with modes (bench) names its default mode where the arguments name none.
     args = parser.parse_args(module.command_line(rest) if hasattr(module, "command_line") else rest)
     try:
+        refuse_outputs_in_the_dataset(args)
         return module.run(args)
     except InputError as error:
         parser.exit(2, f"error: {error}\n")

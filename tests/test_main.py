@@ -99,6 +99,23 @@ def test_seeds_workers_and_threads_out_of_range_are_usage_errors(cli, args, mess
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command, option",
+    [([], "--out"), (["robustness"], "--cache-dir"), (["bench"], "--out-dir"), (["tune"], "--out-dir")],
+)
+def test_an_output_inside_the_datasets_folder_is_refused_before_any_work(cli, tmp_path, command, option):
+    """--out given MNIST's own file would have replaced it with a model; the refusal comes before any reading."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    dataset_file = raw / "train-images-idx3-ubyte"
+    dataset_file.write_bytes(b"MNIST's bytes")
+    target = dataset_file if option == "--out" else raw / "made"
+    result = cli(*command, "--data-dir", tmp_path / "data", option, target)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: {option} {target} lies inside {raw.parent}, MNIST's own folder" in result.stderr
+    assert sorted(raw.iterdir()) == [dataset_file] and dataset_file.read_bytes() == b"MNIST's bytes"
+
+
 def test_a_subprocess_exits_with_the_commands_code_and_one_line(tmp_path):
     """Through a real process: main.py's own exit codes (2 for bad input, raised by the command) and no traceback."""
     result = run_cli("--config", tmp_path / "absent.json")
