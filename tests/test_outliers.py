@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,23 @@ def test_a_stroke_is_drawn_where_it_lies_and_as_wide_as_asked():
     segment = torch.tensor([[[[4.0, 13.5], [23.0, 13.5]]]])  # across the middle row, 20 pixels long with its ends
     ink = outliers.render(segment, torch.tensor([[2.0]]))[0, 0]
     assert torch.equal(ink[13:15, 5:23], torch.ones(2, 18)) and ink[:12].sum() == 0 and ink[16:].sum() == 0
+
+
+def test_each_pixels_ink_is_its_distance_to_the_nearest_stroke_as_numpy_measures_it():
+    """render works in place for speed; a pixel's ink is the pen's half width plus half a pixel less its distance
+    to the nearest used stroke, as a plain float64 computation gives it."""
+    generator = torch.Generator().manual_seed(0)
+    segments = torch.rand(6, 5, 2, 2, generator=generator) * 28
+    segments[:, 3:] = torch.where(torch.arange(6)[:, None, None, None] % 2 == 0, outliers.FAR, segments[:, 3:])
+    widths = 1.5 + torch.rand(6, 1, generator=generator) * 1.5
+    ink = outliers.render(segments, widths)[:, 0].numpy()
+    ends = outliers.fitted(segments).double().numpy()
+    pixels = np.stack(np.meshgrid(np.arange(28), np.arange(28), indexing="xy"), -1).reshape(-1, 1, 2)  # (x, y)
+    for image, strokes, width in zip(ink, ends, widths.double().numpy(), strict=True):
+        start, end = strokes[(strokes > outliers.FAR / 2).all((1, 2))].transpose(1, 0, 2)  # the used ones
+        t = np.clip(((pixels - start) * (end - start)).sum(-1) / ((end - start) ** 2).sum(-1), 0, 1)
+        nearest = np.linalg.norm(pixels - (start + t[..., None] * (end - start)), axis=-1).min(1)
+        np.testing.assert_allclose(image.reshape(-1), np.clip(width / 2 + 0.5 - nearest, 0, 1), atol=1e-4)
 
 
 def test_training_letters_share_no_font_and_no_letter_shape_with_the_digits_or_the_evaluation():
