@@ -16,25 +16,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from margins import SHAPE_KINDS, flagged, held_out_sets, read
+from margins import SHAPE_KINDS, flagged, read, study_data
 
 import outliers
 import train
-from cli import resolve_data_dir
 from config import TrainConfig
 from evaluation import predict_logits
 
 
 def main(settings, seeds):
-    device = torch.device("cpu")
-    validation = train.load_data(resolve_data_dir(), device, validation=True)
-    sets = held_out_sets()
+    validation, sets = study_data()
     kind_of_shape = torch.arange(len(sets["h_shapes"])) % len(SHAPE_KINDS)
     for seed in seeds:
         for name, kinds, *share in settings:
             outliers.KINDS = tuple(kinds)
             config = replace(TrainConfig(), seed=seed, nondigit_weight=0.03, nondigits=(*share, 0.1)[0])
-            result = train.train_and_evaluate("default", config, device, validation)
+            result = train.train_and_evaluate("default", config, torch.device("cpu"), validation)
             row = read(name, seed, result, validation["eval"][1], sets)
             shapes = flagged(result.model, predict_logits(result.model, sets["h_shapes"]))
             by_kind = (shapes[kind_of_shape == k].float().mean().item() for k in range(len(SHAPE_KINDS)))

@@ -113,6 +113,11 @@ def held_out_sets():
     return {name: normalize(images * 255) for name, images in made.items()}
 
 
+def study_data():
+    """The validation split on the CPU (load_data's) and the held-out sets: what every study trains and reads on."""
+    return train.load_data(resolve_data_dir(), torch.device("cpu"), validation=True), held_out_sets()
+
+
 def read(name, seed, result, labels, sets):
     """One row: the model's validation figures and the share of each set it flags."""
     model, digits = result.model, flagged(result.model, result.logits)
@@ -128,14 +133,12 @@ def read(name, seed, result, labels, sets):
 
 
 def main(settings, seeds):
-    device = torch.device("cpu")
-    validation = train.load_data(resolve_data_dir(), device, validation=True)
-    sets = held_out_sets()
+    validation, sets = study_data()
     for seed in seeds:
         for name, weight, digit_energy, nondigit_energy, *share in settings:
             train.DIGIT_ENERGY, train.NONDIGIT_ENERGY = digit_energy, nondigit_energy
             config = replace(TrainConfig(), seed=seed, nondigit_weight=weight, nondigits=(*share, 0.1)[0])
-            result = train.train_and_evaluate("default", config, device, validation)
+            result = train.train_and_evaluate("default", config, torch.device("cpu"), validation)
             print(json.dumps(read(name, seed, result, validation["eval"][1], sets)), flush=True)
 
 
