@@ -49,7 +49,8 @@ def train(model, images, labels, config, precision="auto"):
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    optimizer = OneCycleSGD(model.parameters(), config, total_steps)
+    norms = (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    optimizer = OneCycleSGD(model.parameters(), config, total_steps, bn_biases=[norm.bias for norm in norms])
     augmentation = config.augmentation
     augmented_steps = round(total_steps * (1 - augmentation.clean_tail)) if augmentation else 0
     nondigits = round(config.batch_size * config.nondigits) if config.nondigit_weight else 0
@@ -99,8 +100,11 @@ class OneCycleSGD:
     lr / 25 / 10,000; meanwhile the momentum dips from `momentum` to BASE_MOMENTUM and comes back.
     """
 
-    def __init__(self, parameters, config, total_steps):
+    def __init__(self, parameters, config, total_steps, bn_biases=()):
         self.parameters = [p for p in parameters if p.requires_grad]
+        # airbench's fast BatchNorm biases: their gradients scaled, so their steps (not their decay) grow.
+        self.bn_biases = [p for p in bn_biases if p.requires_grad] if config.bn_bias_lr != 1 else []
+        self.bn_bias_lr = config.bn_bias_lr
         self.momentum_buffers = None
         self.weight_decay = config.weight_decay
         self.total_steps, self.peak_step = total_steps, config.warmup * total_steps - 1
@@ -128,6 +132,8 @@ class OneCycleSGD:
 
     @torch.no_grad()
     def step(self):
+        if self.bn_biases:
+            torch._foreach_mul_([p.grad for p in self.bn_biases], self.bn_bias_lr)
         grads = torch._foreach_add([p.grad for p in self.parameters], self.parameters, alpha=self.weight_decay)
         if self.momentum_buffers is None:
             self.momentum_buffers = [g.clone() for g in grads]

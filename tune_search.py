@@ -79,6 +79,7 @@ def suggest_config(trial, base):
         nondigits=trial.suggest_float("nondigits", 0.02, 0.25),
         nondigit_weight=trial.suggest_float("nondigit_weight", 0, 0.1),
         lookahead=trial.suggest_float("lookahead", 0, 0.97),
+        bn_bias_lr=trial.suggest_float("bn_bias_lr", 1, 32, log=True),
         augmentation=augmentation,
     )
 

@@ -40,6 +40,25 @@ def test_one_cycle_sgd_is_torch_sgd_on_one_cycle_lr_update_for_update(warmup, st
         assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters(), strict=True))
 
 
+def test_batchnorm_biases_step_as_torch_sgd_steps_with_their_gradients_scaled_by_bn_bias_lr():
+    """airbench's fast BatchNorm biases: K times the gradient, the weight decay as every other parameter's."""
+    config = TrainConfig(lr=0.2, momentum=0.9, weight_decay=4e-4, warmup=0.3, bn_bias_lr=8.0)
+    torch.manual_seed(0)
+    ours, theirs = (nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 3)) for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    optimizer = OneCycleSGD(ours.parameters(), config, 6, bn_biases=[ours[1].bias])
+    reference = torch.optim.SGD(theirs.parameters(), lr=0.2, momentum=0.9, nesterov=True, weight_decay=4e-4)
+    for batch in torch.randn(6, 8, 5):
+        for group in reference.param_groups:
+            group["lr"], group["momentum"] = optimizer.lr, optimizer.momentum
+        for model, step in ((ours, optimizer), (theirs, reference)):
+            step.zero_grad()
+            model(batch).square().mean().backward()
+        theirs[1].bias.grad *= 8
+        optimizer.step(), reference.step()
+        assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters(), strict=True))
+
+
 def short_run(mnist, seed, precision):
     """Two steps: enough for rounding to part two runs (bfloat16 is emulated, at 0.3 s a step on one AVX2 core,
     where it is not native)."""

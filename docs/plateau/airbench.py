@@ -1,0 +1,87 @@
+"""airbench's settings on the validation split, each seed running every setting in turn; one JSON row per run.
+
+    python docs/plateau/airbench.py 0,1,2,3,4 default,momentum@0.4,momentum@0.2,fixed-scale,momentum@0.4+lookahead
+    python docs/plateau/airbench.py 0,1,2,3,4 default,bias-lr@2,bias-lr@8,bias-lr@16,whiten@0.03,whiten@0.3,whiten@1
+    python docs/plateau/airbench.py --test 0,1,2,3,4 default,bias-lr@8
+
+momentum@M gives every BatchNorm a running-statistics momentum of M (PyTorch's sense: the share of each batch; the
+default is 0.1, airbench's is 0.4); fixed-scale freezes every BatchNorm's weight at 1, as airbench does, leaving
+its bias to train; +lookahead adds TrainConfig.lookahead 0.95, which airbench finds pays only with fast momentum.
+bias-lr@K multiplies the gradient of every BatchNorm bias by K (K times its learning rate; the weight decay is
+added after); whiten@S initialises the stem (it stays trainable) with the whitening filters of the stem's 4x4
+training patches, strongest first, times S, and their negatives. The suite is the validation images' first 2,000,
+as in views.py. With --test, the confirmation: trained on the whole training set, read on the test set and the whole
+suite.
+"""
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch
+import torch.nn.functional as F
+from views import scores, study_data
+
+import train
+from config import TrainConfig
+from model import STEM_KERNEL
+
+PATCH_IMAGES = 10_000  # training images whose patches the whitening is measured on
+EPSILON = 0.01  # added to each eigenvalue: the faintest directions are not blown up
+
+SETTING = {}
+
+
+def whitening_filters(model, images, scale):
+    """(2C, 1, k, k) stem filters: the C strongest whitening directions of the stem's patches, and their negatives."""
+    with torch.no_grad():
+        seen = model.stretch(images[:PATCH_IMAGES].float())
+    patches = F.unfold(seen, STEM_KERNEL, stride=2).transpose(1, 2).flatten(0, 1)  # the stem's strided windows
+    values, vectors = torch.linalg.eigh(torch.cov(patches.T))
+    values, vectors = values.flip(0), vectors.flip(1)  # strongest first
+    filters = (vectors / (values + EPSILON).sqrt()).T * scale
+    count = model.features[0].out_channels // 2
+    return torch.cat([filters[:count], -filters[:count]]).view(-1, 1, STEM_KERNEL, STEM_KERNEL)
+
+
+def train_with_the_setting(model, images, *args, _train=train.train, **kwargs):
+    for norm in model.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.momentum = SETTING.get("momentum", 0.1)
+            norm.weight.requires_grad_(SETTING.get("kind") != "fixed-scale")
+            if SETTING.get("kind") == "bias-lr":
+                norm.bias.register_hook(lambda grad: grad * SETTING["value"])
+    if SETTING.get("kind") == "whiten":
+        with torch.no_grad():
+            model.features[0].weight.copy_(whitening_filters(model, images, SETTING["value"]))
+    return _train(model, images, *args, **kwargs)
+
+
+def main(seeds, levers, test=False):
+    train.train = train_with_the_setting
+    data, suite, suite_labels = study_data(test)
+    images, labels = data["eval"]
+    for seed in seeds:
+        for lever in levers:
+            name, _, extra = lever.partition("+")
+            kind, _, value = name.partition("@")
+            SETTING.clear()
+            SETTING.update(kind=kind, value=float(value or 0))
+            if kind == "momentum":
+                SETTING["momentum"] = float(value)
+            config = replace(TrainConfig(), seed=seed, lookahead=0.95 if extra == "lookahead" else 0.0)
+            start = time.perf_counter()
+            model = train.train_and_evaluate("default", config, torch.device("cpu"), data).model
+            seconds = round(time.perf_counter() - start, 2)
+            row = {"lever": lever, "seed": seed, "secs": seconds}
+            print(json.dumps({**row, **scores(model, images, labels, suite, suite_labels)}), flush=True)
+
+
+if __name__ == "__main__":
+    test = "--test" in sys.argv[1:]
+    seeds, levers = [argument for argument in sys.argv[1:] if argument != "--test"]
+    main([int(seed) for seed in seeds.split(",")], levers.split(","), test)
