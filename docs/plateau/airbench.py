@@ -3,10 +3,12 @@
     python docs/plateau/airbench.py 0,1,2,3,4 default,momentum@0.4,momentum@0.2,fixed-scale,momentum@0.4+lookahead
     python docs/plateau/airbench.py 0,1,2,3,4 default,bias-lr@2,bias-lr@8,bias-lr@16,whiten@0.03,whiten@0.3,whiten@1
     python docs/plateau/airbench.py --test 0,1,2,3,4 default,bias-lr@8
+    python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 bias-lr@8+stroke@0.8
 
 momentum@M gives every BatchNorm a running-statistics momentum of M (PyTorch's sense: the share of each batch; the
 default is 0.1, airbench's is 0.4); fixed-scale freezes every BatchNorm's weight at 1, as airbench does, leaving
-its bias to train; +lookahead adds TrainConfig.lookahead 0.95, which airbench finds pays only with fast momentum.
+its bias to train; +lookahead adds TrainConfig.lookahead 0.95, which airbench finds pays only with fast momentum;
++stroke@F sets the augmentation's stroke fraction to F (the default's is 0.559).
 bias-lr@K multiplies the gradient of every BatchNorm bias by K (K times its learning rate; the weight decay is
 added after); whiten@S initialises the stem (it stays trainable) with the whitening filters of the stem's 4x4
 training patches, strongest first, times S, and their negatives. The suite is the validation images' first 2,000,
@@ -67,13 +69,15 @@ def main(seeds, levers, test=False):
     images, labels = data["eval"]
     for seed in seeds:
         for lever in levers:
-            name, _, extra = lever.partition("+")
+            name, *extras = lever.split("+")
             kind, _, value = name.partition("@")
             SETTING.clear()
             SETTING.update(kind=kind, value=float(value or 0))
             if kind == "momentum":
                 SETTING["momentum"] = float(value)
-            config = replace(TrainConfig(), seed=seed, lookahead=0.95 if extra == "lookahead" else 0.0)
+            config = replace(TrainConfig(), seed=seed, lookahead=0.95 if "lookahead" in extras else 0.0)
+            for stroke in (float(extra.removeprefix("stroke@")) for extra in extras if extra.startswith("stroke@")):
+                config = replace(config, augmentation=replace(config.augmentation, stroke=stroke))
             start = time.perf_counter()
             model = train.train_and_evaluate("default", config, torch.device("cpu"), data).model
             seconds = round(time.perf_counter() - start, 2)
