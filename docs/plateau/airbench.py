@@ -4,6 +4,7 @@
     python docs/plateau/airbench.py 0,1,2,3,4 default,bias-lr@2,bias-lr@8,bias-lr@16,whiten@0.03,whiten@0.3,whiten@1
     python docs/plateau/airbench.py --test 0,1,2,3,4 default,bias-lr@8
     python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 bias-lr@8+stroke@0.8
+    python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 no-norm-decay
 
 momentum@M gives every BatchNorm a running-statistics momentum of M (PyTorch's sense: the share of each batch; the
 default is 0.1, airbench's is 0.4); fixed-scale freezes every BatchNorm's weight at 1, as airbench does, leaving
@@ -11,7 +12,8 @@ its bias to train; +lookahead adds TrainConfig.lookahead 0.95, which airbench fi
 +stroke@F sets the augmentation's stroke fraction to F (the default's is 0.559).
 bias-lr@K multiplies the gradient of every BatchNorm bias by K (K times its learning rate; the weight decay is
 added after); whiten@S initialises the stem (it stays trainable) with the whitening filters of the stem's 4x4
-training patches, strongest first, times S, and their negatives. The suite is the validation images' first 2,000,
+training patches, strongest first, times S, and their negatives; no-norm-decay exempts the BatchNorm weights and
+biases from the weight decay. The suite is the validation images' first 2,000,
 as in views.py. With --test, the confirmation: trained on the whole training set, read on the test set and the whole
 suite.
 """
@@ -50,17 +52,20 @@ def whitening_filters(model, images, scale):
     return torch.cat([filters[:count], -filters[:count]]).view(-1, 1, STEM_KERNEL, STEM_KERNEL)
 
 
-def train_with_the_setting(model, images, *args, _train=train.train, **kwargs):
+def train_with_the_setting(model, images, labels, config, *args, _train=train.train, **kwargs):
     for norm in model.modules():
         if isinstance(norm, torch.nn.BatchNorm2d):
             norm.momentum = SETTING.get("momentum", 0.1)
             norm.weight.requires_grad_(SETTING.get("kind") != "fixed-scale")
             if SETTING.get("kind") == "bias-lr":
                 norm.bias.register_hook(lambda grad: grad * SETTING["value"])
+            if SETTING.get("kind") == "no-norm-decay":  # the optimizer adds the decay back: none is left
+                for p in (norm.weight, norm.bias):
+                    p.register_hook(lambda grad, p=p: grad - config.weight_decay * p.detach())
     if SETTING.get("kind") == "whiten":
         with torch.no_grad():
             model.features[0].weight.copy_(whitening_filters(model, images, SETTING["value"]))
-    return _train(model, images, *args, **kwargs)
+    return _train(model, images, labels, config, *args, **kwargs)
 
 
 def main(seeds, levers, test=False):
