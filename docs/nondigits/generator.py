@@ -35,7 +35,7 @@ def main(settings, seeds):
             row = read(name, seed, result, validation["eval"][1], sets)
             shapes = flagged(result.model, predict_logits(result.model, sets["h_shapes"]))
             by_kind = (shapes[kind_of_shape == k].float().mean().item() for k in range(len(SHAPE_KINDS)))
-            row["h_shape_kinds"] = {kind: round(share * 100) for kind, share in zip(SHAPE_KINDS, by_kind, strict=True)}
+            row["h_shape_kinds"] = {kind: round(part * 100) for kind, part in zip(SHAPE_KINDS, by_kind, strict=True)}
             print(json.dumps(row), flush=True)
 
 

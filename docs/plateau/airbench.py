@@ -8,14 +8,13 @@
 
 momentum@M gives every BatchNorm a running-statistics momentum of M (PyTorch's sense: the share of each batch; the
 default is 0.1, airbench's is 0.4); fixed-scale freezes every BatchNorm's weight at 1, as airbench does, leaving
-its bias to train; +lookahead adds TrainConfig.lookahead 0.95, which airbench finds pays only with fast momentum;
-+stroke@F sets the augmentation's stroke fraction to F (the default's is 0.559).
-bias-lr@K multiplies the gradient of every BatchNorm bias by K (K times its learning rate; the weight decay is
+its bias to train; bias-lr@K is TrainConfig.bn_bias_lr K (the BatchNorm biases' gradients times K, the weight decay
 added after); whiten@S initialises the stem (it stays trainable) with the whitening filters of the stem's 4x4
 training patches, strongest first, times S, and their negatives; no-norm-decay exempts the BatchNorm weights and
-biases from the weight decay. The suite is the validation images' first 2,000,
-as in views.py. With --test, the confirmation: trained on the whole training set, read on the test set and the whole
-suite.
+biases from the weight decay. +lookahead adds TrainConfig.lookahead 0.95, which airbench finds pays only with fast
+momentum; +stroke@F sets the augmentation's stroke fraction to F (the default's is 0.559). The suite is the
+validation images' first 2,000, as in views.py. With --test, the confirmation: trained on the whole training set,
+read on the test set and the whole suite.
 """
 
 import json
@@ -57,8 +56,6 @@ def train_with_the_setting(model, images, labels, config, *args, _train=train.tr
         if isinstance(norm, torch.nn.BatchNorm2d):
             norm.momentum = SETTING.get("momentum", 0.1)
             norm.weight.requires_grad_(SETTING.get("kind") != "fixed-scale")
-            if SETTING.get("kind") == "bias-lr":
-                norm.bias.register_hook(lambda grad: grad * SETTING["value"])
             if SETTING.get("kind") == "no-norm-decay":  # the optimizer adds the decay back: none is left
                 for p in (norm.weight, norm.bias):
                     p.register_hook(lambda grad, p=p: grad - config.weight_decay * p.detach())
@@ -81,6 +78,8 @@ def main(seeds, levers, test=False):
             if kind == "momentum":
                 SETTING["momentum"] = float(value)
             config = replace(TrainConfig(), seed=seed, lookahead=0.95 if "lookahead" in extras else 0.0)
+            if kind == "bias-lr":
+                config = replace(config, bn_bias_lr=float(value))
             for stroke in (float(extra.removeprefix("stroke@")) for extra in extras if extra.startswith("stroke@")):
                 config = replace(config, augmentation=replace(config.augmentation, stroke=stroke))
             start = time.perf_counter()
