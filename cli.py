@@ -201,14 +201,20 @@ def refuse_outputs_in_the_dataset(args):
     could replace one of MNIST's files, and every later run reads that folder. Only for a command that reads it."""
     if not hasattr(args, "data_dir"):
         return
-    dataset = (resolve_data_dir(args.data_dir) / "MNIST").resolve()
     for option in ("out", "out_dir", "cache_dir"):
         path = getattr(args, option, None)
-        if path is not None and Path(path).resolve().is_relative_to(dataset):
-            raise InputError(
-                f"--{option.replace('_', '-')} {path} lies inside {dataset}, MNIST's own folder, which this project "
-                "only reads (and downloads into); write it elsewhere"
-            )
+        if path is not None:
+            refuse_in_the_dataset(path, f"--{option.replace('_', '-')} {path}", args.data_dir)
+
+
+def refuse_in_the_dataset(path, what, data_dir):
+    """InputError if path lies inside DATA_DIR/MNIST; `what` names it in the message."""
+    dataset = (resolve_data_dir(data_dir) / "MNIST").resolve()
+    if Path(path).resolve().is_relative_to(dataset):
+        raise InputError(
+            f"{what} lies inside {dataset}, MNIST's own folder, which this project only reads (and downloads into); "
+            "write it elsewhere"
+        )
 
 
 def add_model_option(parser):

@@ -11,6 +11,7 @@ from cli import (
     add_data_option,
     add_json_option,
     add_model_option,
+    refuse_in_the_dataset,
     resolve_cache_dir,
     resolve_data_dir,
 )
@@ -32,12 +33,13 @@ def run(args):
     from data import load_split
     from evaluation import ROBUSTNESS_REPORT, evaluate, evaluate_robustness, suite_answers
 
+    folder = Path(args.model).parent
+    refuse_in_the_dataset(folder, f"the report's folder beside --model {args.model}", args.data_dir)
     model = load_model(args.model)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     suite = corrupted_test_set(images, args.seed, resolve_cache_dir(args.cache_dir))
     clean_accuracy = evaluate(model, images, labels)["accuracy"]
     report = {"model": str(args.model), "seed": args.seed, **evaluate_robustness(model, suite, labels, clean_accuracy)}
-    folder = Path(args.model).parent
     answers = suite_answers(model, images, suite, plots.ROBUSTNESS_SAMPLES)
     with Outputs() as outputs:  # the report and its figure land together
         outputs.write(folder / ROBUSTNESS_REPORT, json_writer(report))

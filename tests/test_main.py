@@ -4,9 +4,11 @@ import sys
 
 import pytest
 
+from checkpoint import save_model
 from config import TrainConfig
 from main import COMMANDS
-from tests.helpers import ROOT, assert_one_line_error, run_cli
+from model import MNISTModel
+from tests.helpers import DATA_DIR, ROOT, assert_one_line_error, run_cli
 
 HELP_IMPORTS = """
 import sys
@@ -114,6 +116,22 @@ def test_an_output_inside_the_datasets_folder_is_refused_before_any_work(cli, tm
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"error: {option} {target} lies inside {raw.parent}, MNIST's own folder" in result.stderr
     assert sorted(raw.iterdir()) == [dataset_file] and dataset_file.read_bytes() == b"MNIST's bytes"
+
+
+def test_robustness_refuses_a_model_inside_the_datasets_folder_whose_report_would_land_there(cli, tmp_path):
+    """robustness writes robustness.json and .png beside --model: a model kept among MNIST's files (linked here
+    from the real ones, so that the command could run) would have put them there."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in (DATA_DIR / "MNIST" / "raw").iterdir():
+        (raw / name.name).symlink_to(name)
+    model = raw / "model.pth"
+    save_model(MNISTModel(), model)
+    before = sorted(raw.iterdir())
+    result = cli("robustness", "--data-dir", tmp_path / "data", "--model", model)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: the report's folder beside --model {model} lies inside {raw.parent}" in result.stderr
+    assert sorted(raw.iterdir()) == before
 
 
 def test_a_subprocess_exits_with_the_commands_code_and_one_line(tmp_path):
