@@ -2,8 +2,8 @@
 
 A model file is a plain state dict: `MNISTModel(arch).load_state_dict(torch.load(path, weights_only=True))`
 loads it. What rebuilds the model rides along in the state dict's own `_metadata` (PyTorch's per-module
-record, which torch.save keeps and load_state_dict passes by): the architecture, the contrast stretch
-and the temperature. Files saved before they did are matched against the presets (temperature 1).
+record, which torch.save keeps and load_state_dict passes by): the architecture, the input steps (contrast
+stretch, deskewing) and the temperature. Files saved before they did are matched against the presets (temperature 1).
 """
 
 import glob
@@ -201,7 +201,7 @@ def save_model(model, path, trained_with=None):
 
 
 def model_writer(model, trained_with=None):
-    """A write(path) for the model's state dict, described (architecture, contrast stretch, temperature, any
+    """A write(path) for the model's state dict, described (architecture, input steps, temperature, any
     energy threshold) and, given trained_with (numerics.numerics), with what its training computed in and on what."""
     source = model.state_dict()
     state = OrderedDict((name, tensor.detach().cpu()) for name, tensor in source.items())
@@ -209,6 +209,7 @@ def model_writer(model, trained_with=None):
     state._metadata[""][METADATA_KEY] = {
         "architecture": {**model.spec, "body": list(model.spec["body"])},
         "contrast_stretch": model.contrast_stretch,
+        "deskew": model.deskew,
         "temperature": float(model.temperature),
         **({"energy_threshold": float(model.energy_threshold)} if model.energy_threshold is not None else {}),
         **({"trained_with": trained_with} if trained_with else {}),
@@ -294,11 +295,13 @@ def described_model(path, described):
     try:
         spec = architecture(described["architecture"])
         stretch, temperature = described["contrast_stretch"], described["temperature"]
+        deskew = described.get("deskew", False)  # files written before the model deskewed do not say
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
-    if not isinstance(stretch, bool):
-        raise CheckpointError(f"{path} describes its model wrongly: contrast_stretch {stretch!r}")
-    model = MNISTModel(spec, stretch)
+    for name, value in (("contrast_stretch", stretch), ("deskew", deskew)):
+        if not isinstance(value, bool):
+            raise CheckpointError(f"{path} describes its model wrongly: {name} {value!r}")
+    model = MNISTModel(spec, stretch, deskew)
     try:  # as a --config file's recipe is checked
         model.temperature = checked(TrainConfig, "temperature", temperature)
         model.energy_threshold = checked(TrainConfig, "energy_threshold", described.get("energy_threshold"))
@@ -310,7 +313,7 @@ def described_model(path, described):
 def preset_model(path, state):
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
     for arch in (*ARCHITECTURES, *FORMER_ARCHITECTURES.values()):
-        model = MNISTModel(arch)
+        model = MNISTModel(arch, deskew=False)  # a bare state dict comes from before the model deskewed
         if shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}:
             return model
     raise CheckpointError(

@@ -245,11 +245,11 @@ def measure_reference(arch, seeds, base, device, data, precision="auto"):
     from train import train_and_evaluate
 
     print("training the earlier recipe on each seed: the reference of the corruption constraint")
-    arch, config, contrast_stretch = recipe_model(arch, BASELINE_RECIPE)
+    arch, config, inputs = recipe_model(arch, BASELINE_RECIPE)
     accuracies, runs = [], []
     for seed in seeds:
         run_config = replace(config, seed=seed, max_steps=base.max_steps, log_every=base.log_every)
-        result = train_and_evaluate(arch, run_config, device, data, contrast_stretch, precision)
+        result = train_and_evaluate(arch, run_config, device, data, inputs, precision)
         accuracies.append(result.metrics["accuracy"])
         runs.append(corruption_accuracies(result.model, data, accuracies[-1])[1])
     return statistics.fmean(accuracies), {name: statistics.fmean(run[name] for run in runs) for name in runs[0]}

@@ -169,11 +169,11 @@ SEARCHED = "12/12,M,20,20,M/16"  # an architecture of no preset, such as tune fi
 @pytest.mark.slow
 def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli, user_images, tmp_path):
     path = tmp_path / "searched.pth"
-    model = MNISTModel(SEARCHED, contrast_stretch=False)
+    model = MNISTModel(SEARCHED, contrast_stretch=False, deskew=False)
     model.temperature, model.energy_threshold = 0.5, -3.0
     save_model(model, path)
     loaded = load_model(path)
-    assert (loaded.arch, loaded.contrast_stretch, loaded.temperature) == (SEARCHED, False, 0.5)
+    assert (loaded.arch, loaded.contrast_stretch, loaded.deskew, loaded.temperature) == (SEARCHED, False, False, 0.5)
     assert loaded.energy_threshold == -3.0
     evaluated = json.loads(cli("evaluate", "--model", path, "--json").stdout)
     assert (evaluated["temperature"], evaluated["energy_threshold"]) == (0.5, -3.0)
@@ -194,8 +194,18 @@ def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli,
 def test_a_file_saved_before_checkpoints_described_their_model_loads_uncalibrated(tmp_path, arch):
     torch.save(MNISTModel(arch).state_dict(), tmp_path / "old.pth")  # the presets' layouts, today's and before
     old = load_model(tmp_path / "old.pth")
-    assert (old.spec, old.contrast_stretch, old.temperature) == (architecture(arch), True, 1.0)
+    assert (old.spec, old.contrast_stretch, old.deskew, old.temperature) == (architecture(arch), True, False, 1.0)
     assert old.energy_threshold is None
+
+
+def test_a_file_that_does_not_say_whether_its_model_deskews_was_trained_before_it_did(tmp_path):
+    model = MNISTModel()
+    save_model(model, tmp_path / "new.pth")
+    assert load_model(tmp_path / "new.pth").deskew is True
+    state = torch.load(tmp_path / "new.pth", weights_only=True)
+    del state._metadata[""][METADATA_KEY]["deskew"]  # as files saved before the model deskewed
+    torch.save(state, tmp_path / "before.pth")
+    assert load_model(tmp_path / "before.pth").deskew is False
 
 
 def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
@@ -210,6 +220,10 @@ def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
                 "temperature": 1.0,
             },  # fmt: skip
             "do not fit the architecture it describes",
+        ),
+        "bad deskew": (
+            {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "deskew": "yes", "temperature": 1.0},
+            "describes its model wrongly: deskew 'yes'",
         ),
         "bad temperature": (
             {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "temperature": -1.0},

@@ -1,11 +1,12 @@
-"""model.py: architectures, the receptive field, the contrast stretch, and the layer table it prints as a script."""
+"""model.py: architectures, the receptive field, the contrast stretch, the deskewing, and the layer table it prints
+as a script."""
 
 import pytest
 import torch
 
 from config import ARCHITECTURES, architecture
 from data import normalize, pixels
-from model import MNISTModel, count_parameters, receptive_field
+from model import Deskew, MNISTModel, count_parameters, receptive_field
 from tests.helpers import assert_one_line_error, run_script
 
 
@@ -22,6 +23,56 @@ def test_contrast_stretch_leaves_mnist_alone_and_undoes_a_grey_background(mnist)
         stretched, restored = model.stretch(images), model.stretch(brighter)
     torch.testing.assert_close(stretched, images, atol=0.05, rtol=0)
     torch.testing.assert_close(restored, stretched, atol=0.05, rtol=0)
+
+
+def scipy_deskew(image):
+    """The oracle: the ink's moments in float64 with numpy, the shear by scipy.ndimage.affine_transform (bilinear,
+    the edge repeated)."""
+    import numpy as np
+    from scipy import ndimage
+
+    image = image.double().numpy()
+    ink = image - image.min()
+    rows, cols = np.indices(image.shape)
+    mass = ink.sum()
+    row_centre, col_centre = (ink * rows).sum() / mass, (ink * cols).sum() / mass
+    mu02 = (ink * (rows - row_centre) ** 2).sum() / mass
+    mu11 = (ink * (rows - row_centre) * (cols - col_centre)).sum() / mass
+    slant = np.clip(mu11 / mu02, -Deskew.SLANT_LIMIT, Deskew.SLANT_LIMIT)
+    # The output pixel (r, c) reads the input at (r, c + slant * (r - row_centre)).
+    matrix, offset = np.array([[1.0, 0.0], [slant, 1.0]]), np.array([0.0, -slant * row_centre])
+    return torch.from_numpy(ndimage.affine_transform(image, matrix, offset, order=1, mode="nearest")).float()
+
+
+def test_deskew_shears_as_scipy_does_from_moments_numpy_computes(mnist):
+    images = MNISTModel().stretch(mnist["eval"][0][:64])
+    slanted = images.clone()
+    slanted[:8] = torch.stack([scipy_deskew(image[0]) for image in images[:8]]).unsqueeze(1)  # some upright already
+    with torch.no_grad():
+        deskewed = Deskew()(slanted)
+    expected = torch.stack([scipy_deskew(image[0]) for image in slanted]).unsqueeze(1)
+    torch.testing.assert_close(deskewed, expected, atol=1e-4, rtol=0)
+    assert (deskewed - slanted).abs().amax() > 1  # it moved ink
+
+
+def test_deskew_stands_slanted_ink_upright_and_leaves_upright_ink_and_blank_images_alone():
+    bar = torch.full((1, 1, 28, 28), -1.0)
+    bar[..., 4:24, 13:15] = 2.0  # an upright stroke
+    slanted = torch.full_like(bar, -1.0)
+    for row in range(4, 24):
+        shift = (row - 14) // 3  # leaning about 18 degrees
+        slanted[..., row, 13 - shift : 15 - shift] = 2.0
+    blank = torch.zeros(1, 1, 28, 28)
+    with torch.no_grad():
+        out = Deskew()(torch.cat([bar, slanted, blank]))
+    torch.testing.assert_close(out[0], bar[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[2], blank[0])
+    ink_columns = (out[1, 0, 6:22] > 0.5).float().argmax(1)  # each row's first inked column, away from the ends
+    assert ink_columns.max() - ink_columns.min() <= 1  # upright, give or take the resampling
+
+
+def test_a_model_that_deskews_keeps_the_state_dict_of_one_that_does_not():
+    assert MNISTModel().state_dict().keys() == MNISTModel(deskew=False).state_dict().keys()
 
 
 def test_model_script_prints_the_layer_table(capsys):

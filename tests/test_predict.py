@@ -17,13 +17,15 @@ from data import normalize
 from predict import NotAnImage, read_ink
 from tests.helpers import ROOT, as_8bit, assert_one_line_error, write_huge_png
 
-# Fractions predict must get right, from seeds 0-9 in bf16 (AVX-512 BF16), fp32 (AVX2, on 2 threads and on 1) and
-# fp32 (AVX-512), 40 runs (docs/floors.md): the lowest seen, less two or more images.
-PREDICT_FLOOR = 0.95  # of the 60 rendered digits: min 59/60, mean 59.97
+# Fractions predict must get right, from seeds 0-9 in fp32 (AVX2, on 2 threads and on 1) and bf16 (AVX2, no native
+# bfloat16), 30 runs of the model that deskews (docs/floors.md), and before it deskewed in bf16 (AVX-512 BF16) and
+# fp32 (AVX-512) too: the lowest seen, less two or more images.
+PREDICT_FLOOR = 0.95  # of the 60 rendered digits: min 59/60, mean 59.94 (before: min 59/60)
 USER_STYLE_OFFSET, USER_STYLE_SAMPLES = 100, 200  # test digits drawn in each user style
-# Of these 200 each: min 183, 191 and 192 (means 187.9, 194.5, 195.4).
-USER_STYLE_FLOORS = {"thick_marker": 0.89, "thin_pen": 0.94, "small_scan": 0.94}
-SURE_OF_20_FLOOR = 18  # sure answers among the first 20 rendered digits: min 19, mean 19.7
+# Of these 200 each: min 181, 192 and 193, means 185.8, 195.6, 195.4 (before: min 183, 191 and 192).
+USER_STYLE_FLOORS = {"thick_marker": 0.88, "thin_pen": 0.94, "small_scan": 0.94}
+# Sure answers among the first 20 rendered digits: min 18 (one bf16 seed), mean 19.7 (before: min 19); one below.
+SURE_OF_20_FLOOR = 17
 
 
 def draw_like_a_user(image, style):
@@ -104,7 +106,8 @@ def test_predict_says_not_a_digit_above_the_models_energy_threshold(cli, trained
     paths = user_images[0][:4]
     energies = energy(predict_logits(model, normalize(torch.stack([prepared_image(p) for p in paths])[:, None] * 255)),
                       model.temperature)  # fmt: skip
-    model.energy_threshold = energies.median().item()  # two of the four lie above it
+    second, third = energies.sort().values[1:3].tolist()
+    model.energy_threshold = (second + third) / 2  # two of the four lie above it, none on it
     save_model(model, tmp_path / "with_energy.pth")
     readings = json.loads(cli("predict", "--model", tmp_path / "with_energy.pth", "--json", *paths).stdout)
     plain = json.loads(cli("predict", "--model", trained[0], "--json", *paths).stdout)

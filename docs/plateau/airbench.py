@@ -5,6 +5,8 @@
     python docs/plateau/airbench.py --test 0,1,2,3,4 default,bias-lr@8
     python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 bias-lr@8+stroke@0.8
     python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 no-norm-decay
+    python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 \
+        default,default+views,bias-lr@8+views,bias-lr@8+lookahead,bias-lr@8+lookahead+views
 
 momentum@M gives every BatchNorm a running-statistics momentum of M (PyTorch's sense: the share of each batch; the
 default is 0.1, airbench's is 0.4); fixed-scale freezes every BatchNorm's weight at 1, as airbench does, leaving
@@ -12,7 +14,8 @@ its bias to train; bias-lr@K is TrainConfig.bn_bias_lr K (the BatchNorm biases' 
 added after); whiten@S initialises the stem (it stays trainable) with the whitening filters of the stem's 4x4
 training patches, strongest first, times S, and their negatives; no-norm-decay exempts the BatchNorm weights and
 biases from the weight decay. +lookahead adds TrainConfig.lookahead 0.95, which airbench finds pays only with fast
-momentum; +stroke@F sets the augmentation's stroke fraction to F (the default's is 0.559). The suite is the
+momentum; +stroke@F sets the augmentation's stroke fraction to F (the default's is 0.559); +views reads the trained
+model through views.py's five edge-padded views (training is unchanged). The suite is the
 validation images' first 2,000, as in views.py. With --test, the confirmation: trained on the whole training set,
 read on the test set and the whole suite.
 """
@@ -86,7 +89,8 @@ def main(seeds, levers, test=False):
             model = train.train_and_evaluate("default", config, torch.device("cpu"), data).model
             seconds = round(time.perf_counter() - start, 2)
             row = {"lever": lever, "seed": seed, "secs": seconds}
-            print(json.dumps({**row, **scores(model, images, labels, suite, suite_labels)}), flush=True)
+            read = scores(model, images, labels, suite, suite_labels, views="views" in extras)
+            print(json.dumps({**row, **read}), flush=True)
 
 
 if __name__ == "__main__":
