@@ -7,6 +7,11 @@
     python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 no-norm-decay
     python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 \
         default,default+views,bias-lr@8+views,bias-lr@8+lookahead,bias-lr@8+lookahead+views
+    python docs/plateau/airbench.py 0,1,2,3,4,5,6,7,8,9 default,bias-lr@8,default+views \
+        > docs/plateau/airbench-deskew.jsonl
+
+The rows of airbench.jsonl and airbench-test.jsonl are of the model before it deskewed (they come back at commit
+9e5111d); airbench-deskew.jsonl's are of today's.
 
 momentum@M gives every BatchNorm a running-statistics momentum of M (PyTorch's sense: the share of each batch; the
 default is 0.1, airbench's is 0.4); fixed-scale freezes every BatchNorm's weight at 1, as airbench does, leaving
