@@ -45,11 +45,11 @@ class Muon(train.OneCycleSGD):
 
     PEAK, MOMENTUM = 0.24, 0.6
 
-    def __init__(self, parameters, config, total_steps):
+    def __init__(self, parameters, config, total_steps, bn_biases=()):
         parameters = [p for p in parameters if p.requires_grad]
         filters = {id(m.weight) for m in MODEL["model"].features if isinstance(m, torch.nn.Conv2d)}
         self.filters = [p for p in parameters if id(p) in filters]
-        super().__init__([p for p in parameters if id(p) not in filters], config, total_steps)
+        super().__init__([p for p in parameters if id(p) not in filters], config, total_steps, bn_biases)
         self.filter_buffers = [torch.zeros_like(p) for p in self.filters]
         self.peak_lr = config.lr
 
