@@ -25,9 +25,7 @@ validation images' first 2,000, as in views.py. With --test, the confirmation: t
 read on the test set and the whole suite.
 """
 
-import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 import torch.nn.functional as F
-from views import scores, study_data
+from views import print_row, study_arguments, study_data
 
 import train
 from config import TrainConfig
@@ -76,7 +74,6 @@ def train_with_the_setting(model, images, labels, config, *args, _train=train.tr
 def main(seeds, levers, test=False):
     train.train = train_with_the_setting
     data, suite, suite_labels = study_data(test)
-    images, labels = data["eval"]
     for seed in seeds:
         for lever in levers:
             name, *extras = lever.split("+")
@@ -90,15 +87,8 @@ def main(seeds, levers, test=False):
                 config = replace(config, bn_bias_lr=float(value))
             for stroke in (float(extra.removeprefix("stroke@")) for extra in extras if extra.startswith("stroke@")):
                 config = replace(config, augmentation=replace(config.augmentation, stroke=stroke))
-            start = time.perf_counter()
-            model = train.train_and_evaluate("default", config, torch.device("cpu"), data).model
-            seconds = round(time.perf_counter() - start, 2)
-            row = {"lever": lever, "seed": seed, "secs": seconds}
-            read = scores(model, images, labels, suite, suite_labels, views="views" in extras)
-            print(json.dumps({**row, **read}), flush=True)
+            print_row(lever, seed, config, data, suite, suite_labels, views="views" in extras)
 
 
 if __name__ == "__main__":
-    test = "--test" in sys.argv[1:]
-    seeds, levers = [argument for argument in sys.argv[1:] if argument != "--test"]
-    main([int(seed) for seed in seeds.split(",")], levers.split(","), test)
+    main(*study_arguments(sys.argv[1:]))

@@ -8,15 +8,11 @@ principal axis stands upright: the slant is the ink's second moments' ratio mu11
 preprocessing of LeCun et al. and of many k-NN and SVM results), clamped to [-C, C], and the shear turns about the
 ink's centre of mass, the border's pixels repeated into the space it opens. It reads one writer's slant as
 another's, which the augmentation (rotation up to 14 degrees, no shear) teaches only in part. centre moves the ink's
-centre of mass to the image's centre (MNIST's own framing, to the pixel) in the same resampling; +threshold@T weighs
-only the ink above T times the image's brightest (a haze does not move the moments), +shift@P moves an image by at
-most P pixels each way. The suite is the
+centre of mass to the image's centre (MNIST's own framing, to the pixel) in the same resampling. The suite is the
 validation images' first 2,000, as in views.py; --test gives the confirmation on the test set.
 """
 
-import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch
 import torch.nn.functional as F
 from torch import nn
-from views import scores, study_data
+from views import print_row, study_arguments, study_data
 
 import train
 from config import TrainConfig
@@ -33,15 +29,13 @@ from model import MNISTModel
 
 
 class Deskew(nn.Module):
-    def __init__(self, limit, centre, threshold=0.0, shift=None):
+    def __init__(self, limit, centre):
         super().__init__()
-        self.limit, self.centre, self.threshold, self.shift = limit, float(centre), threshold, shift
+        self.limit, self.centre = limit, float(centre)
 
     def forward(self, x):
         n, _, h, w = x.shape
         ink = x - x.amin((2, 3), keepdim=True)
-        if self.threshold:  # a haze fainter than this share of the brightest ink is not weighed
-            ink = (ink - self.threshold * ink.amax((2, 3), keepdim=True)).clamp(min=0)
         mass = ink.sum((2, 3), keepdim=True).clamp(min=1e-6)
         rows = torch.arange(h, dtype=x.dtype, device=x.device).view(1, 1, h, 1)
         cols = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, 1, w)
@@ -53,8 +47,6 @@ class Deskew(nn.Module):
         # The centre of mass in grid_sample's -1..1 coordinates; an output pixel (u, v) reads the input at
         # v + r * y and u + r * x + slant * (v + r * y - y), r 1 to recentre, else 0.
         y, x_ = (2 * cy.view(n) + 1) / h - 1, (2 * cx.view(n) + 1) / w - 1
-        if self.shift is not None:  # the centring moves an image by at most this many pixels each way
-            y, x_ = y.clamp(-2 * self.shift / h, 2 * self.shift / h), x_.clamp(-2 * self.shift / w, 2 * self.shift / w)
         r = self.centre
         theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
         theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, 2] = 1, slant, r * x_ + slant * (r - 1) * y
@@ -78,28 +70,14 @@ class DeskewedModel(MNISTModel):
 def main(seeds, settings, test=False):
     train.MNISTModel = DeskewedModel
     data, suite, suite_labels = study_data(test)
-    images, labels = data["eval"]
     for seed in seeds:
         for setting in settings:
+            parts = dict(part.partition("@")[::2] for part in setting.split("+"))
             SETTING.clear()
-            for part in setting.split("+"):
-                kind, _, value = part.partition("@")
-                if kind in ("deskew", "centre"):
-                    SETTING.setdefault("limit", 0.0)
-                    SETTING.setdefault("centre", False)
-                if kind == "deskew":
-                    SETTING["limit"] = float(value)
-                if kind == "centre":
-                    SETTING["centre"] = True
-                if kind in ("threshold", "shift"):
-                    SETTING[kind] = float(value)
-            start = time.perf_counter()
-            model = train.train_and_evaluate("default", replace(TrainConfig(), seed=seed), torch.device("cpu"), data)
-            row = {"lever": setting, "seed": seed, "secs": round(time.perf_counter() - start, 2)}
-            print(json.dumps({**row, **scores(model.model, images, labels, suite, suite_labels)}), flush=True)
+            if "deskew" in parts or "centre" in parts:
+                SETTING.update(limit=float(parts.get("deskew", 0)), centre="centre" in parts)
+            print_row(setting, seed, replace(TrainConfig(), seed=seed), data, suite, suite_labels)
 
 
 if __name__ == "__main__":
-    test = "--test" in sys.argv[1:]
-    seeds, settings = [argument for argument in sys.argv[1:] if argument != "--test"]
-    main([int(seed) for seed in seeds.split(",")], settings.split(","), test)
+    main(*study_arguments(sys.argv[1:]))

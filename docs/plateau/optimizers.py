@@ -8,16 +8,14 @@ the hidden convolutions' filters Muon's step at peak learning rate LR; +views re
 five views. The suite is the validation images' first 2,000, as in views.py.
 """
 
-import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from views import scores, study_data
+from views import print_row, study_data
 
 import train
 from config import TrainConfig
@@ -76,10 +74,8 @@ def train_remembering_the_model(model, *args, _train=train.train, **kwargs):
 
 
 def main(seeds, levers):
-    cpu = torch.device("cpu")
     train.train = train_remembering_the_model
     data, suite, suite_labels = study_data()
-    images, labels = data["eval"]
     plain = train.OneCycleSGD
     for seed in seeds:
         for lever in levers:
@@ -88,11 +84,7 @@ def main(seeds, levers):
             Muon.PEAK = float(peak) if peak else Muon.PEAK
             train.OneCycleSGD = Muon if name == "muon" else plain
             config = replace(TrainConfig(), seed=seed, lookahead=0.95 if name == "lookahead" else 0.0)
-            start = time.perf_counter()
-            model = train.train_and_evaluate("default", config, cpu, data).model
-            seconds = round(time.perf_counter() - start, 2)
-            row = {"lever": lever, "seed": seed, "secs": seconds}
-            print(json.dumps({**row, **scores(model, images, labels, suite, suite_labels, views)}), flush=True)
+            print_row(lever, seed, config, data, suite, suite_labels, views)
 
 
 if __name__ == "__main__":

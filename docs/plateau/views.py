@@ -8,6 +8,7 @@ the confirmation: trained on the whole training set, read on the test set and th
 
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,6 +56,22 @@ def scores(model, images, labels, suite, suite_labels, views=False):
     corrupted = {name: accuracy(model, normalize(c), suite_labels, views) for name, c in suite.items()}
     mean = round(sum(corrupted.values()) / len(corrupted), 2)
     return {"acc": accuracy(model, images, labels, views), "suite": mean, **corrupted}
+
+
+def print_row(lever, seed, config, data, suite, suite_labels, views=False):
+    """Train the default on data["train"] with config, timed, and print one JSON row: the lever, the seed, the
+    seconds, then its scores (read through the views if views)."""
+    start = time.perf_counter()
+    model = train_and_evaluate("default", config, torch.device("cpu"), data).model
+    row = {"lever": lever, "seed": seed, "secs": round(time.perf_counter() - start, 2)}
+    images, labels = data["eval"]
+    print(json.dumps({**row, **scores(model, images, labels, suite, suite_labels, views)}), flush=True)
+
+
+def study_arguments(argv):
+    """([seeds], [settings], test) from a study's command line: SEEDS,... SETTINGS,... and perhaps --test."""
+    seeds, settings = [argument for argument in argv if argument != "--test"]
+    return [int(seed) for seed in seeds.split(",")], settings.split(","), "--test" in argv
 
 
 def main(seeds, test=False):
