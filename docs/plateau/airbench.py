@@ -71,7 +71,7 @@ def train_with_the_setting(model, images, labels, config, *args, _train=train.tr
     return _train(model, images, labels, config, *args, **kwargs)
 
 
-def main(seeds, levers, test=False):
+def main(seeds, levers, test=False, precision="auto"):
     train.train = train_with_the_setting
     data, suite, suite_labels = study_data(test)
     for seed in seeds:
@@ -87,7 +87,7 @@ def main(seeds, levers, test=False):
                 config = replace(config, bn_bias_lr=float(value))
             for stroke in (float(extra.removeprefix("stroke@")) for extra in extras if extra.startswith("stroke@")):
                 config = replace(config, augmentation=replace(config.augmentation, stroke=stroke))
-            print_row(lever, seed, config, data, suite, suite_labels, views="views" in extras)
+            print_row(lever, seed, config, data, suite, suite_labels, views="views" in extras, precision=precision)
 
 
 if __name__ == "__main__":

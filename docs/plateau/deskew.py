@@ -2,6 +2,7 @@
 JSON row per run.
 
     python docs/plateau/deskew.py 0,1,2,3,4,5,6,7,8,9 default,deskew@1,deskew@0.3,centre,deskew@1+centre
+    python docs/plateau/deskew.py 0,1,2,3,4 default,deskew@1 --precision bf16
 
 deskew@C shears every image, after the contrast stretch, in training and in evaluation alike, so that its ink's
 principal axis stands upright: the slant is the ink's second moments' ratio mu11 / mu02 (the classic MNIST
@@ -67,7 +68,7 @@ class DeskewedModel(MNISTModel):
             self.stretch = nn.Sequential(self.stretch, Deskew(**SETTING))
 
 
-def main(seeds, settings, test=False):
+def main(seeds, settings, test=False, precision="auto"):
     train.MNISTModel = DeskewedModel
     data, suite, suite_labels = study_data(test)
     for seed in seeds:
@@ -76,7 +77,7 @@ def main(seeds, settings, test=False):
             SETTING.clear()
             if "deskew" in parts or "centre" in parts:
                 SETTING.update(limit=float(parts.get("deskew", 0)), centre="centre" in parts)
-            print_row(setting, seed, replace(TrainConfig(), seed=seed), data, suite, suite_labels)
+            print_row(setting, seed, replace(TrainConfig(), seed=seed), data, suite, suite_labels, precision=precision)
 
 
 if __name__ == "__main__":

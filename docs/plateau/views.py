@@ -6,6 +6,7 @@ the confirmation: trained on the whole training set, read on the test set and th
     python docs/plateau/views.py --test 0 1 2 3 4 > docs/plateau/views-test.jsonl
 """
 
+import argparse
 import json
 import sys
 import time
@@ -22,6 +23,7 @@ from config import TrainConfig
 from corruptions import labelled_suite
 from data import normalize
 from evaluation import predict_logits
+from numerics import PRECISIONS
 from train import load_data, train_and_evaluate
 
 SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
@@ -58,20 +60,27 @@ def scores(model, images, labels, suite, suite_labels, views=False):
     return {"acc": accuracy(model, images, labels, views), "suite": mean, **corrupted}
 
 
-def print_row(lever, seed, config, data, suite, suite_labels, views=False):
-    """Train the default on data["train"] with config, timed, and print one JSON row: the lever, the seed, the
-    seconds, then its scores (read through the views if views)."""
+def print_row(lever, seed, config, data, suite, suite_labels, views=False, precision="auto"):
+    """Train the default on data["train"] with config in precision, timed, and print one JSON row: the lever, the
+    seed, the seconds, then its scores (read through the views if views)."""
     start = time.perf_counter()
-    model = train_and_evaluate("default", config, torch.device("cpu"), data).model
-    row = {"lever": lever, "seed": seed, "secs": round(time.perf_counter() - start, 2)}
+    result = train_and_evaluate("default", config, torch.device("cpu"), data, precision=precision)
+    seconds, model = round(time.perf_counter() - start, 2), result.model
+    row = {"lever": lever, "seed": seed, "precision": result.metrics["numerics"]["precision"], "secs": seconds}
     images, labels = data["eval"]
     print(json.dumps({**row, **scores(model, images, labels, suite, suite_labels, views)}), flush=True)
 
 
 def study_arguments(argv):
-    """([seeds], [settings], test) from a study's command line: SEEDS,... SETTINGS,... and perhaps --test."""
-    seeds, settings = [argument for argument in argv if argument != "--test"]
-    return [int(seed) for seed in seeds.split(",")], settings.split(","), "--test" in argv
+    """([seeds], [settings], test, precision) from a study's command line: SEEDS,... SETTINGS,... [--test]
+    [--precision auto|bf16|fp32]."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("seeds", type=lambda text: [int(seed) for seed in text.split(",")])
+    parser.add_argument("settings", type=lambda text: text.split(","))
+    parser.add_argument("--test", action="store_true", help="train on the whole training set, read the test set")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="of training (default: auto)")
+    args = parser.parse_args(argv)
+    return args.seeds, args.settings, args.test, args.precision
 
 
 def main(seeds, test=False):
