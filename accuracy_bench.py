@@ -41,9 +41,9 @@ def preset_run(arch, recipe, seed, device, data, suite, max_steps=None, precisio
     from evaluation import accuracy_by_corruption, evaluate_robustness
     from train import train_and_evaluate
 
-    arch, config, inputs = recipe_model(arch, recipe)
+    arch, config, contrast_stretch = recipe_model(arch, recipe)
     config = replace(config, seed=seed, max_steps=max_steps)
-    result = train_and_evaluate(arch, config, device, data, inputs, precision)
+    result = train_and_evaluate(arch, config, device, data, contrast_stretch, precision)
     metrics = result.metrics
     report = evaluate_robustness(result.model, *suite, metrics["accuracy"])
     return _figures(

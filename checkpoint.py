@@ -3,7 +3,8 @@
 A model file is a plain state dict: `MNISTModel(arch).load_state_dict(torch.load(path, weights_only=True))`
 loads it. What rebuilds the model rides along in the state dict's own `_metadata` (PyTorch's per-module
 record, which torch.save keeps and load_state_dict passes by): the architecture, the input steps (contrast
-stretch, deskewing) and the temperature. Files saved before they did are matched against the presets (temperature 1).
+stretch, deskewing's slant limit) and the temperature. Files saved before they did are matched against the presets
+(temperature 1).
 """
 
 import glob
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from config import ARCHITECTURES, FORMER_ARCHITECTURES, TrainConfig, architecture, checked
+from config import ARCHITECTURES, FORMER_ARCHITECTURES, SLANT_LIMIT, TrainConfig, architecture, checked
 from errors import InputError, RunError
 from model import MNISTModel
 
@@ -298,22 +299,23 @@ def described_model(path, described):
         deskew = described.get("deskew", False)  # files written before the model deskewed do not say
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
-    for name, value in (("contrast_stretch", stretch), ("deskew", deskew)):
-        if not isinstance(value, bool):
-            raise CheckpointError(f"{path} describes its model wrongly: {name} {value!r}")
-    model = MNISTModel(spec, stretch, deskew)
-    try:  # as a --config file's recipe is checked
-        model.temperature = checked(TrainConfig, "temperature", temperature)
-        model.energy_threshold = checked(TrainConfig, "energy_threshold", described.get("energy_threshold"))
+    if not isinstance(stretch, bool):
+        raise CheckpointError(f"{path} describes its model wrongly: contrast_stretch {stretch!r}")
+    try:  # as a --config file's recipe is checked; a file of before the slant limit says only whether (limit 1)
+        deskew = SLANT_LIMIT * deskew if isinstance(deskew, bool) else checked(TrainConfig, "deskew", deskew)
+        temperature = checked(TrainConfig, "temperature", temperature)
+        energy_threshold = checked(TrainConfig, "energy_threshold", described.get("energy_threshold"))
     except ValueError as error:
         raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
+    model = MNISTModel(spec, stretch, deskew)
+    model.temperature, model.energy_threshold = temperature, energy_threshold
     return model
 
 
 def preset_model(path, state):
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
     for arch in (*ARCHITECTURES, *FORMER_ARCHITECTURES.values()):
-        model = MNISTModel(arch, deskew=False)  # a bare state dict comes from before the model deskewed
+        model = MNISTModel(arch, deskew=0)  # a bare state dict comes from before the model deskewed
         if shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}:
             return model
     raise CheckpointError(

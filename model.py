@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import POOL, add_architecture_option, architecture, architecture_name
+from config import POOL, SLANT_LIMIT, add_architecture_option, architecture, architecture_name
 from data import MEAN, STD
 
 NUM_CLASSES = 10
@@ -37,7 +37,7 @@ class Deskew(nn.Module):
     one bilinear resampling (the border's pixels repeated into the space it opens).
 
     The slant is the ratio of the ink's second moments mu11 / mu02, the classic MNIST deskewing (LeCun et al.),
-    clamped to SLANT_LIMIT so that a stroke lying flat is not sheared without bound. One writer's slant then reads
+    clamped to +/- slant_limit so that a stroke lying flat is not sheared without bound. One writer's slant then reads
     as another's: on the test set the corruption suite gains 1.9 points, every corruption reads above the earlier
     recipe, thin strokes, low resolution and scale gain too, clean accuracy is unchanged (docs/plateau.md). The
     image is not moved to its centre of mass as well: that lifts translate, but lines across the digit and fog move
@@ -45,10 +45,9 @@ class Deskew(nn.Module):
     darkest pixel.
     """
 
-    SLANT_LIMIT = 1.0  # 45 degrees
-
-    def __init__(self, size=28):
+    def __init__(self, slant_limit=SLANT_LIMIT, size=28):
         super().__init__()
+        self.slant_limit = slant_limit
         # Pixel centres in grid_sample's -1..1 coordinates (align_corners=False), built once: each call building
         # them took a quarter of its time. Not persistent: state dicts stay as they were.
         centres = (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
@@ -67,7 +66,7 @@ class Deskew(nn.Module):
         row_centre, col_centre = row_sum / mass, col_sum / mass
         mu02 = (row2_sum / mass - row_centre**2).clamp(min=1e-6)
         mu11 = cross_sum / mass - row_centre * col_centre
-        slant = (mu11 / mu02).clamp(-self.SLANT_LIMIT, self.SLANT_LIMIT).view(-1, 1, 1)
+        slant = (mu11 / mu02).clamp(-self.slant_limit, self.slant_limit).view(-1, 1, 1)
         # Output pixel (row r, column c) reads the input at row r, column c + slant * (r - row_centre).
         grid_cols = self.cols + slant * (self.rows - row_centre.view(-1, 1, 1))
         grid = torch.stack([grid_cols, self.rows.expand_as(grid_cols)], -1)  # (N, H, W, 2): x then y, as grid_sample
@@ -99,23 +98,24 @@ class HeadBatchNorm(nn.BatchNorm2d):
 class MNISTModel(nn.Module):
     """Input (N, 1, 28, 28) images normalised with data.MEAN and data.STD; output (N, 10) logits.
 
-    arch: a preset name, STEM/BODY/HEAD or a {stem, body, head} mapping (config.architecture).
+    arch: a preset name, STEM/BODY/HEAD or a {stem, body, head} mapping (config.architecture). deskew: the
+    slant limit of its deskewing (Deskew), 0 for none (config.TrainConfig.deskew sets it in training).
     softmax(logits / temperature) are the calibrated probabilities; training sets the temperature from its
     recipe, and the checkpoint keeps it (1.0, plain softmax, for a model never calibrated). energy_threshold,
     set for a model trained on non-digits, is where its "not sure" rule starts on energy (calibration.unsure).
     """
 
-    def __init__(self, arch="default", contrast_stretch=True, deskew=True):
+    def __init__(self, arch="default", contrast_stretch=True, deskew=SLANT_LIMIT):
         super().__init__()
         self.spec = architecture(arch)
         self.arch = architecture_name(self.spec)
-        self.contrast_stretch, self.deskew = contrast_stretch, deskew
+        self.contrast_stretch, self.deskew = contrast_stretch, float(deskew)
         self.temperature = 1.0
         self.energy_threshold = None
         channels = self.spec["stem"]
         # Outside `features`, and without parameters: state dicts of models without it still load.
         self.stretch = ContrastStretch() if contrast_stretch else nn.Identity()
-        self.upright = Deskew() if deskew else nn.Identity()
+        self.upright = Deskew(self.deskew) if self.deskew else nn.Identity()
         layers = conv_block(1, channels, kernel=STEM_KERNEL, stride=2)
         body = self.spec["body"]
         for i, width in enumerate(body):

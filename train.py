@@ -250,12 +250,12 @@ def load_data(data_dir, device, validation=False):
     return data
 
 
-def train_and_evaluate(arch, config, device, data, inputs=None, precision="auto"):
+def train_and_evaluate(arch, config, device, data, contrast_stretch=True, precision="auto"):
     """Train a fresh model on data["train"] in precision (auto, bf16 or fp32) and evaluate it on data["eval"]
-    (clean images only, in float32). inputs: MNISTModel's input steps (config.RECIPES), None for the default's."""
+    (clean images only, in float32). contrast_stretch: whether the model stretches its input (config.RECIPES)."""
     precision = resolve_precision(precision, device)
     torch.manual_seed(config.seed)
-    model = MNISTModel(arch, **(inputs or {})).to(device, memory_format=torch.channels_last)
+    model = MNISTModel(arch, contrast_stretch, config.deskew).to(device, memory_format=torch.channels_last)
     print(describe(model))
 
     synchronize(device)

@@ -76,6 +76,7 @@ def suggest_config(trial, base):
         weight_decay=trial.suggest_float("weight_decay", 1e-5, 3e-3, log=True),
         warmup=trial.suggest_float("warmup", 0.05, 0.5),
         label_smoothing=trial.suggest_float("label_smoothing", 0, 0.2),
+        deskew=trial.suggest_float("deskew", 0, 1.5),
         nondigits=trial.suggest_float("nondigits", 0.02, 0.25),
         nondigit_weight=trial.suggest_float("nondigit_weight", 0, 0.1),
         lookahead=trial.suggest_float("lookahead", 0, 0.97),
@@ -245,11 +246,11 @@ def measure_reference(arch, seeds, base, device, data, precision="auto"):
     from train import train_and_evaluate
 
     print("training the earlier recipe on each seed: the reference of the corruption constraint")
-    arch, config, inputs = recipe_model(arch, BASELINE_RECIPE)
+    arch, config, contrast_stretch = recipe_model(arch, BASELINE_RECIPE)
     accuracies, runs = [], []
     for seed in seeds:
         run_config = replace(config, seed=seed, max_steps=base.max_steps, log_every=base.log_every)
-        result = train_and_evaluate(arch, run_config, device, data, inputs, precision)
+        result = train_and_evaluate(arch, run_config, device, data, contrast_stretch, precision)
         accuracies.append(result.metrics["accuracy"])
         runs.append(corruption_accuracies(result.model, data, accuracies[-1])[1])
     return statistics.fmean(accuracies), {name: statistics.fmean(run[name] for run in runs) for name in runs[0]}

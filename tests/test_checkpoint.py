@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from checkpoint import METADATA_KEY, OutputError, Outputs, atomic_write, load_model, save_model, write_results
-from config import ARCHITECTURES, FORMER_ARCHITECTURES, architecture, architecture_name
-from model import MNISTModel
+from config import ARCHITECTURES, FORMER_ARCHITECTURES, SLANT_LIMIT, architecture, architecture_name
+from model import Deskew, MNISTModel
 from serve_bench import free_port, start_server, stop_server
 from tests.helpers import ROOT, assert_one_line_error
 
@@ -169,11 +169,12 @@ SEARCHED = "12/12,M,20,20,M/16"  # an architecture of no preset, such as tune fi
 @pytest.mark.slow
 def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli, user_images, tmp_path):
     path = tmp_path / "searched.pth"
-    model = MNISTModel(SEARCHED, contrast_stretch=False, deskew=False)
+    model = MNISTModel(SEARCHED, contrast_stretch=False, deskew=0.3)
     model.temperature, model.energy_threshold = 0.5, -3.0
     save_model(model, path)
     loaded = load_model(path)
-    assert (loaded.arch, loaded.contrast_stretch, loaded.deskew, loaded.temperature) == (SEARCHED, False, False, 0.5)
+    assert (loaded.arch, loaded.contrast_stretch, loaded.deskew, loaded.temperature) == (SEARCHED, False, 0.3, 0.5)
+    assert loaded.upright.slant_limit == 0.3
     assert loaded.energy_threshold == -3.0
     evaluated = json.loads(cli("evaluate", "--model", path, "--json").stdout)
     assert (evaluated["temperature"], evaluated["energy_threshold"]) == (0.5, -3.0)
@@ -194,18 +195,24 @@ def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli,
 def test_a_file_saved_before_checkpoints_described_their_model_loads_uncalibrated(tmp_path, arch):
     torch.save(MNISTModel(arch).state_dict(), tmp_path / "old.pth")  # the presets' layouts, today's and before
     old = load_model(tmp_path / "old.pth")
-    assert (old.spec, old.contrast_stretch, old.deskew, old.temperature) == (architecture(arch), True, False, 1.0)
+    assert (old.spec, old.contrast_stretch, old.deskew, old.temperature) == (architecture(arch), True, 0.0, 1.0)
     assert old.energy_threshold is None
 
 
-def test_a_file_that_does_not_say_whether_its_model_deskews_was_trained_before_it_did(tmp_path):
-    model = MNISTModel()
-    save_model(model, tmp_path / "new.pth")
-    assert load_model(tmp_path / "new.pth").deskew is True
+def test_a_file_that_does_not_say_its_slant_limit_was_trained_before_the_model_deskewed_or_with_the_default(tmp_path):
+    save_model(MNISTModel(), tmp_path / "new.pth")
+    assert load_model(tmp_path / "new.pth").deskew == SLANT_LIMIT
     state = torch.load(tmp_path / "new.pth", weights_only=True)
-    del state._metadata[""][METADATA_KEY]["deskew"]  # as files saved before the model deskewed
-    torch.save(state, tmp_path / "before.pth")
-    assert load_model(tmp_path / "before.pth").deskew is False
+    described = state._metadata[""][METADATA_KEY]
+    for said, slant_limit in ((None, 0.0), (True, SLANT_LIMIT), (False, 0.0)):
+        if said is None:  # as files saved before the model deskewed
+            described.pop("deskew")
+        else:  # as files saved before the limit could be set: whether the model deskewed
+            described["deskew"] = said
+        torch.save(state, tmp_path / "before.pth")
+        loaded = load_model(tmp_path / "before.pth")
+        assert loaded.deskew == slant_limit
+        assert isinstance(loaded.upright, Deskew) == bool(slant_limit)
 
 
 def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
@@ -223,7 +230,11 @@ def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
         ),
         "bad deskew": (
             {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "deskew": "yes", "temperature": 1.0},
-            "describes its model wrongly: deskew 'yes'",
+            "describes its model wrongly: deskew must be a finite number, got 'yes'",
+        ),
+        "negative deskew": (
+            {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "deskew": -1, "temperature": 1.0},
+            "describes its model wrongly: deskew must be between 0 and 4, got -1",
         ),
         "bad temperature": (
             {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "temperature": -1.0},

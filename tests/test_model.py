@@ -4,7 +4,7 @@ as a script."""
 import pytest
 import torch
 
-from config import ARCHITECTURES, architecture
+from config import ARCHITECTURES, SLANT_LIMIT, architecture
 from data import normalize, pixels
 from model import Deskew, MNISTModel, count_parameters, receptive_field
 from tests.helpers import assert_one_line_error, run_script
@@ -25,7 +25,7 @@ def test_contrast_stretch_leaves_mnist_alone_and_undoes_a_grey_background(mnist)
     torch.testing.assert_close(restored, stretched, atol=0.05, rtol=0)
 
 
-def scipy_deskew(image):
+def scipy_deskew(image, slant_limit):
     """The oracle: the ink's moments in float64 with numpy, the shear by scipy.ndimage.affine_transform (bilinear,
     the edge repeated)."""
     import numpy as np
@@ -38,19 +38,21 @@ def scipy_deskew(image):
     row_centre, col_centre = (ink * rows).sum() / mass, (ink * cols).sum() / mass
     mu02 = (ink * (rows - row_centre) ** 2).sum() / mass
     mu11 = (ink * (rows - row_centre) * (cols - col_centre)).sum() / mass
-    slant = np.clip(mu11 / mu02, -Deskew.SLANT_LIMIT, Deskew.SLANT_LIMIT)
+    slant = np.clip(mu11 / mu02, -slant_limit, slant_limit)
     # The output pixel (r, c) reads the input at (r, c + slant * (r - row_centre)).
     matrix, offset = np.array([[1.0, 0.0], [slant, 1.0]]), np.array([0.0, -slant * row_centre])
     return torch.from_numpy(ndimage.affine_transform(image, matrix, offset, order=1, mode="nearest")).float()
 
 
-def test_deskew_shears_as_scipy_does_from_moments_numpy_computes(mnist):
+@pytest.mark.parametrize("slant_limit", [SLANT_LIMIT, 0.1])  # 0.1 holds back most digits' slants
+def test_deskew_shears_as_scipy_does_from_moments_numpy_computes(mnist, slant_limit):
     images = MNISTModel().stretch(mnist["eval"][0][:64])
     slanted = images.clone()
-    slanted[:8] = torch.stack([scipy_deskew(image[0]) for image in images[:8]]).unsqueeze(1)  # some upright already
+    upright = [scipy_deskew(image[0], slant_limit) for image in images[:8]]
+    slanted[:8] = torch.stack(upright).unsqueeze(1)  # some upright already
     with torch.no_grad():
-        deskewed = Deskew()(slanted)
-    expected = torch.stack([scipy_deskew(image[0]) for image in slanted]).unsqueeze(1)
+        deskewed = Deskew(slant_limit)(slanted)
+    expected = torch.stack([scipy_deskew(image[0], slant_limit) for image in slanted]).unsqueeze(1)
     torch.testing.assert_close(deskewed, expected, atol=1e-4, rtol=0)
     assert (deskewed - slanted).abs().amax() > 1  # it moved ink
 
@@ -71,8 +73,10 @@ def test_deskew_stands_slanted_ink_upright_and_leaves_upright_ink_and_blank_imag
     assert ink_columns.max() - ink_columns.min() <= 1  # upright, give or take the resampling
 
 
-def test_a_model_that_deskews_keeps_the_state_dict_of_one_that_does_not():
-    assert MNISTModel().state_dict().keys() == MNISTModel(deskew=False).state_dict().keys()
+def test_a_model_that_deskews_keeps_the_state_dict_of_one_that_does_not_and_a_limit_of_0_is_none():
+    assert MNISTModel().state_dict().keys() == MNISTModel(deskew=0).state_dict().keys()
+    assert isinstance(MNISTModel(deskew=0).upright, torch.nn.Identity)
+    assert MNISTModel(deskew=0.3).upright.slant_limit == 0.3
 
 
 def test_model_script_prints_the_layer_table(capsys):

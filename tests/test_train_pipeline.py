@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from checkpoint import METADATA_KEY
+from checkpoint import METADATA_KEY, load_model
 from config import DRY_RUN_STEPS, Augmentation, TrainConfig, recipe_file
 from corruptions import SUITE
 from numerics import numerics, resolve_precision
@@ -140,6 +140,14 @@ def test_config_file_sets_the_recipe_and_options_override_it(cli, tmp_path):
     del expected["augmentation"]
     assert metrics["hyperparameters"] == expected
     assert metrics["augmentation"] == asdict(Augmentation(stroke=0.1))
+
+
+def test_deskew_0_trains_and_saves_a_model_that_does_not_deskew(cli, tmp_path):
+    out = tmp_path / "m.pth"
+    result = cli("--deskew", "0", "--dry-run", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.with_name("metrics.json").read_text())["hyperparameters"]["deskew"] == 0.0
+    assert load_model(out).deskew == 0.0
 
 
 def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path):

@@ -239,7 +239,7 @@ def test_two_tune_workers_share_a_postgresql_study(tmp_path):
     assert_complete_trials(optuna.load_study(study_name=name, storage=url), 3)
 
 
-def test_a_trial_made_before_the_non_digit_fields_joined_the_space_is_reproduced_with_their_defaults(tmp_path):
+def test_a_trial_made_before_fields_joined_the_space_is_reproduced_as_it_trained(tmp_path):
     from types import SimpleNamespace
 
     from config import TrainConfig
@@ -247,12 +247,16 @@ def test_a_trial_made_before_the_non_digit_fields_joined_the_space_is_reproduced
     from tune_search import search_params
 
     params = search_params(TrainConfig(), ARCHITECTURE)
-    del params["nondigits"], params["nondigit_weight"]
+    del params["nondigits"], params["nondigit_weight"], params["deskew"]
     trial = SimpleNamespace(number=7, params=params, user_attrs={"runs": [{"temperature": 0.4}]})
     command = reproduce(trial, {"quick": False, "seeds": [0]}, tmp_path)
     assert "--arch default --config" in command
     recipe = json.loads((tmp_path / "trials" / "trial_7.json").read_text())
     assert recipe["nondigit_weight"] == 0.0 and recipe["nondigits"] == TrainConfig().nondigits
+    assert recipe["deskew"] == 0.0  # the model did not deskew until after those studies
+    trial.params["deskew"] = 0.3
+    reproduce(trial, {"quick": False, "seeds": [0]}, tmp_path)
+    assert json.loads((tmp_path / "trials" / "trial_7.json").read_text())["deskew"] == 0.3
 
 
 def test_an_architecture_over_the_budget_is_pruned_before_it_trains():

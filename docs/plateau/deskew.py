@@ -60,10 +60,11 @@ SETTING = {}
 
 
 class DeskewedModel(MNISTModel):
-    """The model before it deskewed (model.Deskew is deskew@1 adopted), with the setting's own deskewing."""
+    """The model, trained with --deskew 0 as the model before it deskewed, with the setting's own deskewing
+    (deskew@1 is what model.Deskew adopted)."""
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **{**kwargs, "deskew": False})
+        super().__init__(*args, **kwargs)
         if SETTING:
             self.stretch = nn.Sequential(self.stretch, Deskew(**SETTING))
 
@@ -77,7 +78,8 @@ def main(seeds, settings, test=False, precision="auto"):
             SETTING.clear()
             if "deskew" in parts or "centre" in parts:
                 SETTING.update(limit=float(parts.get("deskew", 0)), centre="centre" in parts)
-            print_row(setting, seed, replace(TrainConfig(), seed=seed), data, suite, suite_labels, precision=precision)
+            config = replace(TrainConfig(), seed=seed, deskew=0.0)
+            print_row(setting, seed, config, data, suite, suite_labels, precision=precision)
 
 
 if __name__ == "__main__":
