@@ -72,11 +72,11 @@ def print_row(lever, seed, config, data, suite, suite_labels, views=False, preci
 
 
 def study_arguments(argv):
-    """([seeds], [settings], test, precision) from a study's command line: SEEDS,... SETTINGS,... [--test]
+    """([seeds], [settings], test, precision) from a study's command line: SEEDS,... [SETTINGS,...] [--test]
     [--precision auto|bf16|fp32]."""
     parser = argparse.ArgumentParser()
     parser.add_argument("seeds", type=lambda text: [int(seed) for seed in text.split(",")])
-    parser.add_argument("settings", type=lambda text: text.split(","))
+    parser.add_argument("settings", nargs="?", default=[], type=lambda text: text.split(","))
     parser.add_argument("--test", action="store_true", help="train on the whole training set, read the test set")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help="of training (default: auto)")
     args = parser.parse_args(argv)

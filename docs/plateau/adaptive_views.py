@@ -1,0 +1,58 @@
+"""Test-time views where the model is unsure: each seed's default model read as it is, through views.py's five
+edge-padded views, and through the views only for the images whose calibrated confidence (the model's own
+temperature) is below a threshold, the rest read once. One JSON row per seed: clean accuracy and the suite's mean
+for each way of reading, and the share of images that took the views.
+
+    python docs/plateau/adaptive_views.py 0,1,2,3,4 > docs/plateau/adaptive-views.jsonl
+    python docs/plateau/adaptive_views.py 0,1,2,3,4 --test > docs/plateau/adaptive-views-test.jsonl
+
+Viewing only the unsure images costs 1 + 4 x that share of one reading; the views change few confident answers.
+"""
+
+import json
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch
+from views import logits, study_arguments, study_data
+
+from config import TrainConfig
+from data import normalize
+from train import train_and_evaluate
+
+THRESHOLDS = (0.9, 0.99, 0.999)  # 0.9 is config.MIN_CONFIDENCE, where "not sure" starts
+
+
+def readings(model, images, labels):
+    """{way of reading: accuracy %, "share@T": % of images viewed} for one set of images."""
+    one, five = logits(model, images, False), logits(model, images, True)
+    confidence = (one / model.temperature).softmax(1).amax(1)
+    read = {"one": one, "five": five}
+    shares = {}
+    for threshold in THRESHOLDS:
+        unsure = confidence < threshold
+        read[f"adaptive@{threshold}"] = torch.where(unsure[:, None], five, one)
+        shares[f"share@{threshold}"] = unsure.float().mean().item() * 100
+    return {way: (out.argmax(1) == labels).float().mean().item() * 100 for way, out in read.items()} | shares
+
+
+def main(seeds, test=False, precision="auto"):
+    data, suite, suite_labels = study_data(test)
+    images, labels = data["eval"]
+    for seed in seeds:
+        config = replace(TrainConfig(), seed=seed)
+        model = train_and_evaluate("default", config, torch.device("cpu"), data, precision=precision).model
+        clean = readings(model, images, labels)
+        corrupted = [readings(model, normalize(c), suite_labels) for c in suite.values()]
+        mean = {key: statistics.fmean(row[key] for row in corrupted) for key in clean}
+        row = {"seed": seed, "clean": {k: round(v, 3) for k, v in clean.items()}}
+        print(json.dumps(row | {"suite": {k: round(v, 3) for k, v in mean.items()}}), flush=True)
+
+
+if __name__ == "__main__":
+    seeds, _, test, precision = study_arguments(sys.argv[1:])
+    main(seeds, test, precision)
