@@ -3,8 +3,8 @@
 A model file is a plain state dict: `MNISTModel(arch).load_state_dict(torch.load(path, weights_only=True))`
 loads it. What rebuilds the model rides along in the state dict's own `_metadata` (PyTorch's per-module
 record, which torch.save keeps and load_state_dict passes by): the architecture, the input steps (contrast
-stretch, deskewing's slant limit) and the temperature. Files saved before they did are matched against the presets
-(temperature 1).
+stretch, deskewing's slant limit), the views' margin and the temperature. Files saved before they did are matched
+against the presets (temperature 1).
 """
 
 import glob
@@ -211,6 +211,7 @@ def model_writer(model, trained_with=None):
         "architecture": {**model.spec, "body": list(model.spec["body"])},
         "contrast_stretch": model.contrast_stretch,
         "deskew": model.deskew,
+        "view_margin": model.view_margin,
         "temperature": float(model.temperature),
         **({"energy_threshold": float(model.energy_threshold)} if model.energy_threshold is not None else {}),
         **({"trained_with": trained_with} if trained_with else {}),
@@ -268,9 +269,9 @@ def check_size(path):
         raise CheckpointError(f"{path} unpacks to {unpacked / 2**20:,.0f} MB, {limit}")
 
 
-def load_model(path):
+def load_model(path, views=True):
     """The MNISTModel the file at path describes (or, for an older file, the preset its layers match), with its
-    weights and temperature, in eval mode."""
+    weights and temperature, in eval mode; with views False, it reads each image once whatever the file says."""
     state = load_state_dict(path)
     root = getattr(state, "_metadata", {}).get("", {})
     if not isinstance(root, dict):
@@ -289,6 +290,8 @@ def load_model(path):
         model.load_state_dict(state)
     except RuntimeError:
         raise CheckpointError(f"{path}: its weights do not fit the architecture it describes, {model.arch}") from None
+    if not views:
+        model.view_margin = 0.0
     return model.eval()
 
 
@@ -297,17 +300,19 @@ def described_model(path, described):
         spec = architecture(described["architecture"])
         stretch, temperature = described["contrast_stretch"], described["temperature"]
         deskew = described.get("deskew", False)  # files written before the model deskewed do not say
+        view_margin = described.get("view_margin", 0.0)  # nor before it viewed: they read each image once
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
     if not isinstance(stretch, bool):
         raise CheckpointError(f"{path} describes its model wrongly: contrast_stretch {stretch!r}")
     try:  # as a --config file's recipe is checked; a file of before the slant limit says only whether (limit 1)
         deskew = SLANT_LIMIT * deskew if isinstance(deskew, bool) else checked(TrainConfig, "deskew", deskew)
+        view_margin = checked(TrainConfig, "view_margin", view_margin)
         temperature = checked(TrainConfig, "temperature", temperature)
         energy_threshold = checked(TrainConfig, "energy_threshold", described.get("energy_threshold"))
     except ValueError as error:
         raise CheckpointError(f"{path} describes its model wrongly: {error}") from None
-    model = MNISTModel(spec, stretch, deskew)
+    model = MNISTModel(spec, stretch, deskew, view_margin)
     model.temperature, model.energy_threshold = temperature, energy_threshold
     return model
 
@@ -315,7 +320,7 @@ def described_model(path, described):
 def preset_model(path, state):
     shapes = {name: tuple(tensor.shape) for name, tensor in state.items()}
     for arch in (*ARCHITECTURES, *FORMER_ARCHITECTURES.values()):
-        model = MNISTModel(arch, deskew=0)  # a bare state dict comes from before the model deskewed
+        model = MNISTModel(arch, deskew=0, view_margin=0)  # a bare state dict comes from before both
         if shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}:
             return model
     raise CheckpointError(

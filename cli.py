@@ -221,6 +221,16 @@ def add_model_option(parser):
     parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"saved state dict (default: {DEFAULT_MODEL_PATH})")
 
 
+def add_views_option(parser):
+    parser.add_argument(
+        "--no-views",
+        dest="views",
+        action="store_false",
+        help="read each image once, without the test-time views the model file turns on (its view_margin): "
+        "faster, and what a model of before the views read (default: the model file's views)",
+    )
+
+
 def add_min_confidence_option(parser):
     parser.add_argument(
         "--min-confidence",

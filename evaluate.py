@@ -3,11 +3,12 @@ test set."""
 
 import json
 
-from cli import add_data_option, add_json_option, add_model_option, resolve_data_dir
+from cli import add_data_option, add_json_option, add_model_option, add_views_option, resolve_data_dir
 
 
 def add_arguments(parser):
     add_model_option(parser)
+    add_views_option(parser)
     add_data_option(parser)
     add_json_option(parser)
 
@@ -18,11 +19,15 @@ def run(args):
     from data import load_split
     from evaluation import format_report, metrics_from_logits, predict_logits
 
-    model = load_model(args.model)
+    model = load_model(args.model, args.views)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     logits = predict_logits(model, images)
     metrics = metrics_from_logits(logits, labels)
-    metrics.update(temperature=model.temperature, calibration=calibration_figures(logits, labels, model.temperature))
+    metrics.update(
+        view_margin=model.view_margin,
+        temperature=model.temperature,
+        calibration=calibration_figures(logits, labels, model.temperature),
+    )
     if model.energy_threshold is not None:
         metrics["energy_threshold"] = model.energy_threshold
     if args.json:

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from cli import add_model_option, output_file
+from cli import add_model_option, add_views_option, output_file
 from errors import InputError
 
 OPSET = 18  # ONNX opset of the exported graph
@@ -30,6 +30,7 @@ def add_arguments(parser):
         help="file format: onnx, or pt2 for torch.export.load",
     )
     add_model_option(parser)
+    add_views_option(parser)
     parser.add_argument(
         "--out",
         type=output_file(),
@@ -59,7 +60,7 @@ def run(args):
         raise InputError(f"--out {out} is the model file given to --model; refused to replace it with the export")
     from checkpoint import load_model
 
-    info = export(load_model(args.model), args.format, out, source=args.model)
+    info = export(load_model(args.model, args.views), args.format, out, source=args.model)
     print(f"wrote {out}")
     print("\n".join(f"  {key}: {value}" for key, value in info.items()))
 
@@ -75,9 +76,11 @@ def metadata(model):
         "mean": str(MEAN),
         "std": str(STD),
         "classes": ",".join(str(digit) for digit in range(NUM_CLASSES)),
-        "output": "logits (N, 10), one per class in the order of `classes`; softmax(logits / temperature) gives "
-        "the calibrated probabilities; with an energy_threshold, an answer is not sure where -temperature * "
-        "logsumexp(logits / temperature) is above it",
+        "output": "logits (N, 10), one per class in the order of `classes` (for an image whose two highest logits "
+        "lie less than view_margin apart, the mean of its and its four 1-pixel shifts' logits); softmax(logits / "
+        "temperature) gives the calibrated probabilities; with an energy_threshold, an answer is not sure where "
+        "-temperature * logsumexp(logits / temperature) is above it",
+        "view_margin": str(model.view_margin),
         "temperature": str(model.temperature),
         **({"energy_threshold": str(model.energy_threshold)} if model.energy_threshold is not None else {}),
         "architecture": model.arch,

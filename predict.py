@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cli import add_json_option, add_min_confidence_option, add_model_option
+from cli import add_json_option, add_min_confidence_option, add_model_option, add_views_option
 from config import MIN_CONFIDENCE
 
 MAX_PIXELS = 50_000_000  # larger images are refused from their header, before any pixel is read
@@ -31,6 +31,7 @@ MOSTLY_TRANSPARENT = 0.5  # fraction of see-through pixels above which opacity, 
 def add_arguments(parser):
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, any size, colour or grey")
     add_model_option(parser)
+    add_views_option(parser)
     add_min_confidence_option(parser)
     add_json_option(parser)
 
@@ -38,7 +39,7 @@ def add_arguments(parser):
 def run(args):
     from checkpoint import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, args.views)
     results = []
     for result in predict_files(model, args.images, args.min_confidence):  # each answer as soon as it is made
         results.append(result)

@@ -11,6 +11,7 @@ from cli import (
     add_data_option,
     add_json_option,
     add_model_option,
+    add_views_option,
     refuse_in_the_dataset,
     resolve_cache_dir,
     resolve_data_dir,
@@ -20,6 +21,7 @@ from config import SUITE_SEED
 
 def add_arguments(parser):
     add_model_option(parser)
+    add_views_option(parser)
     add_data_option(parser)
     add_cache_option(parser)
     parser.add_argument("--seed", type=int, default=SUITE_SEED, help="seed of the corrupted images")
@@ -35,11 +37,16 @@ def run(args):
 
     folder = Path(args.model).parent
     refuse_in_the_dataset(folder, f"the report's folder beside --model {args.model}", args.data_dir)
-    model = load_model(args.model)
+    model = load_model(args.model, args.views)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     suite = corrupted_test_set(images, args.seed, resolve_cache_dir(args.cache_dir))
     clean_accuracy = evaluate(model, images, labels)["accuracy"]
-    report = {"model": str(args.model), "seed": args.seed, **evaluate_robustness(model, suite, labels, clean_accuracy)}
+    report = {
+        "model": str(args.model),
+        "seed": args.seed,
+        "view_margin": model.view_margin,
+        **evaluate_robustness(model, suite, labels, clean_accuracy),
+    }
     answers = suite_answers(model, images, suite, plots.ROBUSTNESS_SAMPLES)
     with Outputs() as outputs:  # the report and its figure land together
         outputs.write(folder / ROBUSTNESS_REPORT, json_writer(report))

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
-from cli import add_min_confidence_option, add_model_option, port_number, positive
+from cli import add_min_confidence_option, add_model_option, add_views_option, port_number, positive
 from config import MIN_CONFIDENCE
 from errors import InputError
 from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, read_digits
@@ -60,6 +60,7 @@ REQUEST_BODY = {  # for /docs: the endpoint reads its body itself, to refuse an 
 
 def add_arguments(parser):
     add_model_option(parser)
+    add_views_option(parser)
     add_min_confidence_option(parser)
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; 0.0.0.0 opens it to other machines")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="TCP port")
@@ -92,6 +93,7 @@ def run(args):
         args.allowed_hosts,
         args.request_timeout,
         args.min_confidence,
+        args.views,
     )
 
 
@@ -115,6 +117,7 @@ class Health(BaseModel):
     model: str
     architecture: str
     parameters: int
+    view_margin: float  # images read again through the test-time views below this logit margin; 0: never
     temperature: float  # probabilities are softmax(logits / temperature)
     min_confidence: float  # %
     energy_threshold: float | None  # not sure above this energy too; None: the confidence alone decides
@@ -155,6 +158,7 @@ def create_app(
         model=str(model_path),
         architecture=model.arch,
         parameters=count_parameters(model),
+        view_margin=model.view_margin,
         temperature=model.temperature,
         min_confidence=min_confidence,
         energy_threshold=model.energy_threshold,
@@ -240,13 +244,14 @@ def serve(
     allowed_hosts=None,
     request_timeout=DEFAULT_REQUEST_TIMEOUT,
     min_confidence=MIN_CONFIDENCE,
+    views=True,
 ):
     """Load the model and bind the port (their errors come first), then serve until Ctrl-C or SIGTERM."""
     import torch
 
     from checkpoint import load_model
 
-    model = load_model(model_path)
+    model = load_model(model_path, views)
     listening = bound_socket(host, port)
     # Requests are prepared side by side in threads while the model reads a batch in another, and images decode
     # in worker processes: one intra-op thread each keeps them from fighting over the cores (docs/serving.md).

@@ -255,7 +255,8 @@ def train_and_evaluate(arch, config, device, data, contrast_stretch=True, precis
     (clean images only, in float32). contrast_stretch: whether the model stretches its input (config.RECIPES)."""
     precision = resolve_precision(precision, device)
     torch.manual_seed(config.seed)
-    model = MNISTModel(arch, contrast_stretch, config.deskew).to(device, memory_format=torch.channels_last)
+    model = MNISTModel(arch, contrast_stretch, config.deskew, config.view_margin)
+    model = model.to(device, memory_format=torch.channels_last)
     print(describe(model))
 
     synchronize(device)

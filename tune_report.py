@@ -39,8 +39,9 @@ def reproduce(trial, settings, folder):
 
     path = folder / "trials" / f"trial_{trial.number}.json"
     # A trial made before a field joined the search space trained with that field's default of the time; for
-    # deskew, none: every study made before it was searched trained a model that did not deskew.
-    earlier = {**recipe_params(TrainConfig()), "deskew": 0.0}
+    # deskew and view_margin, none: every study made before they were searched trained a model that did not deskew
+    # and read each image once.
+    earlier = {**recipe_params(TrainConfig()), "deskew": 0.0, "view_margin": 0.0}
     config = suggest_config(FixedTrial({**earlier, **trial.params}), TrainConfig())
     runs = trial.user_attrs["runs"]
     # the recipe's own, as the default's were fitted: the medians over the seeds, on validation

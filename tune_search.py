@@ -77,6 +77,7 @@ def suggest_config(trial, base):
         warmup=trial.suggest_float("warmup", 0.05, 0.5),
         label_smoothing=trial.suggest_float("label_smoothing", 0, 0.2),
         deskew=trial.suggest_float("deskew", 0, 1.5),
+        view_margin=trial.suggest_float("view_margin", 0, 2),
         nondigits=trial.suggest_float("nondigits", 0.02, 0.25),
         nondigit_weight=trial.suggest_float("nondigit_weight", 0, 0.1),
         lookahead=trial.suggest_float("lookahead", 0, 0.97),

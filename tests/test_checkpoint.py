@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from checkpoint import METADATA_KEY, OutputError, Outputs, atomic_write, load_model, save_model, write_results
-from config import ARCHITECTURES, FORMER_ARCHITECTURES, SLANT_LIMIT, architecture, architecture_name
+from config import ARCHITECTURES, FORMER_ARCHITECTURES, SLANT_LIMIT, VIEW_MARGIN, architecture, architecture_name
 from model import Deskew, MNISTModel
 from serve_bench import free_port, start_server, stop_server
 from tests.helpers import ROOT, assert_one_line_error
@@ -169,24 +169,26 @@ SEARCHED = "12/12,M,20,20,M/16"  # an architecture of no preset, such as tune fi
 @pytest.mark.slow
 def test_a_checkpoint_describes_its_architecture_and_every_command_loads_it(cli, user_images, tmp_path):
     path = tmp_path / "searched.pth"
-    model = MNISTModel(SEARCHED, contrast_stretch=False, deskew=0.3)
+    model = MNISTModel(SEARCHED, contrast_stretch=False, deskew=0.3, view_margin=0.5)
     model.temperature, model.energy_threshold = 0.5, -3.0
     save_model(model, path)
     loaded = load_model(path)
     assert (loaded.arch, loaded.contrast_stretch, loaded.deskew, loaded.temperature) == (SEARCHED, False, 0.3, 0.5)
+    assert loaded.view_margin == 0.5 and load_model(path, views=False).view_margin == 0.0
     assert loaded.upright.slant_limit == 0.3
     assert loaded.energy_threshold == -3.0
     evaluated = json.loads(cli("evaluate", "--model", path, "--json").stdout)
-    assert (evaluated["temperature"], evaluated["energy_threshold"]) == (0.5, -3.0)
+    assert (evaluated["view_margin"], evaluated["temperature"], evaluated["energy_threshold"]) == (0.5, 0.5, -3.0)
     assert cli("predict", "--model", path, user_images[0][0]).returncode == 0
     for fmt in ("onnx", "pt2"):
         exported = cli("export", "--format", fmt, "--model", path, "--out", tmp_path / f"searched.{fmt}")
         assert exported.returncode == 0 and f"architecture: {SEARCHED}" in exported.stdout
         assert "temperature: 0.5" in exported.stdout and "energy_threshold: -3.0" in exported.stdout
+        assert "view_margin: 0.5" in exported.stdout
     server, url = start_server(path, free_port())
     try:
         health = httpx.get(f"{url}/api/health").json()
-        assert (health["architecture"], health["energy_threshold"]) == (SEARCHED, -3.0)
+        assert (health["architecture"], health["view_margin"], health["energy_threshold"]) == (SEARCHED, 0.5, -3.0)
     finally:
         stop_server(server)
 
@@ -196,6 +198,7 @@ def test_a_file_saved_before_checkpoints_described_their_model_loads_uncalibrate
     torch.save(MNISTModel(arch).state_dict(), tmp_path / "old.pth")  # the presets' layouts, today's and before
     old = load_model(tmp_path / "old.pth")
     assert (old.spec, old.contrast_stretch, old.deskew, old.temperature) == (architecture(arch), True, 0.0, 1.0)
+    assert old.view_margin == 0.0  # nor did it read through views
     assert old.energy_threshold is None
 
 
@@ -213,6 +216,15 @@ def test_a_file_that_does_not_say_its_slant_limit_was_trained_before_the_model_d
         loaded = load_model(tmp_path / "before.pth")
         assert loaded.deskew == slant_limit
         assert isinstance(loaded.upright, Deskew) == bool(slant_limit)
+
+
+def test_a_file_that_does_not_say_its_view_margin_reads_each_image_once(tmp_path):
+    save_model(MNISTModel(), tmp_path / "new.pth")
+    assert load_model(tmp_path / "new.pth").view_margin == VIEW_MARGIN
+    state = torch.load(tmp_path / "new.pth", weights_only=True)
+    state._metadata[""][METADATA_KEY].pop("view_margin")  # as files saved before the model read through views
+    torch.save(state, tmp_path / "before.pth")
+    assert load_model(tmp_path / "before.pth").view_margin == 0.0
 
 
 def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
@@ -235,6 +247,10 @@ def test_a_wrong_description_is_a_one_line_error(cli, tmp_path):
         "negative deskew": (
             {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "deskew": -1, "temperature": 1.0},
             "describes its model wrongly: deskew must be between 0 and 4, got -1",
+        ),
+        "negative view margin": (
+            {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "view_margin": -1, "temperature": 1.0},
+            "describes its model wrongly: view_margin must be between 0 and 100, got -1",
         ),
         "bad temperature": (
             {"architecture": ARCHITECTURES["default"], "contrast_stretch": True, "temperature": -1.0},

@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+from checkpoint import load_model
+from config import TrainConfig
+from evaluation import evaluate
 from tests.helpers import DATA_DIR, run_script
 
 
@@ -15,6 +18,17 @@ def test_evaluate_prints_accuracy_and_confusion_matrix(cli, trained):
     assert sum(map(sum, metrics["confusion_matrix"])) == 10_000 and len(metrics["per_class_accuracy"]) == 10
     text = cli("evaluate", "--model", trained[0], "--data-dir", DATA_DIR).stdout
     assert "confusion matrix" in text and "per-class accuracy" in text
+
+
+def test_evaluate_with_no_views_reads_each_image_once(cli, trained, mnist):
+    result = cli("evaluate", "--model", trained[0], "--data-dir", DATA_DIR, "--no-views", "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    once = evaluate(load_model(trained[0], views=False), *mnist["eval"])
+    assert metrics["view_margin"] == 0.0 and metrics["test_loss"] == pytest.approx(once["test_loss"])
+    assert metrics["test_loss"] != pytest.approx(trained[1]["test_loss"], abs=1e-5)  # the run's read through views
+    viewed = json.loads(cli("evaluate", "--model", trained[0], "--json").stdout)
+    assert viewed["view_margin"] == TrainConfig().view_margin
 
 
 def test_test_script_evaluates_a_saved_model_alone(trained, capsys):

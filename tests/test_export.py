@@ -67,6 +67,32 @@ def test_export_of_a_compact_model(mnist, tmp_path, fmt):
     torch.testing.assert_close(run_exported(tmp_path / f"compact.{fmt}", fmt, images), expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_an_export_reads_the_views_where_the_model_does(mnist, tmp_path, fmt):
+    """The exported graph reads every image's views and keeps them where the model is unsure: the same logits."""
+    model = MNISTModel().eval()
+    images = mnist["eval"][0][:64]
+    with torch.no_grad():
+        top_two = model.read(images).topk(2, 1).values
+        middle = (top_two[:, 0] - top_two[:, 1]).sort().values[31:33]
+        model.view_margin = middle.mean().item()  # half the images viewed, none on the line
+        expected, once = model(images), model.read(images)
+    assert not torch.equal(expected, once)
+    info = export(model, fmt, tmp_path / f"m.{fmt}")
+    assert info["view_margin"] == str(model.view_margin)
+    torch.testing.assert_close(run_exported(tmp_path / f"m.{fmt}", fmt, images), expected, atol=1e-4, rtol=0)
+
+
+def test_export_with_no_views_reads_each_image_once(cli, untrained, mnist, tmp_path):
+    out = tmp_path / "once.pt2"
+    result = cli("export", "--format", "pt2", "--no-views", "--model", untrained, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "view_margin: 0.0" in result.stdout
+    model, images = load_model(untrained), mnist["eval"][0][:37]
+    with torch.no_grad():
+        torch.testing.assert_close(run_exported(out, "pt2", images), model.read(images), atol=1e-4, rtol=0)
+
+
 def test_torchscript_export_is_refused_naming_pt2(cli, untrained, tmp_path):
     result = cli("export", "--format", "torchscript", "--model", untrained, "--out", tmp_path / "m.pt")
     assert_one_line_error(result, 2, "pt2")

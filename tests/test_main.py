@@ -68,6 +68,7 @@ def test_a_command_refuses_options_that_are_not_its_own(cli, args, message):
         ("--epochs", "0", "must be at least 1"),
         ("--warmup", "2", "must be between 0.01 and 0.99"),
         ("--deskew", "-0.5", "must be between 0 and 4"),
+        ("--view-margin", "-1", "must be between 0 and 100"),
         ("--batch-size", "1.5", "must be an integer, got '1.5'"),
         ("--batch-size", "1e30", "must be an integer"),
         ("--batch-size", "60001", "must be between 1 and 60000"),

@@ -1,8 +1,9 @@
-"""model.py: architectures, the receptive field, the contrast stretch, the deskewing, and the layer table it prints
-as a script."""
+"""model.py: architectures, the receptive field, the contrast stretch, the deskewing, the test-time views, and the
+layer table it prints as a script."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from config import ARCHITECTURES, SLANT_LIMIT, architecture
 from data import normalize, pixels
@@ -77,6 +78,34 @@ def test_a_model_that_deskews_keeps_the_state_dict_of_one_that_does_not_and_a_li
     assert MNISTModel().state_dict().keys() == MNISTModel(deskew=0).state_dict().keys()
     assert isinstance(MNISTModel(deskew=0).upright, torch.nn.Identity)
     assert MNISTModel(deskew=0.3).upright.slant_limit == 0.3
+
+
+def views_oracle(model, images):
+    """The mean of the model's single readings of the images and of their four 1-pixel shifts, each shift made by
+    torch.roll over an edge-padded copy (as docs/plateau/views.py measured them)."""
+    padded = F.pad(images, (1, 1, 1, 1), mode="replicate")
+    shifts = [torch.roll(padded, shift, (2, 3))[..., 1:-1, 1:-1] for shift in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    return torch.stack([model.read(view) for view in (images, *shifts)]).mean(0)
+
+
+def test_the_model_reads_again_through_the_views_only_the_images_it_is_unsure_of(mnist):
+    model = MNISTModel().eval()
+    images = mnist["eval"][0][:200]
+    with torch.no_grad():
+        once, viewed = model.read(images), views_oracle(model, images)
+        top_two = once.topk(2, 1).values
+        margin = top_two[:, 0] - top_two[:, 1]
+        model.view_margin = margin.sort().values[99:101].mean().item()  # half the images below it, none on the line
+        unsure = margin < model.view_margin
+        logits = model(images)
+        torch.testing.assert_close(logits[unsure], viewed[unsure], atol=1e-5, rtol=0)
+        assert torch.equal(logits[~unsure], once[~unsure])
+        assert (viewed - once)[unsure].abs().amax() > 1e-3  # the views changed what they read
+        for margin_none_is_below in (margin.min().item(), 0.0):  # no image unsure; views off
+            model.view_margin = margin_none_is_below
+            assert torch.equal(model(images), once)
+        model.train().view_margin = 1e3  # training reads each image once, whatever the margin
+        assert torch.equal(model(images), model.read(images))
 
 
 def test_model_script_prints_the_layer_table(capsys):

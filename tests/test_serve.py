@@ -105,6 +105,7 @@ def test_api_health_docs_and_page_need_nothing_from_elsewhere(api, trained):
         "model": str(trained[0]),
         "architecture": "default",
         "parameters": count_parameters(MNISTModel("default")),
+        "view_margin": TrainConfig().view_margin,
         "temperature": TrainConfig().temperature,
         "min_confidence": MIN_CONFIDENCE,
         "energy_threshold": None,  # the default trains on digits alone

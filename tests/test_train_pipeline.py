@@ -142,12 +142,13 @@ def test_config_file_sets_the_recipe_and_options_override_it(cli, tmp_path):
     assert metrics["augmentation"] == asdict(Augmentation(stroke=0.1))
 
 
-def test_deskew_0_trains_and_saves_a_model_that_does_not_deskew(cli, tmp_path):
+@pytest.mark.parametrize("field", ["deskew", "view_margin"])
+def test_0_turns_off_the_deskewing_or_the_views_in_the_model_it_saves(cli, tmp_path, field):
     out = tmp_path / "m.pth"
-    result = cli("--deskew", "0", "--dry-run", "--out", out)
+    result = cli(f"--{field.replace('_', '-')}", "0", "--dry-run", "--out", out)
     assert result.returncode == 0, result.stderr
-    assert json.loads(out.with_name("metrics.json").read_text())["hyperparameters"]["deskew"] == 0.0
-    assert load_model(out).deskew == 0.0
+    assert json.loads(out.with_name("metrics.json").read_text())["hyperparameters"][field] == 0.0
+    assert getattr(load_model(out), field) == 0.0
 
 
 def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path):

@@ -247,16 +247,18 @@ def test_a_trial_made_before_fields_joined_the_space_is_reproduced_as_it_trained
     from tune_search import search_params
 
     params = search_params(TrainConfig(), ARCHITECTURE)
-    del params["nondigits"], params["nondigit_weight"], params["deskew"]
+    del params["nondigits"], params["nondigit_weight"], params["deskew"], params["view_margin"]
     trial = SimpleNamespace(number=7, params=params, user_attrs={"runs": [{"temperature": 0.4}]})
     command = reproduce(trial, {"quick": False, "seeds": [0]}, tmp_path)
     assert "--arch default --config" in command
     recipe = json.loads((tmp_path / "trials" / "trial_7.json").read_text())
     assert recipe["nondigit_weight"] == 0.0 and recipe["nondigits"] == TrainConfig().nondigits
-    assert recipe["deskew"] == 0.0  # the model did not deskew until after those studies
-    trial.params["deskew"] = 0.3
+    # the model did not deskew nor read through views until after those studies
+    assert recipe["deskew"] == 0.0 and recipe["view_margin"] == 0.0
+    trial.params["deskew"], trial.params["view_margin"] = 0.3, 0.7
     reproduce(trial, {"quick": False, "seeds": [0]}, tmp_path)
-    assert json.loads((tmp_path / "trials" / "trial_7.json").read_text())["deskew"] == 0.3
+    recipe = json.loads((tmp_path / "trials" / "trial_7.json").read_text())
+    assert (recipe["deskew"], recipe["view_margin"]) == (0.3, 0.7)
 
 
 def test_an_architecture_over_the_budget_is_pruned_before_it_trains():

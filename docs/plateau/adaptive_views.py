@@ -18,9 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from views import logits, study_arguments, study_data
+from views import ONE_READING, logits, study_arguments, study_data
 
-from config import TrainConfig
 from data import normalize
 from train import train_and_evaluate
 
@@ -40,14 +39,20 @@ def readings(model, images, labels):
     return {way: (out.argmax(1) == labels).float().mean().item() * 100 for way, out in read.items()} | shares
 
 
-def main(seeds, test=False, precision="auto"):
+def seed_readings(seeds, test, precision, read):
+    """(seed, read on the clean images, [read under each corruption]) for each seed's default model (reading each
+    image once), trained on the validation study's data (or, with test, the whole training set); read(model,
+    images, labels) is a way of reading's figures."""
     data, suite, suite_labels = study_data(test)
     images, labels = data["eval"]
     for seed in seeds:
-        config = replace(TrainConfig(), seed=seed)
+        config = replace(ONE_READING, seed=seed)
         model = train_and_evaluate("default", config, torch.device("cpu"), data, precision=precision).model
-        clean = readings(model, images, labels)
-        corrupted = [readings(model, normalize(c), suite_labels) for c in suite.values()]
+        yield seed, read(model, images, labels), [read(model, normalize(c), suite_labels) for c in suite.values()]
+
+
+def main(seeds, test=False, precision="auto"):
+    for seed, clean, corrupted in seed_readings(seeds, test, precision, readings):
         mean = {key: statistics.fmean(row[key] for row in corrupted) for key in clean}
         row = {"seed": seed, "clean": {k: round(v, 3) for k, v in clean.items()}}
         print(json.dumps(row | {"suite": {k: round(v, 3) for k, v in mean.items()}}), flush=True)

@@ -33,10 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 import torch.nn.functional as F
-from views import print_row, study_arguments, study_data
+from views import ONE_READING, print_row, study_arguments, study_data
 
 import train
-from config import TrainConfig
 from model import STEM_KERNEL
 
 PATCH_IMAGES = 10_000  # training images whose patches the whitening is measured on
@@ -82,7 +81,7 @@ def main(seeds, levers, test=False, precision="auto"):
             SETTING.update(kind=kind, value=float(value or 0))
             if kind == "momentum":
                 SETTING["momentum"] = float(value)
-            config = replace(TrainConfig(), seed=seed, lookahead=0.95 if "lookahead" in extras else 0.0)
+            config = replace(ONE_READING, seed=seed, lookahead=0.95 if "lookahead" in extras else 0.0)
             if kind == "bias-lr":
                 config = replace(config, bn_bias_lr=float(value))
             for stroke in (float(extra.removeprefix("stroke@")) for extra in extras if extra.startswith("stroke@")):

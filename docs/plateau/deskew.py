@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch
 import torch.nn.functional as F
 from torch import nn
-from views import print_row, study_arguments, study_data
+from views import ONE_READING, print_row, study_arguments, study_data
 
 import train
-from config import TrainConfig
 from model import MNISTModel
 
 
@@ -78,7 +77,7 @@ def main(seeds, settings, test=False, precision="auto"):
             SETTING.clear()
             if "deskew" in parts or "centre" in parts:
                 SETTING.update(limit=float(parts.get("deskew", 0)), centre="centre" in parts)
-            config = replace(TrainConfig(), seed=seed, deskew=0.0)
+            config = replace(ONE_READING, seed=seed, deskew=0.0)
             print_row(setting, seed, config, data, suite, suite_labels, precision=precision)
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from views import print_row, study_data
+from views import ONE_READING, print_row, study_data
 
 import train
-from config import TrainConfig
 
 MODEL = {}  # the model being trained, for the optimizer that needs more than its parameters
 
@@ -83,7 +82,7 @@ def main(seeds, levers):
             name, _, peak = lever.removesuffix("+views").partition("@")
             Muon.PEAK = float(peak) if peak else Muon.PEAK
             train.OneCycleSGD = Muon if name == "muon" else plain
-            config = replace(TrainConfig(), seed=seed, lookahead=0.95 if name == "lookahead" else 0.0)
+            config = replace(ONE_READING, seed=seed, lookahead=0.95 if name == "lookahead" else 0.0)
             print_row(lever, seed, config, data, suite, suite_labels, views)
 
 

@@ -20,10 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 import torch.nn.functional as F
-from views import print_row, study_arguments, study_data
+from views import ONE_READING, print_row, study_arguments, study_data
 
 import train
-from config import TrainConfig
 
 SETTING = {}
 
@@ -59,7 +58,7 @@ def main(seeds, settings, test=False, precision="auto"):
             SETTING.clear()
             if kind == "select":
                 SETTING["share"] = float(value)
-            config = replace(TrainConfig(), seed=seed)
+            config = replace(ONE_READING, seed=seed)
             print_row(setting, seed, config, data, suite, suite_labels, precision=precision)
 
 
