@@ -148,8 +148,8 @@ class MNISTModel(nn.Module):
 
     def viewed(self, x, logits):
         """The mean of the logits of x (given) and of its four 1-pixel shifts, the edge repeated into the space
-        they leave. Where the model is unsure they give every seed 0.1 points on clean validation digits and the
-        suite 0.5 (docs/plateau.md); where it is sure they change few answers, and so are read only there."""
+        they leave. Read where the model is unsure, they give every seed 0.1 points on clean validation digits and
+        the suite 0.5 (docs/plateau.md); where it is sure they change few answers, so they are not read there."""
         height, width = x.shape[-2:]
         padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
         shifts = [padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy, dx in VIEW_SHIFTS]
