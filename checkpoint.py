@@ -292,7 +292,8 @@ def load_model(path, views=True):
         raise CheckpointError(f"{path}: its weights do not fit the architecture it describes, {model.arch}") from None
     if not views:
         model.view_margin = 0.0
-    return model.eval()
+    # The layout training reads in (train.train_and_evaluate): a third faster to read the suite than the default's.
+    return model.to(memory_format=torch.channels_last).eval()
 
 
 def described_model(path, described):

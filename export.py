@@ -133,9 +133,12 @@ WRITERS = {"onnx": _write_onnx, "pt2": _write_pt2}
 def export(model, fmt, out, source=None):
     """Write model to out in the given format; any batch size runs through the exported file. Returns the metadata,
     which names the SHA-256 of the model file it came from (source), so that an export can be checked against it."""
+    import torch
+
     from checkpoint import atomic_write
 
-    model = model.cpu().eval()
+    # Weights in the default layout: torch.export's archive expects it (load_model gives the layout training reads).
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     info = metadata(model)
     if source is not None:
         info["model_sha256"] = hashlib.sha256(Path(source).read_bytes()).hexdigest()

@@ -9,7 +9,7 @@ import onnxruntime
 import pytest
 import torch
 
-from checkpoint import load_model
+from checkpoint import load_model, save_model
 from export import export
 from model import MNISTModel, count_parameters
 from tests.helpers import assert_one_line_error
@@ -138,3 +138,11 @@ def test_an_export_lands_beside_its_model_unless_told(cli, untrained, tmp_path):
     result = cli("export", "--format", "pt2", "--model", model)
     assert result.returncode == 0 and f"wrote {model.with_suffix('.pt2')}" in result.stdout
     assert sorted(path.name for path in model.parent.iterdir()) == ["m.pt2", "m.pth"]
+
+
+def test_a_loaded_model_reads_in_trainings_layout_and_exports_in_the_default_one(tmp_path, recwarn):
+    save_model(MNISTModel(), tmp_path / "m.pth")
+    model = load_model(tmp_path / "m.pth")
+    assert model.features[0].weight.is_contiguous(memory_format=torch.channels_last)  # a third faster to read
+    export(model, "pt2", tmp_path / "m.pt2")  # torch.export's archive warned of channels-last weights
+    assert not [warning for warning in recwarn if issubclass(warning.category, UserWarning)]
