@@ -5,6 +5,7 @@ the trials of workers that died). Knows nothing of what a trial trains."""
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import time
@@ -188,26 +189,38 @@ def work(study, n_trials, timeout, run_trial):
     Counts the other workers' running trials as taken, waiting for them rather than starting more,
     and takes over the trial of a worker that died.
     """
-    interrupted = []
+    interrupted, signalled = [], []
+
+    def on_ctrl_c(number, frame):
+        signalled.append(number)
+        raise KeyboardInterrupt
 
     def run_or_stop(trial):
-        # Ctrl-C mid-trial: the trial is pruned, with the reason, and Optuna logs one line, not a traceback.
+        # Ctrl-C mid-trial: the trial is pruned, with the reason, and Optuna logs one line, not a traceback. It can
+        # land inside Optuna's own journal writes, whose lock cleanup then raises another error in its place
+        # (FileNotFoundError for the lock it had already removed): any error after a Ctrl-C is the Ctrl-C.
         try:
             return run_trial(trial)
-        except KeyboardInterrupt:
+        except BaseException as error:
+            if not (isinstance(error, KeyboardInterrupt) or signalled):
+                raise
             interrupted.append(trial.number)
             trial.set_user_attr("pruned", "interrupted")
             raise optuna.TrialPruned("interrupted") from None
 
-    deadline = time.monotonic() + (timeout or math.inf)
-    while time.monotonic() < deadline:
-        fail_abandoned_trials(study)
-        states = Counter(trial.state for trial in study.get_trials(deepcopy=False))
-        if states[TrialState.COMPLETE] >= n_trials:
-            return
-        if states[TrialState.COMPLETE] + states[TrialState.RUNNING] >= n_trials:
-            time.sleep(POLL_SECONDS)
-            continue
-        study.optimize(run_or_stop, n_trials=1)
-        if interrupted:
-            raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        deadline = time.monotonic() + (timeout or math.inf)
+        while time.monotonic() < deadline:
+            fail_abandoned_trials(study)
+            states = Counter(trial.state for trial in study.get_trials(deepcopy=False))
+            if states[TrialState.COMPLETE] >= n_trials:
+                return
+            if states[TrialState.COMPLETE] + states[TrialState.RUNNING] >= n_trials:
+                time.sleep(POLL_SECONDS)
+                continue
+            study.optimize(run_or_stop, n_trials=1)
+            if interrupted:
+                raise KeyboardInterrupt
+    finally:
+        signal.signal(signal.SIGINT, previous)
