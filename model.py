@@ -137,8 +137,7 @@ class MNISTModel(nn.Module):
         logits = self.read(x)
         if self.training or not self.view_margin:
             return logits
-        top_two = logits.topk(2, 1).values
-        unsure = top_two[:, 0] - top_two[:, 1] < self.view_margin
+        unsure = logit_margin(logits) < self.view_margin
         if torch.compiler.is_exporting():  # an exported graph has no data-dependent batch: it views every image
             return torch.where(unsure[:, None], self.viewed(x, logits), logits)
         rows = unsure.nonzero().flatten()
@@ -155,6 +154,12 @@ class MNISTModel(nn.Module):
         shifts = [padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy, dx in VIEW_SHIFTS]
         shifted = self.read(torch.cat(shifts)).unflatten(0, (len(shifts), -1))
         return (logits + shifted.sum(0)) / (len(shifts) + 1)
+
+
+def logit_margin(logits):
+    """How far each row's highest logit lies above its second: what the views' rule reads (MNISTModel.view_margin)."""
+    top_two = logits.topk(2, 1).values
+    return top_two[:, 0] - top_two[:, 1]
 
 
 def count_parameters(model):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from config import ARCHITECTURES, SLANT_LIMIT, architecture
 from data import normalize, pixels
-from model import Deskew, MNISTModel, count_parameters, receptive_field
+from model import Deskew, MNISTModel, count_parameters, logit_margin, receptive_field
 from tests.helpers import assert_one_line_error, run_script
 
 
@@ -93,8 +93,7 @@ def test_the_model_reads_again_through_the_views_only_the_images_it_is_unsure_of
     images = mnist["eval"][0][:200]
     with torch.no_grad():
         once, viewed = model.read(images), views_oracle(model, images)
-        top_two = once.topk(2, 1).values
-        margin = top_two[:, 0] - top_two[:, 1]
+        margin = logit_margin(once)
         model.view_margin = margin.sort().values[99:101].mean().item()  # half the images below it, none on the line
         unsure = margin < model.view_margin
         logits = model(images)

@@ -21,6 +21,7 @@ from views import study_arguments
 
 from config import VIEW_MARGIN
 from evaluation import predict_logits
+from model import logit_margin
 
 CROSS = [(1, 0), (-1, 0), (0, 1), (0, -1)]
 DIAGONAL = [(1, 1), (1, -1), (-1, 1), (-1, -1)]
@@ -55,8 +56,7 @@ def view(images, a, b):
 def readings(model, images, labels):
     """{way of reading: (accuracy %, % of images viewed)} for one set of images."""
     one = predict_logits(model, images).float()
-    top = one.topk(2, 1).values
-    unsure = top[:, 0] - top[:, 1] < VIEW_MARGIN
+    unsure = logit_margin(one) < VIEW_MARGIN
     read = {"one": one}
     for name, shifts in VIEW_SETS.items():
         views = [one] + [predict_logits(model, view(images, a, b)).float() for a, b in shifts]

@@ -18,13 +18,9 @@ from adaptive_views import seed_readings
 from views import logits, study_arguments
 
 from calibration import fit_temperature
+from model import logit_margin
 
 MARGINS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)  # in logits
-
-
-def margin(one):
-    top = one.topk(2, 1).values
-    return top[:, 0] - top[:, 1]
 
 
 def readings(model, images, labels):
@@ -34,8 +30,9 @@ def readings(model, images, labels):
         "one": (one, torch.zeros(len(one), dtype=torch.bool)),
         "five": (five, torch.ones(len(one), dtype=torch.bool)),
     }
+    margin = logit_margin(one)
     for m in MARGINS:
-        unsure = margin(one) < m
+        unsure = margin < m
         read[f"margin@{m}"] = (torch.where(unsure[:, None], five, one), unsure)
     return {
         way: ((out.argmax(1) == labels).float().mean().item() * 100, viewed.float().mean().item() * 100, out, labels)
