@@ -7,6 +7,7 @@ Importing this module has no side effects; building a model prints nothing. Call
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from config import POOL, SLANT_LIMIT, VIEW_MARGIN, add_architecture_option, architecture, architecture_name
 from data import MEAN, STD
@@ -131,7 +132,8 @@ class MNISTModel(nn.Module):
 
     def read(self, x):
         """The logits of one reading of each image."""
-        return self.classifier(self.features(self.upright(self.stretch(x)))).flatten(1)
+        x = self.upright(self.stretch(x))
+        return self.classifier(self.features(x) if self.training else folded(self.features, x)).flatten(1)
 
     def forward(self, x):
         logits = self.read(x)
@@ -154,6 +156,25 @@ class MNISTModel(nn.Module):
         shifts = [padded[..., 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width] for dy, dx in VIEW_SHIFTS]
         shifted = self.read(torch.cat(shifts)).unflatten(0, (len(shifts), -1))
         return (logits + shifted.sum(0)) / (len(shifts) + 1)
+
+
+def folded(layers, x):
+    """x through the layers as evaluation reads them, where each convolution that a BatchNorm directly follows and
+    the norm are read as one convolution, their weights fused by torch's fuse_conv_bn_weights: the same logits to
+    float32's rounding, and a third less time on a CPU (docs/benchmark-avx2.md). Fused at each call (microseconds),
+    so nothing goes stale when the weights change."""
+    layers = list(layers)
+    while layers:
+        layer = layers.pop(0)
+        if isinstance(layer, nn.Conv2d) and layers and isinstance(layers[0], nn.BatchNorm2d):
+            norm = layers.pop(0)
+            weight, bias = fuse_conv_bn_weights(
+                layer.weight, layer.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+            )
+            x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+        else:
+            x = layer(x)
+    return x
 
 
 def logit_margin(logits):

@@ -107,6 +107,29 @@ def test_the_model_reads_again_through_the_views_only_the_images_it_is_unsure_of
         assert torch.equal(model(images), model.read(images))
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_evaluation_reads_a_convolution_and_its_batchnorm_as_one_and_gets_the_layers_own_logits(mnist, arch):
+    model = MNISTModel(arch, view_margin=0)
+    torch.manual_seed(0)
+    with torch.no_grad():  # running statistics, scales and shifts far from a fresh norm's
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.normal_(0, 0.5), norm.running_var.uniform_(0.2, 3)
+            norm.weight.uniform_(0.5, 2), norm.bias.normal_(0, 0.5)
+    model.eval()
+    images = mnist["eval"][0][:100]
+    layers = list(model.features)
+    norms_read = []
+    for i, layer in enumerate(layers):
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.register_forward_hook(lambda module, *_, i=i: norms_read.append(i))
+    with torch.no_grad():
+        logits = model(images)
+        folded_norms = [i for i in range(1, len(layers)) if isinstance(layers[i - 1], torch.nn.Conv2d)]
+        assert folded_norms and not set(norms_read) & set(folded_norms)  # folded, not read
+        layer_by_layer = model.classifier(model.features(model.upright(model.stretch(images)))).flatten(1)
+    torch.testing.assert_close(logits, layer_by_layer, atol=1e-4, rtol=1e-5)
+
+
 def test_model_script_prints_the_layer_table(capsys):
     assert run_script("model.py", "--arch", "compact") == 0
     out = capsys.readouterr().out
