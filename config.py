@@ -302,8 +302,8 @@ def recipe_model(arch, recipe):
     return arch, config, contrast_stretch
 
 
-# Below this calibrated confidence (%), predict and the page say "not sure". Chosen on the validation split
-# (seeds 0-4): 90 flags 2.3-2.7% of its images and 61-76% of its wrong answers; docs/calibration.md.
+# Below this calibrated confidence (%), predict and the page say "not sure". Chosen on the validation split; the
+# default flags 1.3-1.6 % of test digits and 66-73 % of its wrong answers (seeds 0-4, docs/calibration.md).
 MIN_CONFIDENCE = 90.0
 # A model trained on non-digits is also "not sure" above the energy that flags this % of its validation digits:
 # 1 % flagged letters 88 % and shapes 77 % in docs/nondigits.md's study 6, 2 % flagged more, with less kept right.

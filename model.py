@@ -161,8 +161,8 @@ class MNISTModel(nn.Module):
 def folded(layers, x):
     """x through the layers as evaluation reads them, where each convolution that a BatchNorm directly follows and
     the norm are read as one convolution, their weights fused by torch's fuse_conv_bn_weights: the same logits to
-    float32's rounding, and a third less time on a CPU (docs/benchmark-avx2.md). Fused at each call (microseconds),
-    so nothing goes stale when the weights change."""
+    float32's rounding, in less time on a CPU (docs/model.md). Fused at each call (microseconds), so nothing goes
+    stale when the weights change."""
     layers = list(layers)
     while layers:
         layer = layers.pop(0)
