@@ -10,6 +10,7 @@ accuracy, the suite's mean and the share of images viewed.
 import json
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -49,24 +50,41 @@ def turned(images, degrees):
     return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
 
 
+def scaled(images, factor):
+    """The images drawn factor times as large about their centre, the edge repeated into the space they leave."""
+    theta = torch.tensor([[1 / factor, 0, 0], [0, 1 / factor, 0]]).expand(len(images), 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+
+
+def stroked(images, weight):
+    """The images' strokes thickened (weight > 0: moved that far toward each pixel's 3x3 maximum) or thinned
+    (weight < 0: toward its 3x3 minimum)."""
+    pooled = F.max_pool2d(images, 3, 1, 1) if weight > 0 else -F.max_pool2d(-images, 3, 1, 1)
+    return images + abs(weight) * (pooled - images)
+
+
 def view(images, a, b):
-    return turned(images, b) if a == "turn" else shifted(images, a, b)
+    """A view named (dy, dx) for a shift, or (kind, amount) for "turn", "scale" or "stroke"."""
+    kinds = {"turn": turned, "scale": scaled, "stroke": stroked}
+    return kinds[a](images, b) if a in kinds else shifted(images, a, b)
 
 
-def readings(model, images, labels):
+def readings(model, images, labels, view_sets=VIEW_SETS):
     """{way of reading: (accuracy %, % of images viewed)} for one set of images."""
     one = predict_logits(model, images).float()
     unsure = logit_margin(one) < VIEW_MARGIN
     read = {"one": one}
-    for name, shifts in VIEW_SETS.items():
+    for name, shifts in view_sets.items():
         views = [one] + [predict_logits(model, view(images, a, b)).float() for a, b in shifts]
         read[name] = torch.where(unsure[:, None], torch.stack(views).mean(0), one)
     share = unsure.float().mean().item() * 100
     return {way: ((out.argmax(1) == labels).float().mean().item() * 100, share) for way, out in read.items()}
 
 
-def main(seeds, test=False, precision="auto"):
-    for seed, clean, corrupted in seed_readings(seeds, test, precision, readings):
+def main(seeds, test=False, precision="auto", view_sets=VIEW_SETS):
+    read = partial(readings, view_sets=view_sets)
+    for seed, clean, corrupted in seed_readings(seeds, test, precision, read):
         row = {"seed": seed, "precision": precision}
         for way, (accuracy, viewed) in clean.items():
             suite = statistics.fmean(c[way][0] for c in corrupted)
