@@ -7,7 +7,6 @@ Importing this module has no side effects; building a model prints nothing. Call
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from config import POOL, SLANT_LIMIT, VIEW_MARGIN, add_architecture_option, architecture, architecture_name
 from data import MEAN, STD
@@ -160,21 +159,28 @@ class MNISTModel(nn.Module):
 
 def folded(layers, x):
     """x through the layers as evaluation reads them, where each convolution that a BatchNorm directly follows and
-    the norm are read as one convolution, their weights fused by torch's fuse_conv_bn_weights: the same logits to
-    float32's rounding, in less time on a CPU (docs/model.md). Fused at each call (microseconds), so nothing goes
-    stale when the weights change."""
+    the norm are read as one convolution (fold_batch_norm): the same logits to float32's rounding, in less time on a
+    CPU (docs/model.md). Folded at each call (microseconds), so nothing goes stale when the weights change."""
     layers = list(layers)
     while layers:
         layer = layers.pop(0)
         if isinstance(layer, nn.Conv2d) and layers and isinstance(layers[0], nn.BatchNorm2d):
-            norm = layers.pop(0)
-            weight, bias = fuse_conv_bn_weights(
-                layer.weight, layer.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
-            )
+            weight, bias = fold_batch_norm(layer, layers.pop(0))
             x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
         else:
             x = layer(x)
     return x
+
+
+def fold_batch_norm(conv, norm):
+    """The weight and bias of the one convolution that is conv, then norm with its running statistics: torch's
+    fuse_conv_bn_weights' arithmetic, kept differentiable (that function returns new Parameters, which no gradient
+    reaches the model's weights through)."""
+    scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+    bias = norm.bias - norm.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
 
 
 def logit_margin(logits):

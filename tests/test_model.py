@@ -1,13 +1,14 @@
-"""model.py: architectures, the receptive field, the contrast stretch, the deskewing, the test-time views, and the
-layer table it prints as a script."""
+"""model.py: architectures, the receptive field, the contrast stretch, the deskewing, the test-time views, the
+BatchNorms folded in evaluation, and the layer table it prints as a script."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from config import ARCHITECTURES, SLANT_LIMIT, architecture
 from data import normalize, pixels
-from model import Deskew, MNISTModel, count_parameters, logit_margin, receptive_field
+from model import Deskew, MNISTModel, count_parameters, fold_batch_norm, logit_margin, receptive_field
 from tests.helpers import assert_one_line_error, run_script
 
 
@@ -107,27 +108,54 @@ def test_the_model_reads_again_through_the_views_only_the_images_it_is_unsure_of
         assert torch.equal(model(images), model.read(images))
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_evaluation_reads_a_convolution_and_its_batchnorm_as_one_and_gets_the_layers_own_logits(mnist, arch):
+def model_with_trained_looking_norms(arch):
+    """A model in evaluation whose BatchNorms' running statistics, scales and shifts lie far from a fresh norm's."""
     model = MNISTModel(arch, view_margin=0)
     torch.manual_seed(0)
-    with torch.no_grad():  # running statistics, scales and shifts far from a fresh norm's
-        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            norm.running_mean.normal_(0, 0.5), norm.running_var.uniform_(0.2, 3)
-            norm.weight.uniform_(0.5, 2), norm.bias.normal_(0, 0.5)
-    model.eval()
-    images = mnist["eval"][0][:100]
-    layers = list(model.features)
-    norms_read = []
-    for i, layer in enumerate(layers):
-        if isinstance(layer, torch.nn.BatchNorm2d):
-            layer.register_forward_hook(lambda module, *_, i=i: norms_read.append(i))
     with torch.no_grad():
-        logits = model(images)
-        folded_norms = [i for i in range(1, len(layers)) if isinstance(layers[i - 1], torch.nn.Conv2d)]
-        assert folded_norms and not set(norms_read) & set(folded_norms)  # folded, not read
-        layer_by_layer = model.classifier(model.features(model.upright(model.stretch(images)))).flatten(1)
-    torch.testing.assert_close(logits, layer_by_layer, atol=1e-4, rtol=1e-5)
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.normal_(0, 0.5)
+            norm.running_var.uniform_(0.2, 3)
+            norm.weight.uniform_(0.5, 2)
+            norm.bias.normal_(0, 0.5)
+    return model.eval()
+
+
+def layer_by_layer(model, images):
+    return model.classifier(model.features(model.upright(model.stretch(images)))).flatten(1)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_evaluation_reads_a_convolution_and_its_batchnorm_as_one_and_gets_the_layers_own_logits(mnist, arch):
+    model = model_with_trained_looking_norms(arch)
+    layers = list(model.features)
+    norms = [i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.BatchNorm2d)]
+    after_a_convolution = [i for i in norms if isinstance(layers[i - 1], torch.nn.Conv2d)]
+    read = []
+    for i in norms:
+        layers[i].register_forward_hook(lambda *_, i=i: read.append(i))
+    images = mnist["eval"][0][:100]
+    logits = model(images)
+    assert after_a_convolution and read == [i for i in norms if i not in after_a_convolution]  # folded, not read
+    torch.testing.assert_close(logits, layer_by_layer(model, images), atol=1e-4, rtol=1e-5)
+    # The gradients too: the fold is torch's arithmetic, differentiable.
+    gradients = [
+        torch.autograd.grad(out.square().sum(), list(model.parameters()))
+        for out in (logits, layer_by_layer(model, images))
+    ]
+    for folded_gradient, layers_gradient in zip(*gradients, strict=True):
+        torch.testing.assert_close(folded_gradient, layers_gradient, atol=1e-3, rtol=1e-4)
+
+
+def test_the_fold_is_torchs_fuse_conv_bn_weights():
+    model = model_with_trained_looking_norms("default")
+    conv, norm = model.features[0], model.features[1]
+    conv.bias = torch.nn.Parameter(torch.randn(conv.out_channels))  # the fold's bias term too
+    expected = fuse_conv_bn_weights(
+        conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
+    )
+    for mine, torchs in zip(fold_batch_norm(conv, norm), expected, strict=True):
+        torch.testing.assert_close(mine, torchs, atol=1e-6, rtol=1e-6)
 
 
 def test_model_script_prints_the_layer_table(capsys):
