@@ -137,12 +137,10 @@ def test_evaluation_reads_a_convolution_and_its_batchnorm_as_one_and_gets_the_la
     images = mnist["eval"][0][:100]
     logits = model(images)
     assert after_a_convolution and read == [i for i in norms if i not in after_a_convolution]  # folded, not read
-    torch.testing.assert_close(logits, layer_by_layer(model, images), atol=1e-4, rtol=1e-5)
+    layers_own = layer_by_layer(model, images)
+    torch.testing.assert_close(logits, layers_own, atol=1e-4, rtol=1e-5)
     # The gradients too: the fold is torch's arithmetic, differentiable.
-    gradients = [
-        torch.autograd.grad(out.square().sum(), list(model.parameters()))
-        for out in (logits, layer_by_layer(model, images))
-    ]
+    gradients = [torch.autograd.grad(out.square().sum(), list(model.parameters())) for out in (logits, layers_own)]
     for folded_gradient, layers_gradient in zip(*gradients, strict=True):
         torch.testing.assert_close(folded_gradient, layers_gradient, atol=1e-3, rtol=1e-4)
 
