@@ -17,13 +17,12 @@ from data import normalize
 from predict import NotAnImage, read_ink
 from tests.helpers import ROOT, as_8bit, assert_one_line_error, write_huge_png
 
-# Fractions predict must get right, from seeds 0-9 in fp32 (AVX2, on 2 threads and on 1) and bf16 (AVX2, no native
-# bfloat16), 30 runs of the model that views where unsure (docs/floors.md), and of the models before it (before the
-# views, and before deskewing in bf16 on AVX-512 BF16 and fp32 on AVX-512 too): the lowest seen, less two or more
-# images.
+# Fractions predict must get right, from seeds 0-9 in six numeric paths, 60 runs of the model that views where unsure
+# (docs/floors.md: fp32 and bf16 on AVX2, bf16 and fp32 on AVX-512), and of the models before it (before the views,
+# before deskewing): the lowest seen, less two or more images.
 PREDICT_FLOOR = 0.95  # of the 60 rendered digits: min 60/60 (before the views: min 59/60)
 USER_STYLE_OFFSET, USER_STYLE_SAMPLES = 100, 200  # test digits drawn in each user style
-# Of these 200 each: min 180, 194 and 194, means 186.2, 196.4, 196.0 (before the views: min 181, 192 and 193).
+# Of these 200 each: min 180, 194 and 194, means 186.4, 196.4, 196.0 (before the views: min 181, 192 and 193).
 USER_STYLE_FLOORS = {"thick_marker": 0.88, "thin_pen": 0.94, "small_scan": 0.94}
 # Sure answers among the first 20 rendered digits: min 18 (one fp32 seed), mean 19.9 (before: min 18, 19); one below.
 SURE_OF_20_FLOOR = 17
