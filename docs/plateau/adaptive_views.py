@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch
 from views import ONE_READING, logits, study_arguments, study_data
 
+from config import preset_recipe
 from data import normalize
 from train import train_and_evaluate
 
@@ -39,15 +40,16 @@ def readings(model, images, labels):
     return {way: (out.argmax(1) == labels).float().mean().item() * 100 for way, out in read.items()} | shares
 
 
-def seed_readings(seeds, test, precision, read):
-    """(seed, read on the clean images, [read under each corruption]) for each seed's default model (reading each
-    image once), trained on the validation study's data (or, with test, the whole training set); read(model,
-    images, labels) is a way of reading's figures."""
+def seed_readings(seeds, test, precision, read, arch="default"):
+    """(seed, read on the clean images, [read under each corruption]) for each seed's model of arch (reading each
+    image once; a preset other than the default trains on its own recipe), trained on the validation study's data
+    (or, with test, the whole training set); read(model, images, labels) is a way of reading's figures."""
     data, suite, suite_labels = study_data(test)
     images, labels = data["eval"]
+    recipe = ONE_READING if arch == "default" else replace(preset_recipe(arch), view_margin=0.0)
     for seed in seeds:
-        config = replace(ONE_READING, seed=seed)
-        model = train_and_evaluate("default", config, torch.device("cpu"), data, precision=precision).model
+        config = replace(recipe, seed=seed)
+        model = train_and_evaluate(arch, config, torch.device("cpu"), data, precision=precision).model
         yield seed, read(model, images, labels), [read(model, normalize(c), suite_labels) for c in suite.values()]
 
 

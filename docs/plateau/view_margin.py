@@ -40,8 +40,8 @@ def readings(model, images, labels):
     }
 
 
-def main(seeds, test=False, precision="auto"):
-    for seed, clean, corrupted in seed_readings(seeds, test, precision, readings):
+def main(seeds, test=False, precision="auto", arch="default"):
+    for seed, clean, corrupted in seed_readings(seeds, test, precision, readings, arch):
         row = {"seed": seed, "precision": precision}
         for way, (accuracy, viewed, out, labels) in clean.items():
             row[way] = {
