@@ -1,8 +1,9 @@
-"""Test-time views for the compact preset, whose recipe reads each image once: view_margin.py's study of each seed's
-compact model (its own recipe, configs/compact.json) on the validation split: clean accuracy, the suite's mean, the
-share of images viewed and the temperature fitted, read once, through the five views, and below each margin.
+"""Test-time views for the compact preset: view_margin.py's study of each seed's compact model (its own recipe,
+configs/compact.json, with the views off) on the validation split: clean accuracy, the suite's mean, the share of
+images viewed and the temperature fitted, read once, through the five views, and below each margin.
 
-    python docs/plateau/compact_views.py 0,1,2,3,4 > docs/plateau/compact-views.jsonl
+    python docs/plateau/compact_views.py 0,1,2,3,4 --precision fp32 | grep "^{" > docs/plateau/compact-views.jsonl
+    python docs/plateau/compact_views.py 0,1,2,3,4 --precision bf16 | grep "^{" >> docs/plateau/compact-views.jsonl
 """
 
 import sys
