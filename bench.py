@@ -42,6 +42,7 @@ from config import (
     TrainConfig,
     architecture_type,
     option_type,
+    read_config,
 )
 from errors import InputError
 
@@ -93,11 +94,18 @@ def add_concurrency_arguments(parser):
 def add_calibration_arguments(parser):
     add_seeds_option(parser)
     parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the recipe to train, as `python main.py --config` reads it (configs/nondigits.json: the model trained on "
+        "non-digits, its temperature and energy threshold); the options below override its fields (default: the "
+        "default recipe)",
+    )
+    parser.add_argument(
         "--nondigit-weight",
         type=option_type("nondigit_weight"),
         help="train with non-digit images at this weight (default: the default recipe's, "
         f"{TrainConfig().nondigit_weight}); give the recipe's temperature and energy threshold to match with "
-        "--temperature and --energy-threshold (configs/nondigits.json holds all three)",
+        "--temperature and --energy-threshold, or the whole recipe with --config",
     )
     parser.add_argument("--temperature", type=option_type("temperature"), help="the recipe's temperature")
     parser.add_argument(
@@ -181,10 +189,11 @@ def run_calibration(args, data_dir):
 
 
 def calibration_recipe(args):
-    """The default recipe, with bench calibration's --nondigit-weight, --temperature and --energy-threshold where
-    given."""
+    """The --config recipe (else the default's), with bench calibration's --nondigit-weight, --temperature and
+    --energy-threshold where given."""
+    base = read_config(args.config, TrainConfig()) if args.config else TrainConfig()
     given = {name: getattr(args, name) for name in ("nondigit_weight", "temperature", "energy_threshold")}
-    recipe = replace(TrainConfig(), **{name: value for name, value in given.items() if value is not None})
+    recipe = replace(base, **{name: value for name, value in given.items() if value is not None})
     if recipe.energy_threshold is not None and not recipe.nondigit_weight:  # its report would name a rule not applied
         raise InputError("--energy-threshold needs --nondigit-weight above 0: a model trained on digits alone has none")
     return recipe

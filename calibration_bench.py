@@ -53,6 +53,7 @@ def calibration_benchmark(
         "architecture": "default",
         "recipe_temperature": recipe.temperature,
         "recipe_energy_threshold": recipe.energy_threshold,
+        "recipe_view_margin": recipe.view_margin,
         "nondigit_weight": recipe.nondigit_weight,
         "bins": CALIBRATION_BINS,
         "min_confidence": min_confidence,
@@ -154,7 +155,8 @@ def markdown_table(results):
         "",
         (
             f"Non-digit training weight {results['nondigit_weight']} (0: digits alone); "
-            f"recipe temperature {results['recipe_temperature']}; ECE over {results['bins']} equal-width bins; "
+            f"recipe temperature {results['recipe_temperature']}; test-time views below a logit margin of "
+            f"{results['recipe_view_margin']} (0: each image read once); ECE over {results['bins']} equal-width bins; "
             f"'not sure' below {results['min_confidence']}% calibrated confidence{energy_rule(results)}. "
             "Non-digits never trained on "
             f"(nondigits.py): {results['nondigit_images']['scribbles']} seeded scribbles, "

@@ -1,13 +1,14 @@
 """bench.py, `python main.py bench MODE`: its modes and their options, the accuracy and end-to-end tables."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from corruptions import SUITE
 from end_to_end_bench import timed
 from errors import RunError
-from tests.helpers import DATA_DIR, assert_one_line_error
+from tests.helpers import DATA_DIR, ROOT, assert_one_line_error
 
 
 @pytest.mark.slow
@@ -151,15 +152,28 @@ def test_bench_runs_both_precisions_in_one_table(cli, tmp_path):
     assert "| compact-bf16 | bf16 |" in table and "| compact-fp32 | fp32 |" in table and "CPU capability" in table
 
 
-def test_bench_calibration_trains_the_default_recipe_with_the_fields_it_is_given():
+def test_bench_calibration_trains_the_default_recipe_or_a_recipe_file_with_the_fields_it_is_given():
     import bench
-    from config import TrainConfig
+    from config import TrainConfig, recipe_file
     from main import build_parser
 
     parser = build_parser("bench")[0]
     given = parser.parse_args(["calibration", "--nondigit-weight", "0.5", "--temperature", "0.35"])
     assert bench.calibration_recipe(given) == TrainConfig(nondigit_weight=0.5, temperature=0.35)
     assert bench.calibration_recipe(parser.parse_args(["calibration"])) == TrainConfig()
+    nondigits = parser.parse_args(["calibration", "--config", str(ROOT / "configs/nondigits.json")])
+    assert bench.calibration_recipe(nondigits) == recipe_file("nondigits")  # every field, its view margin too
+    overridden = parser.parse_args(
+        ["calibration", "--config", str(ROOT / "configs/nondigits.json"), "--temperature", "0.4"]
+    )
+    assert bench.calibration_recipe(overridden) == replace(recipe_file("nondigits"), temperature=0.4)
+
+
+def test_bench_calibration_refuses_a_config_it_cannot_read(cli, tmp_path):
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    result = cli("bench", "calibration", "--quick", "--config", tmp_path / "bad.json", "--out-dir", tmp_path)
+    assert_one_line_error(result, 2, "must hold a JSON object of TrainConfig fields")
+    assert not (tmp_path / "calibration.json").exists()
 
 
 def test_bench_calibration_refuses_an_energy_threshold_for_digits_alone(cli):
