@@ -13,7 +13,6 @@ module is imported when it runs: `bench MODE --help` answers without torch.
 
 import argparse
 import sys
-from dataclasses import replace
 
 from cli import (
     HelpFormatter,
@@ -42,7 +41,7 @@ from config import (
     TrainConfig,
     architecture_type,
     option_type,
-    read_config,
+    recipe_from,
 )
 from errors import InputError
 
@@ -191,9 +190,8 @@ def run_calibration(args, data_dir):
 def calibration_recipe(args):
     """The --config recipe (else the default's), with bench calibration's --nondigit-weight, --temperature and
     --energy-threshold where given."""
-    base = read_config(args.config, TrainConfig()) if args.config else TrainConfig()
     given = {name: getattr(args, name) for name in ("nondigit_weight", "temperature", "energy_threshold")}
-    recipe = replace(base, **{name: value for name, value in given.items() if value is not None})
+    recipe = recipe_from(TrainConfig(), args.config, given)
     if recipe.energy_threshold is not None and not recipe.nondigit_weight:  # its report would name a rule not applied
         raise InputError("--energy-threshold needs --nondigit-weight above 0: a model trained on digits alone has none")
     return recipe

@@ -387,11 +387,15 @@ def preset_values(name):
 def config_from_args(args):
     """The recipe of --arch, with the fields of --config and then the options given on the command line applied;
     raises ConfigError."""
-    base = preset_recipe(args.arch)
-    if args.config:
-        base = read_config(args.config, base)
-    given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
-    return replace(base, **given)
+    return recipe_from(preset_recipe(args.arch), args.config, {name: getattr(args, name) for name in OPTIONS})
+
+
+def recipe_from(base, config_file, given):
+    """base with the fields of the --config file (None: none), then the given fields that are not None; raises
+    ConfigError."""
+    if config_file:
+        base = read_config(config_file, base)
+    return replace(base, **{name: value for name, value in given.items() if value is not None})
 
 
 def recipe_json(config):
