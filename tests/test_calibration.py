@@ -17,7 +17,7 @@ from calibration import (
     unsure,
 )
 from checkpoint import load_model
-from config import ENERGY_FLAGGED, MIN_CONFIDENCE
+from config import ENERGY_FLAGGED, MIN_CONFIDENCE, recipe_file
 from data import normalize, pixels, validation_split
 from evaluation import predict_logits
 from nondigits import letters, scribbles, shapes
@@ -179,6 +179,24 @@ def test_a_validation_run_on_non_digits_fits_the_energy_threshold_the_model_file
     images, _ = validation_split(*mnist["train"])[1]  # the validation digits it was fitted on
     above = energy(predict_logits(model, images), model.temperature) > model.energy_threshold
     assert above.float().mean().item() * 100 == pytest.approx(ENERGY_FLAGGED, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "options"),
+    [("nondigits", ["--config", ROOT / "configs/nondigits.json"]), ("compact", ["--arch", "compact"])],
+)
+def test_a_recipe_files_reading_reaches_the_model_it_trains(cli, tmp_path, recipe, options):
+    """The views' margin, temperature and energy threshold a recipe file says are what its model reads with."""
+    out = tmp_path / "m.pth"
+    result = cli(*options, "--dry-run", "--data-dir", DATA_DIR, "--out", out)
+    assert result.returncode == 0, result.stderr
+    model, expected = load_model(out), recipe_file(recipe)
+    assert (model.view_margin, model.temperature, model.energy_threshold) == (
+        expected.view_margin,
+        expected.temperature,
+        expected.energy_threshold,
+    )
+    assert model.view_margin > 0  # both read through the views where unsure, as the default does
 
 
 @pytest.mark.slow
