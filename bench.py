@@ -3,7 +3,7 @@
     accuracy      the presets over several seeds against the classic baseline (accuracy_bench.py); the default
     end-to-end    wall time of `python main.py` against the original design's scripts (end_to_end_bench.py)
     concurrency   runs and tune workers sharing the cores (concurrency_bench.py)
-    calibration   the default model's calibration and its "not sure" rule (calibration_bench.py)
+    calibration   a recipe's calibration and its "not sure" rule (calibration_bench.py)
     serve         predictions per second over HTTP (serve_bench.py)
     abuse         the server under large, decompression-heavy and slow uploads (abuse_bench.py)
 
@@ -184,6 +184,7 @@ def run_calibration(args, data_dir):
         QUICK_STEPS if args.quick else None,
         QUICK_SUITE_IMAGES if args.quick else None,
         calibration_recipe(args),
+        args.config,
     )
 
 
@@ -233,7 +234,7 @@ MODES = {  # name -> (what it measures, its options, its run)
         run_concurrency,
     ),
     "calibration": (
-        'the default model\'s calibration per seed (ECE, NLL, the "not sure" rule, non-digit images)',
+        "calibration per seed, the default recipe's or a --config file's (ECE, NLL, the \"not sure\" rule, non-digits)",
         add_calibration_arguments,
         run_calibration,
     ),

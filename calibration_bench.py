@@ -1,12 +1,12 @@
-"""`python main.py bench calibration`: how well the default model's probabilities mean what they say.
+"""`python main.py bench calibration`: how well the default architecture's probabilities mean what they say.
 
-Per seed, two runs of the default recipe: one on the training set less the validation split, whose
-temperature is fitted there (what the recipe's temperature is the median of), and one on all 60,000
-images, saved with the recipe's temperature and measured on the test set: expected calibration error and
-NLL before and after the temperature, clean and under the whole corruption suite; what the "not sure"
-rule at --min-confidence flags there; and what it flags among images that are not digits (nondigits.py, never
-trained on). --min-confidence is chosen on the validation split: its digits, and non-digits of the training's own
-kinds (outliers.py) drawn with a seed no training run uses.
+Per seed, two runs of the recipe (the default's, or a --config file's): one on the training set less the validation
+split, whose temperature is fitted there (what the recipe's temperature is the median of), and one on all 60,000
+images, saved with the recipe's temperature and measured on the test set: expected calibration error and NLL before
+and after the temperature, clean and under the whole corruption suite; what the "not sure" rule at --min-confidence
+flags there; and what it flags among images that are not digits (nondigits.py, never trained on). --min-confidence
+is chosen on the validation split: its digits, and non-digits of the training's own kinds (outliers.py) drawn with a
+seed no training run uses.
 """
 
 import statistics
@@ -21,10 +21,19 @@ HELD_OUT_SEED = 2**32 + 1  # their seed: training draws from the run's seed, bel
 
 
 def calibration_benchmark(
-    seeds, device, data_dir, out_dir, cache_dir, min_confidence, max_steps=None, suite_images=None, recipe=None
+    seeds,
+    device,
+    data_dir,
+    out_dir,
+    cache_dir,
+    min_confidence,
+    max_steps=None,
+    suite_images=None,
+    recipe=None,
+    recipe_file=None,
 ):
     """The figures of each seed; with suite_images, the suite is made from the first that many test images only.
-    recipe: the TrainConfig trained (default: the default's)."""
+    recipe: the TrainConfig trained (default: the default's); recipe_file: the file it was read from, for the report."""
     import torch
 
     from calibration import CALIBRATION_BINS
@@ -51,6 +60,7 @@ def calibration_benchmark(
     )
     results = {
         "architecture": "default",
+        "recipe_file": None if recipe_file is None else str(recipe_file),
         "recipe_temperature": recipe.temperature,
         "recipe_energy_threshold": recipe.energy_threshold,
         "recipe_view_margin": recipe.view_margin,
@@ -151,9 +161,10 @@ def markdown_table(results):
     fitted = {"validation_energy_threshold": "E fitted (validation)"} if results["nondigit_weight"] else {}
     columns = {**COLUMNS, **fitted}
     lines = [
-        "# Calibration of the default model (`python main.py bench calibration`)",
+        "# Calibration of the default architecture (`python main.py bench calibration`)",
         "",
         (
+            f"Recipe: {results['recipe_file'] or 'the default'}. "
             f"Non-digit training weight {results['nondigit_weight']} (0: digits alone); "
             f"recipe temperature {results['recipe_temperature']}; test-time views below a logit margin of "
             f"{results['recipe_view_margin']} (0: each image read once); ECE over {results['bins']} equal-width bins; "

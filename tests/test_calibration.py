@@ -210,4 +210,18 @@ def test_bench_calibration_writes_its_figures_per_seed(cli, tmp_path):
     for key in ("scribbles_flagged", "shapes_flagged", "digit_shaped_flagged"):
         assert 0 <= report["runs"][1][key] <= 100
     assert 0 <= report["validation_thresholds"]["80"]["nondigits_flagged"] <= 100  # held-out non-digits
-    assert "| mean |" in (tmp_path / "calibration.md").read_text()
+    table = (tmp_path / "calibration.md").read_text()
+    assert "| mean |" in table and "Recipe: the default." in table and report["recipe_file"] is None
+
+
+@pytest.mark.slow
+def test_bench_calibration_names_the_recipe_file_it_trained(cli, tmp_path):
+    recipe = ROOT / "configs/nondigits.json"
+    result = cli("bench", "calibration", "--quick", "--seeds", 0, "--config", recipe, "--out-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "calibration.json").read_text())
+    assert report["recipe_file"] == str(recipe)
+    expected = recipe_file("nondigits")
+    assert report["recipe_view_margin"] == expected.view_margin > 0  # read as the file says, through the views
+    assert report["recipe_energy_threshold"] == expected.energy_threshold
+    assert f"Recipe: {recipe}." in (tmp_path / "calibration.md").read_text()
