@@ -14,7 +14,6 @@ One JSON row per seed and reading:
 
 import json
 import math
-import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -29,8 +28,7 @@ from calibration import calibrated, energy, selective_figures, unsure
 from cli import resolve_cache_dir, resolve_data_dir
 from config import MIN_CONFIDENCE, recipe_file
 from corruptions import labelled_suite
-from data import normalize
-from evaluation import predict_logits
+from evaluation import evaluate_robustness, predict_logits
 
 MARGINS = (0.0, 0.5, 1.0, math.inf)  # 0: each image read once; inf: every image through the five views
 SUITE_IMAGES = 2000  # as the plateau studies read the suite on validation
@@ -62,8 +60,7 @@ def reading(model, margin, recipe, data, sets, suite, suite_labels, matched=None
         for prefix, threshold in thresholds.items():
             flagged = unsure(read, model.temperature, MIN_CONFIDENCE, threshold)
             row[prefix + name] = round(flagged.float().mean().item() * 100, 1)
-    corrupted = [predict_logits(model, normalize(images)).argmax(1) == suite_labels for images in suite.values()]
-    row["suite"] = round(statistics.fmean(right.float().mean().item() * 100 for right in corrupted), 3)
+    row["suite"] = round(evaluate_robustness(model, suite, suite_labels, row["acc"])["mean_corruption_accuracy"], 3)
     return row
 
 

@@ -10,7 +10,6 @@ suite on their first 2,000 with the entries nearest real scans.
 """
 
 import json
-import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +20,7 @@ import torch
 from views import study_arguments, study_data
 
 from config import TrainConfig, architecture
-from data import normalize
-from evaluation import predict_logits
+from evaluation import accuracy_by_corruption, evaluate_robustness
 from train import train_and_evaluate
 
 WATCHED = ("low_resolution_8", "thin_strokes", "scale", "stripe")  # the entries nearest real scans, and the most spread
@@ -38,10 +36,8 @@ def row(seed, width, precision, data, suite, suite_labels):
     result = train_and_evaluate(with_width(width), replace(TrainConfig(), seed=seed), torch.device("cpu"), data,
                                 precision=precision)  # fmt: skip
     model, metrics = result.model, result.metrics
-    corrupted = {
-        name: (predict_logits(model, normalize(images)).argmax(1) == suite_labels).float().mean().item() * 100
-        for name, images in suite.items()
-    }
+    report = evaluate_robustness(model, suite, suite_labels, metrics["accuracy"])
+    corrupted = accuracy_by_corruption(report)
     return {
         "seed": seed,
         "width": width,
@@ -50,7 +46,7 @@ def row(seed, width, precision, data, suite, suite_labels):
         "train_s": metrics["train_seconds"],
         "acc": round(metrics["accuracy"], 3),
         "temperature": metrics["temperature"],
-        "suite": round(statistics.fmean(corrupted.values()), 3),
+        "suite": round(report["mean_corruption_accuracy"], 3),
         **{name: round(corrupted[name], 2) for name in WATCHED},
     }
 
