@@ -7,6 +7,10 @@ suite on their first 2,000 with the entries nearest real scans.
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/widths.py 0,1,2,3,4 20,24,16 --precision fp32
     python docs/plateau/widths.py 0,1,2,3,4 20,24,16 --precision bf16
+
+A width may carry changes to the recipe, each `+FIELD=VALUE` of TrainConfig (a row then names them under "recipe"):
+
+    python docs/plateau/widths.py 0,1,2,3,4 24+lr=0.786,24+weight_decay=5.56e-4 --precision fp32
 """
 
 import json
@@ -32,15 +36,23 @@ def with_width(width):
     return {**spec, "body": (width, *spec["body"][1:])}
 
 
-def row(seed, width, precision, data, suite, suite_labels):
-    result = train_and_evaluate(with_width(width), replace(TrainConfig(), seed=seed), torch.device("cpu"), data,
-                                precision=precision)  # fmt: skip
+def variant(text):
+    """(width, {field: value}) from WIDTH[+FIELD=VALUE...]: the recipe's fields as floats."""
+    width, *changes = text.split("+")
+    return int(width), {field: float(value) for field, value in (change.split("=") for change in changes)}
+
+
+def row(seed, setting, precision, data, suite, suite_labels):
+    width, changes = variant(setting)
+    config = replace(TrainConfig(), seed=seed, **changes)
+    result = train_and_evaluate(with_width(width), config, torch.device("cpu"), data, precision=precision)
     model, metrics = result.model, result.metrics
     report = evaluate_robustness(model, suite, suite_labels, metrics["accuracy"])
     corrupted = accuracy_by_corruption(report)
     return {
         "seed": seed,
         "width": width,
+        **({"recipe": changes} if changes else {}),
         "precision": metrics["numerics"]["precision"],
         "parameters": metrics["parameters"],
         "train_s": metrics["train_seconds"],
@@ -52,8 +64,8 @@ def row(seed, width, precision, data, suite, suite_labels):
 
 
 if __name__ == "__main__":
-    seeds, widths, _, precision = study_arguments(sys.argv[1:])
+    seeds, settings, _, precision = study_arguments(sys.argv[1:])
     data, suite, suite_labels = study_data()
     for turn, seed in enumerate(seeds):
-        for width in widths[turn % len(widths) :] + widths[: turn % len(widths)]:  # each width first in turn
-            print(json.dumps(row(seed, int(width), precision, data, suite, suite_labels)), flush=True)
+        for setting in settings[turn % len(settings) :] + settings[: turn % len(settings)]:  # each first in turn
+            print(json.dumps(row(seed, setting, precision, data, suite, suite_labels)), flush=True)
