@@ -4,6 +4,7 @@ Nothing here imports torch at module level: `python main.py COMMAND --help` answ
 """
 
 import argparse
+import json
 import math
 import os
 import re
@@ -16,6 +17,7 @@ DATA_DIR_ENV = "MNIST_DATA_DIR"
 DEFAULT_DATA_DIR = "data"
 CACHE_DIR_ENV = "MNIST_CACHE_DIR"
 DEFAULT_MODEL_PATH = "models/mnist_model.pth"
+RUN_RECORD = "metrics.json"  # a training run's figures, beside its model file, which it names (model_file)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -205,6 +207,29 @@ def refuse_outputs_in_the_dataset(args):
         path = getattr(args, option, None)
         if path is not None:
             refuse_in_the_dataset(path, f"--{option.replace('_', '-')} {path}", args.data_dir)
+
+
+def outputs_owner(folder):
+    """The name of the model file that the run outputs in folder describe (metrics.json, the plots and
+    `robustness`'s report): metrics.json's model_file, or the default model's name for a metrics.json written
+    before that field; None where the folder holds no readable record of a run."""
+    try:
+        record = json.loads((Path(folder) / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("model_file", Path(DEFAULT_MODEL_PATH).name) if isinstance(record, dict) else None
+
+
+def refuse_another_models_outputs(model, what, advice):
+    """InputError if the run outputs beside model describe another model file, still there: writing `what` would
+    replace them and leave that model with another's figures, or with none."""
+    folder, name = Path(model).parent, Path(model).name
+    owner = outputs_owner(folder)
+    if owner is not None and owner != name and (folder / owner).exists():
+        raise InputError(
+            f"{folder / RUN_RECORD} and the plots beside it describe {folder / owner}; {what} would replace them. "
+            f"{advice}"
+        )
 
 
 def refuse_in_the_dataset(path, what, data_dir):

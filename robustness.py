@@ -12,6 +12,7 @@ from cli import (
     add_json_option,
     add_model_option,
     add_views_option,
+    refuse_another_models_outputs,
     refuse_in_the_dataset,
     resolve_cache_dir,
     resolve_data_dir,
@@ -37,6 +38,11 @@ def run(args):
 
     folder = Path(args.model).parent
     refuse_in_the_dataset(folder, f"the report's folder beside --model {args.model}", args.data_dir)
+    refuse_another_models_outputs(
+        args.model,
+        f"a report on {Path(args.model).name} there",
+        "Copy the model into a folder of its own and give that.",
+    )
     model = load_model(args.model, args.views)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     suite = corrupted_test_set(images, args.seed, resolve_cache_dir(args.cache_dir))

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from cli import (
     DEFAULT_MODEL_PATH,
+    RUN_RECORD,
     add_run_options,
     output_file,
     percentage,
+    refuse_another_models_outputs,
     resolve_run_options,
 )
 from config import (
@@ -75,6 +77,13 @@ def run(args):
         config = replace(config, augmentation=AUGMENTATIONS[args.augment])
     if args.dry_run:
         config = replace(config, max_steps=DRY_RUN_STEPS)
+    out = output_path(args)
+    if out is not None:
+        refuse_another_models_outputs(
+            out,
+            f"a run saving {out.name} there",
+            f"Give --out a folder of its own, such as {out.parent / out.stem / out.name}",
+        )
     device, data_dir, cache_dir = resolve_run_options(args)
     from train import load_data
 
@@ -86,7 +95,7 @@ def run(args):
         config,
         device,
         data,
-        output_path(args),
+        out,
         min_accuracy=0.0 if args.dry_run else args.min_accuracy,
         cache_dir=None if args.dry_run else cache_dir,
         seconds=seconds,
@@ -148,7 +157,8 @@ def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds, 
         names = write_plots(outputs, out.parent, result, data, config, robustness)
         seconds["plots"] = time.perf_counter() - start
         metrics["seconds"] = {step: round(value, 3) for step, value in seconds.items()}
-        outputs.write(out.with_name("metrics.json"), json_writer(metrics))
+        metrics["model_file"] = out.name  # whose figures these are: another model's run is refused this folder
+        outputs.write(out.with_name(RUN_RECORD), json_writer(metrics))
         outputs.commit()
     print(f"saved {out}, metrics.json and {', '.join(names)} in {out.parent}")
     return metrics

@@ -8,6 +8,7 @@ from PIL import Image
 from config import SUITE_SEED
 from corruptions import SUITE
 from robustness import format_table
+from tests.helpers import assert_one_line_error, snapshot
 
 
 @pytest.mark.slow
@@ -31,3 +32,15 @@ def test_robustness_command_prints_and_writes_the_report(cli, trained, tmp_path)
     )
     with Image.open(tmp_path / "robustness.png") as picture:
         assert picture.height > picture.width / 2  # a row per corruption
+
+
+def test_robustness_refuses_a_folder_whose_figures_describe_another_model(cli, trained, tmp_path):
+    """Its report and robustness.png would replace the figures of the run saved beside it, another model's."""
+    (tmp_path / "mnist_model.pth").write_bytes(trained[0].read_bytes())
+    (tmp_path / "metrics.json").write_bytes(trained[0].with_name("metrics.json").read_bytes())
+    other = tmp_path / "other.pth"
+    other.write_bytes(trained[0].read_bytes())
+    before = snapshot(tmp_path)
+    result = cli("robustness", "--model", other)
+    assert_one_line_error(result, 2, f"describe {tmp_path / 'mnist_model.pth'}", "a folder of its own")
+    assert snapshot(tmp_path) == before

@@ -44,6 +44,7 @@ def test_metrics_json_holds_the_run(trained):
     path, metrics = trained
     saved = json.loads(path.with_name("metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
+    assert saved["model_file"] == path.name  # the model file these figures describe
     assert all(key in saved for key in RUN_KEYS), set(RUN_KEYS) - set(saved)
     assert len(saved["per_class_accuracy"]) == 10
     assert set(saved["seconds"]) == {"training", "evaluation", "robustness", "saving", "plots"}
@@ -130,6 +131,39 @@ def test_dry_run_cli_writes_only_where_told(cli, tmp_path, monkeypatch):
     assert (sorted(models_dir.iterdir()) if models_dir.exists() else []) == before
     assert list(tmp_path.iterdir()) == [tmp_path / "dry"]  # and no cache folder: a dry run pays for no suite
     assert snapshot(DATA_DIR) == data
+
+
+@pytest.mark.parametrize(
+    "record",
+    ['{"model_file": "first.pth"}', '{"accuracy": 99.3}'],  # the second written before model_file: the default name's
+    ids=["named", "before-model-file"],
+)
+def test_a_run_refuses_a_folder_whose_figures_describe_another_model(cli, tmp_path, record):
+    """Two model files in one folder would share metrics.json and the plots: a second model's run would replace the
+    first's figures and leave that model described by another's. Refused before training; the folder untouched."""
+    first = tmp_path / ("first.pth" if "model_file" in record else "mnist_model.pth")
+    first.write_bytes(b"the first model")
+    (tmp_path / "metrics.json").write_text(record)
+    (tmp_path / "confusion_matrix.png").write_bytes(b"the first model's figure")
+    before = snapshot(tmp_path)
+    result = cli("--dry-run", "--out", tmp_path / "second.pth", "--data-dir", DATA_DIR)
+    assert_one_line_error(result, 2, f"describe {first}", f"such as {tmp_path / 'second' / 'second.pth'}")
+    assert "step" not in result.stdout  # refused before any training
+    assert snapshot(tmp_path) == before
+
+
+def test_a_run_replaces_the_figures_of_its_own_model_or_of_one_since_removed(cli, tmp_path):
+    """The run record names the model file it describes; a run saving that file again, or any model once that
+    file is gone, writes its figures over them."""
+    out = tmp_path / "first.pth"
+    assert cli("--dry-run", "--out", out, "--data-dir", DATA_DIR).returncode == 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["model_file"] == "first.pth"
+    assert cli("--dry-run", "--out", out, "--seed", 1, "--data-dir", DATA_DIR).returncode == 0
+    out.unlink()
+    second = tmp_path / "second.pth"
+    result = cli("--dry-run", "--out", second, "--data-dir", DATA_DIR)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["model_file"] == "second.pth"
 
 
 def test_config_file_sets_the_recipe_and_options_override_it(cli, tmp_path):
