@@ -34,7 +34,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--out",
         type=output_file(),
-        help="output path (default: beside --model, with .onnx or .pt2 for its suffix, such as "
+        help="output path, ending in the format's suffix, .onnx or .pt2 (default: beside --model, such as "
         "models/mnist_model.onnx)",
     )
 
@@ -52,12 +52,14 @@ def export_format(name):
 
 def run(args):
     out = args.out or Path(args.model).with_suffix(f".{args.format}")  # beside its model: each model its own
-    other = {f".{fmt}" for fmt in FORMATS} - {f".{args.format}"}
-    if Path(out).suffix in other:
-        raise InputError(f"--out {out} is named for the other format; give --format {Path(out).suffix[1:]} or an "
-                         f"--out ending in .{args.format}")  # fmt: skip
     if os.path.exists(out) and os.path.exists(args.model) and os.path.samefile(out, args.model):
         raise InputError(f"--out {out} is the model file given to --model; refused to replace it with the export")
+    suffix = Path(out).suffix
+    if suffix in {f".{fmt}" for fmt in FORMATS} - {f".{args.format}"}:
+        raise InputError(f"--out {out} is named for the other format; give --format {suffix[1:]} or an "
+                         f"--out ending in .{args.format}")  # fmt: skip
+    if suffix != f".{args.format}":  # a slip (metrics.json, the model's .pth) that would replace another file
+        raise InputError(f"--out {out} does not end in .{args.format}; give an --out ending in .{args.format}")
     from checkpoint import load_model
 
     info = export(load_model(args.model, args.views), args.format, out, source=args.model)

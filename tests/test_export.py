@@ -105,6 +105,16 @@ def test_an_out_named_for_the_other_format_is_refused(cli, untrained, tmp_path, 
     assert not (tmp_path / name).exists()
 
 
+@pytest.mark.parametrize("name", ["metrics.json", "m", "m.onnx.bak"])
+def test_an_out_not_ending_in_its_formats_suffix_is_refused_and_nothing_replaced(cli, untrained, tmp_path, name):
+    out = tmp_path / name
+    out.write_bytes(b"a file of the run's")  # such as the run's metrics.json beside the model
+    for fmt in ("onnx", "pt2"):
+        assert_one_line_error(cli("export", "--format", fmt, "--model", untrained, "--out", out), 2,
+                              "does not end in", f"ending in .{fmt}")  # fmt: skip
+    assert out.read_bytes() == b"a file of the run's" and list(tmp_path.iterdir()) == [out]
+
+
 def test_export_into_a_folder_it_cannot_write_is_a_one_line_error(cli, untrained, tmp_path):
     folder = "/sys" if os.geteuid() == 0 else tmp_path / "read_only"  # root writes anywhere but a read-only mount
     if folder != "/sys":
