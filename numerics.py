@@ -71,5 +71,5 @@ def describe_numerics(record):
     native = "native bfloat16" if record["bf16_native"] else "no native bfloat16"
     return (
         f"{record['precision']} on {record['device']} ({record['cpu']}, {record['cpu_capability']}, {native}), "
-        f"{record['threads']} threads"
+        f"{record['threads']} thread{'s' if record['threads'] != 1 else ''}"
     )

@@ -8,7 +8,7 @@ from torch import nn
 
 from config import TrainConfig
 from model import MNISTModel
-from numerics import bf16_native, numerics, resolve_precision
+from numerics import bf16_native, describe_numerics, numerics, resolve_precision
 from train import LOOKAHEAD_EVERY, Lookahead, OneCycleSGD, train
 
 
@@ -82,6 +82,12 @@ def test_precisions_train_other_weights_and_say_which_ran(mnist):
     record = numerics(torch.device("cpu"), "fp32")
     assert record["threads"] == torch.get_num_threads() >= 1 and record["cpu"]
     assert record["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+@pytest.mark.parametrize(("threads", "said"), [(1, "), 1 thread"), (2, "), 2 threads")])
+def test_the_logs_numerics_line_counts_threads_in_words(threads, said):
+    record = {**numerics(torch.device("cpu"), "fp32"), "threads": threads}
+    assert describe_numerics(record).endswith(said)
 
 
 def test_lookahead_restarts_training_from_its_slow_copy_every_five_steps():
