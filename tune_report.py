@@ -21,7 +21,7 @@ from tune_search import (
     suggest_config,
     watched,
 )
-from tune_storage import study_trials
+from tune_storage import precision_option, study_trials
 
 
 def front(study):
@@ -52,7 +52,8 @@ def reproduce(trial, settings, folder):
     quick = " --dry-run" if settings["quick"] else ""
     return (
         f"python main.py --arch {trial_architecture(trial)} --config {path} --validation "
-        f"--seed {settings['seeds'][0]}{quick} --out {folder / f'trial_{trial.number}' / 'mnist_model.pth'}"
+        f"--seed {settings['seeds'][0]}{quick}{precision_option(settings)} "
+        f"--out {folder / f'trial_{trial.number}' / 'mnist_model.pth'}"
     )
 
 
@@ -84,6 +85,7 @@ def write_report(study, name, settings, folder):
         "arch": settings["arch"],
         "max_params": settings["max_params"],
         "seeds": settings["seeds"],
+        "precision": settings["precision"],
         "reference": study.user_attrs["reference"],
         "trials": dict(states),
         "pareto_front": rows,
@@ -112,8 +114,8 @@ def markdown_report(summary):
         "",
         (
             f"Started from {summary['arch']}, at most {summary['max_params']:,} parameters; seeds "
-            f"{', '.join(map(str, summary['seeds']))}; trials: {counts}. Scored on the validation split held out "
-            "of the training set; the test set was not read."
+            f"{', '.join(map(str, summary['seeds']))}; precision {summary['precision']}; trials: {counts}. Scored on "
+            "the validation split held out of the training set; the test set was not read."
         ),
         "",
         (

@@ -66,19 +66,35 @@ def recorded_settings(study, own):
             study.set_user_attr("settings", own)
             break
         time.sleep(POLL_SECONDS / 10)
-    return study.user_attrs["settings"]
+    return {"precision": "auto", **study.user_attrs["settings"]}  # a study made before precision was recorded: auto
 
 
 def study_settings(args):
-    """What every trial of a study must share: where it starts, its budget, the seeds, and whether runs are --quick."""
-    return {"arch": args.arch, "max_params": args.max_params, "seeds": args.seeds, "quick": args.quick}
+    """What every trial of a study must share: where it starts, its budget, the seeds, whether runs are --quick, and
+    the --precision they train in (auto: each worker's machine decides, as for a user's run)."""
+    return {
+        "arch": args.arch,
+        "max_params": args.max_params,
+        "seeds": args.seeds,
+        "quick": args.quick,
+        "precision": args.precision,
+    }
 
 
 def settings_option(settings):
     return (
-        f"--arch {settings['arch']} --max-params {settings.get('max_params')} "
-        f"--seeds {' '.join(map(str, settings['seeds']))}"
-    ) + (" --quick" if settings["quick"] else "")
+        (
+            f"--arch {settings['arch']} --max-params {settings.get('max_params')} "
+            f"--seeds {' '.join(map(str, settings['seeds']))}"
+        )
+        + (" --quick" if settings["quick"] else "")
+        + precision_option(settings)
+    )
+
+
+def precision_option(settings):
+    """The --precision a study's runs trained in, as an option of its commands; none for auto."""
+    return "" if settings["precision"] == "auto" else f" --precision {settings['precision']}"
 
 
 def open_storage(url, out_dir):

@@ -108,6 +108,8 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     assert shown.returncode == 0 and shown.stdout.count("python main.py --arch") == len(report["pareto_front"])
     other_seeds = tune_cli(tmp_path / "tune", "--seeds", "3")  # a worker with other settings is refused
     assert_one_line_error(other_seeds, 2, "was made with --arch default --max-params 25000 --seeds 0 1 --quick")
+    other_precision = tune_cli(tmp_path / "tune", "--precision", "fp32")  # its runs would train in another
+    assert_one_line_error(other_precision, 2, "was made with --arch default --max-params 25000 --seeds 0 1 --quick")
     files = {path: path.read_bytes() for path in (tmp_path / "tune").rglob("*") if path.is_file()}
     another = tune_cli(tmp_path / "tune", "--study", "other")  # its report would replace this one's, trial by trial
     assert_one_line_error(another, 2, "holds the report of study 'mnist'", "give study 'other' its own --out-dir")
@@ -249,16 +251,36 @@ def test_a_trial_made_before_fields_joined_the_space_is_reproduced_as_it_trained
     params = search_params(TrainConfig(), ARCHITECTURE)
     del params["nondigits"], params["nondigit_weight"], params["deskew"], params["view_margin"]
     trial = SimpleNamespace(number=7, params=params, user_attrs={"runs": [{"temperature": 0.4}]})
-    command = reproduce(trial, {"quick": False, "seeds": [0]}, tmp_path)
+    command = reproduce(trial, {"quick": False, "seeds": [0], "precision": "auto"}, tmp_path)
     assert "--arch default --config" in command
     recipe = json.loads((tmp_path / "trials" / "trial_7.json").read_text())
     assert recipe["nondigit_weight"] == 0.0 and recipe["nondigits"] == TrainConfig().nondigits
     # the model did not deskew nor read through views until after those studies
     assert recipe["deskew"] == 0.0 and recipe["view_margin"] == 0.0
     trial.params["deskew"], trial.params["view_margin"] = 0.3, 0.7
-    reproduce(trial, {"quick": False, "seeds": [0]}, tmp_path)
+    reproduce(trial, {"quick": False, "seeds": [0], "precision": "auto"}, tmp_path)
     recipe = json.loads((tmp_path / "trials" / "trial_7.json").read_text())
     assert (recipe["deskew"], recipe["view_margin"]) == (0.3, 0.7)
+
+
+def test_a_studys_precision_is_in_its_reproduce_commands_and_one_recorded_before_it_reads_auto(tmp_path):
+    """A study trained in --precision fp32 (or bf16) says so in each command, which would otherwise train in the
+    machine's auto; a study made before the precision was recorded trained in auto, and its commands say nothing."""
+    from types import SimpleNamespace
+
+    from config import TrainConfig
+    from tune_report import reproduce
+    from tune_search import search_params
+    from tune_storage import recorded_settings, settings_option
+
+    trial = SimpleNamespace(number=3, params=search_params(TrainConfig(), ARCHITECTURE), user_attrs={"runs": []})
+    trial.user_attrs["runs"] = [{"temperature": 0.4}]
+    settings = {"arch": "default", "max_params": 25_000, "seeds": [0], "quick": False, "precision": "fp32"}
+    assert "--seed 0 --precision fp32 --out" in reproduce(trial, settings, tmp_path)
+    assert settings_option(settings).endswith("--seeds 0 --precision fp32")
+    assert "--precision" not in reproduce(trial, {**settings, "precision": "auto"}, tmp_path)
+    before = SimpleNamespace(user_attrs={"settings": {key: settings[key] for key in ("arch", "seeds", "quick")}})
+    assert recorded_settings(before, {})["precision"] == "auto"
 
 
 def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
@@ -342,7 +364,7 @@ def test_a_worker_that_joins_a_study_mid_creation_waits_for_its_settings(tmp_pat
         storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path))),
     )
     threading.Timer(0.5, lambda: study.set_user_attr("settings", {"arch": "default"})).start()
-    assert recorded_settings(study, {"arch": "compact"}) == {"arch": "default"}
+    assert recorded_settings(study, {"arch": "compact"}) == {"arch": "default", "precision": "auto"}
 
 
 def test_a_study_whose_creator_died_before_its_settings_takes_the_next_workers(cli, tmp_path, monkeypatch):
