@@ -82,13 +82,10 @@ def study_settings(args):
 
 
 def settings_option(settings):
+    seeds, quick = " ".join(map(str, settings["seeds"])), " --quick" if settings["quick"] else ""
     return (
-        (
-            f"--arch {settings['arch']} --max-params {settings.get('max_params')} "
-            f"--seeds {' '.join(map(str, settings['seeds']))}"
-        )
-        + (" --quick" if settings["quick"] else "")
-        + precision_option(settings)
+        f"--arch {settings['arch']} --max-params {settings.get('max_params')} --seeds {seeds}{quick} "
+        f"--precision {settings['precision']}"
     )
 
 

@@ -109,7 +109,7 @@ def test_tune_quick_reports_a_front_reproducible_without_the_test_set(tmp_path):
     other_seeds = tune_cli(tmp_path / "tune", "--seeds", "3")  # a worker with other settings is refused
     assert_one_line_error(other_seeds, 2, "was made with --arch default --max-params 25000 --seeds 0 1 --quick")
     other_precision = tune_cli(tmp_path / "tune", "--precision", "fp32")  # its runs would train in another
-    assert_one_line_error(other_precision, 2, "was made with --arch default --max-params 25000 --seeds 0 1 --quick")
+    assert_one_line_error(other_precision, 2, "--seeds 0 1 --quick --precision auto: run its workers with the same")
     files = {path: path.read_bytes() for path in (tmp_path / "tune").rglob("*") if path.is_file()}
     another = tune_cli(tmp_path / "tune", "--study", "other")  # its report would replace this one's, trial by trial
     assert_one_line_error(another, 2, "holds the report of study 'mnist'", "give study 'other' its own --out-dir")
@@ -277,7 +277,7 @@ def test_a_studys_precision_is_in_its_reproduce_commands_and_one_recorded_before
     trial.user_attrs["runs"] = [{"temperature": 0.4}]
     settings = {"arch": "default", "max_params": 25_000, "seeds": [0], "quick": False, "precision": "fp32"}
     assert "--seed 0 --precision fp32 --out" in reproduce(trial, settings, tmp_path)
-    assert settings_option(settings).endswith("--seeds 0 --precision fp32")
+    assert settings_option(settings).endswith("--seeds 0 --precision fp32")  # what a worker with another is told
     assert "--precision" not in reproduce(trial, {**settings, "precision": "auto"}, tmp_path)
     before = SimpleNamespace(user_attrs={"settings": {key: settings[key] for key in ("arch", "seeds", "quick")}})
     assert recorded_settings(before, {})["precision"] == "auto"
