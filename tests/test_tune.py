@@ -273,8 +273,8 @@ def test_a_studys_precision_is_in_its_reproduce_commands_and_one_recorded_before
     from tune_search import search_params
     from tune_storage import recorded_settings, settings_option
 
-    trial = SimpleNamespace(number=3, params=search_params(TrainConfig(), ARCHITECTURE), user_attrs={"runs": []})
-    trial.user_attrs["runs"] = [{"temperature": 0.4}]
+    runs = [{"temperature": 0.4}]
+    trial = SimpleNamespace(number=3, params=search_params(TrainConfig(), ARCHITECTURE), user_attrs={"runs": runs})
     settings = {"arch": "default", "max_params": 25_000, "seeds": [0], "quick": False, "precision": "fp32"}
     assert "--seed 0 --precision fp32 --out" in reproduce(trial, settings, tmp_path)
     assert settings_option(settings).endswith("--seeds 0 --precision fp32")  # what a worker with another is told
