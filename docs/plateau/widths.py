@@ -42,17 +42,14 @@ def variant(text):
     return int(width), {field: float(value) for field, value in (change.split("=") for change in changes)}
 
 
-def row(seed, setting, precision, data, suite, suite_labels):
-    width, changes = variant(setting)
-    config = replace(TrainConfig(), seed=seed, **changes)
-    result = train_and_evaluate(with_width(width), config, torch.device("cpu"), data, precision=precision)
+def scored(arch, config, precision, data, suite, suite_labels):
+    """arch trained with config in precision, and read: its parameters, training seconds, held-out accuracy, the
+    temperature fitted there, and the suite's mean with the WATCHED entries."""
+    result = train_and_evaluate(arch, config, torch.device("cpu"), data, precision=precision)
     model, metrics = result.model, result.metrics
     report = evaluate_robustness(model, suite, suite_labels, metrics["accuracy"])
     corrupted = accuracy_by_corruption(report)
     return {
-        "seed": seed,
-        "width": width,
-        **({"recipe": changes} if changes else {}),
         "precision": metrics["numerics"]["precision"],
         "parameters": metrics["parameters"],
         "train_s": metrics["train_seconds"],
@@ -61,6 +58,13 @@ def row(seed, setting, precision, data, suite, suite_labels):
         "suite": round(report["mean_corruption_accuracy"], 3),
         **{name: round(corrupted[name], 2) for name in WATCHED},
     }
+
+
+def row(seed, setting, precision, data, suite, suite_labels):
+    width, changes = variant(setting)
+    config = replace(TrainConfig(), seed=seed, **changes)
+    figures = scored(with_width(width), config, precision, data, suite, suite_labels)
+    return {"seed": seed, "width": width, **({"recipe": changes} if changes else {}), **figures}
 
 
 if __name__ == "__main__":
