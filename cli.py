@@ -18,6 +18,7 @@ DEFAULT_DATA_DIR = "data"
 CACHE_DIR_ENV = "MNIST_CACHE_DIR"
 DEFAULT_MODEL_PATH = "models/mnist_model.pth"
 RUN_RECORD = "metrics.json"  # a training run's figures, beside its model file, which it names (model_file)
+ROBUSTNESS_REPORT = "robustness.json"  # `robustness`'s figures of the whole suite, beside the model it names (model)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -210,14 +211,23 @@ def refuse_outputs_in_the_dataset(args):
 
 
 def outputs_owner(folder):
-    """The name of the model file that the run outputs in folder describe (metrics.json, the plots and
-    `robustness`'s report): metrics.json's model_file, or the default model's name for a metrics.json written
-    before that field; None where the folder holds no readable record of a run."""
+    """The name of the model file that the outputs in folder describe (metrics.json, the plots and `robustness`'s
+    report): metrics.json's model_file (the default model's name for a metrics.json written before that field), else
+    the model robustness.json names; None where the folder holds no readable record of either."""
+    run = read_record(Path(folder) / RUN_RECORD)
+    if run is not None:
+        return run.get("model_file", Path(DEFAULT_MODEL_PATH).name)
+    model = (read_record(Path(folder) / ROBUSTNESS_REPORT) or {}).get("model")
+    return Path(model).name if isinstance(model, str) else None
+
+
+def read_record(path):
+    """The JSON object at path, or None where there is none to read."""
     try:
-        record = json.loads((Path(folder) / RUN_RECORD).read_text())
+        record = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return record.get("model_file", Path(DEFAULT_MODEL_PATH).name) if isinstance(record, dict) else None
+    return record if isinstance(record, dict) else None
 
 
 def refuse_another_models_outputs(model, what, advice):
@@ -227,8 +237,8 @@ def refuse_another_models_outputs(model, what, advice):
     owner = outputs_owner(folder)
     if owner is not None and owner != name and (folder / owner).exists():
         raise InputError(
-            f"{folder / RUN_RECORD} and the plots beside it describe {folder / owner}; {what} would replace them. "
-            f"{advice}"
+            f"the figures in {folder} ({RUN_RECORD}, the plots, {ROBUSTNESS_REPORT}) describe {folder / owner}; "
+            f"{what} would replace them. {advice}"
         )
 
 

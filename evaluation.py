@@ -10,7 +10,6 @@ from data import normalize
 from model import NUM_CLASSES
 
 EVAL_BATCH_SIZE = 500  # measured fastest on a 2-core CPU: larger batches fall out of cache
-ROBUSTNESS_REPORT = "robustness.json"  # the whole suite's figures, written beside the model they describe
 
 
 @torch.no_grad()

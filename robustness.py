@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from cli import (
+    ROBUSTNESS_REPORT,
     add_cache_option,
     add_data_option,
     add_json_option,
@@ -34,7 +35,7 @@ def run(args):
     from checkpoint import Outputs, json_writer, load_model
     from corruptions import corrupted_test_set
     from data import load_split
-    from evaluation import ROBUSTNESS_REPORT, evaluate, evaluate_robustness, suite_answers
+    from evaluation import evaluate, evaluate_robustness, suite_answers
 
     folder = Path(args.model).parent
     refuse_in_the_dataset(folder, f"the report's folder beside --model {args.model}", args.data_dir)

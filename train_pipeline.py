@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cli import (
     DEFAULT_MODEL_PATH,
+    ROBUSTNESS_REPORT,
     RUN_RECORD,
     add_run_options,
     output_file,
@@ -201,7 +202,7 @@ def write_plots(outputs, folder, result, data, config, robustness):
     import torch
 
     import plots
-    from evaluation import ROBUSTNESS_REPORT, suite_answers
+    from evaluation import suite_answers
 
     images, labels = data["eval"]
     figures = {

@@ -34,10 +34,13 @@ def test_robustness_command_prints_and_writes_the_report(cli, trained, tmp_path)
         assert picture.height > picture.width / 2  # a row per corruption
 
 
-def test_robustness_refuses_a_folder_whose_figures_describe_another_model(cli, trained, tmp_path):
-    """Its report and robustness.png would replace the figures of the run saved beside it, another model's."""
+@pytest.mark.parametrize("record", ["metrics.json", "robustness.json"])
+def test_robustness_refuses_a_folder_whose_figures_describe_another_model(cli, trained, tmp_path, record):
+    """Its report and robustness.png would replace the figures of another model saved beside it: the run's, or the
+    report of `robustness` on that model."""
     (tmp_path / "mnist_model.pth").write_bytes(trained[0].read_bytes())
-    (tmp_path / "metrics.json").write_bytes(trained[0].with_name("metrics.json").read_bytes())
+    run_record = trained[0].with_name("metrics.json").read_text()
+    (tmp_path / record).write_text(run_record if record == "metrics.json" else '{"model": "mnist_model.pth"}')
     other = tmp_path / "other.pth"
     other.write_bytes(trained[0].read_bytes())
     before = snapshot(tmp_path)

@@ -134,16 +134,21 @@ def test_dry_run_cli_writes_only_where_told(cli, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "record",
-    ['{"model_file": "first.pth"}', '{"accuracy": 99.3}'],  # the second written before model_file: the default name's
-    ids=["named", "before-model-file"],
+    ("record", "text", "owner"),
+    [
+        ("metrics.json", '{"model_file": "first.pth"}', "first.pth"),
+        ("metrics.json", '{"accuracy": 99.3}', "mnist_model.pth"),  # written before model_file: the default name's
+        ("robustness.json", '{"model": "models/first.pth"}', "first.pth"),  # `robustness`'s report, and no run's
+    ],
+    ids=["run", "run-before-model-file", "robustness-report"],
 )
-def test_a_run_refuses_a_folder_whose_figures_describe_another_model(cli, tmp_path, record):
-    """Two model files in one folder would share metrics.json and the plots: a second model's run would replace the
-    first's figures and leave that model described by another's. Refused before training; the folder untouched."""
-    first = tmp_path / ("first.pth" if "model_file" in record else "mnist_model.pth")
+def test_a_run_refuses_a_folder_whose_figures_describe_another_model(cli, tmp_path, record, text, owner):
+    """Two model files in one folder would share metrics.json, the plots and robustness.json: a second model's run
+    would replace the first's figures (or remove them) and leave that model described by another's, or by none.
+    Refused before training; the folder untouched."""
+    first = tmp_path / owner
     first.write_bytes(b"the first model")
-    (tmp_path / "metrics.json").write_text(record)
+    (tmp_path / record).write_text(text)
     (tmp_path / "confusion_matrix.png").write_bytes(b"the first model's figure")
     before = snapshot(tmp_path)
     result = cli("--dry-run", "--out", tmp_path / "second.pth", "--data-dir", DATA_DIR)
