@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from views import study_data
+from views import in_turn, study_data
 from widths import scored
 
 from config import TrainConfig
@@ -29,8 +29,7 @@ if __name__ == "__main__":
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     args = parser.parse_args()
     data, suite, suite_labels = study_data()
-    layouts = args.layouts
     for turn, seed in enumerate(args.seeds):
-        for arch in layouts[turn % len(layouts) :] + layouts[: turn % len(layouts)]:  # each first in turn
+        for arch in in_turn(args.layouts, turn):
             figures = scored(arch, replace(TrainConfig(), seed=seed), args.precision, data, suite, suite_labels)
             print(json.dumps({"seed": seed, "arch": arch, **figures}), flush=True)

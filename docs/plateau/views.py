@@ -86,6 +86,12 @@ def study_arguments(argv):
     return args.seeds, args.settings, args.test, args.precision
 
 
+def in_turn(settings, turn):
+    """settings rotated so that each comes first in its turn: a process's first run pays its warm-up."""
+    first = turn % len(settings)
+    return settings[first:] + settings[:first]
+
+
 def main(seeds, test=False):
     data, suite, suite_labels = study_data(test)
     images, labels = data["eval"]

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from views import study_arguments, study_data
+from views import in_turn, study_arguments, study_data
 
 from config import TrainConfig, architecture
 from evaluation import accuracy_by_corruption, evaluate_robustness
@@ -71,5 +71,5 @@ if __name__ == "__main__":
     seeds, settings, _, precision = study_arguments(sys.argv[1:])
     data, suite, suite_labels = study_data()
     for turn, seed in enumerate(seeds):
-        for setting in settings[turn % len(settings) :] + settings[: turn % len(settings)]:  # each first in turn
+        for setting in in_turn(settings, turn):
             print(json.dumps(row(seed, setting, precision, data, suite, suite_labels)), flush=True)
