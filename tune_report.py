@@ -1,7 +1,6 @@
 """tune's report: the Pareto front of the trials that meet the constraint, each with a command that reproduces
 it, as tune.md, tune.json and plots."""
 
-import json
 import statistics
 import warnings
 from collections import Counter
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from optuna.trial import FixedTrial, TrialState
 
+from cli import read_record
 from config import TrainConfig, architecture_name, recipe_json
 from tune_search import (
     OBJECTIVES,
@@ -101,10 +101,7 @@ def write_report(study, name, settings, folder):
 
 def report_owner(folder):
     """The study whose report folder holds, or None: another study's would replace its files and trial configs."""
-    try:
-        return json.loads((Path(folder) / "tune.json").read_text())["study"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return (read_record(Path(folder) / "tune.json") or {}).get("study")
 
 
 def markdown_report(summary):
