@@ -1,0 +1,68 @@
+"""Anti-aliased pooling (Zhang 2019, "Making convolutional networks shift-invariant again"): each of the model's two
+2x2 max-pools read as a max over 2x2 windows at stride 1, then a [1, 2, 1] x [1, 2, 1] / 16 blur taken at stride 2
+(its border reflected), which keeps the sizes (14 -> 7 -> 3) and adds no parameters. Each seed trains each pooling in
+turn with the default recipe (its views), on the training images less the 5,000 held out; one JSON row per seed and
+pooling, as widths.py's with "pooling" for "width". The blur is patched into the model's blocks for this study's runs
+only; "blur-first" and "blur-second" blur one of the two, and "average" takes 2x2 means instead (the pools
+come before the norms and ReLUs, so this is not the max of the ReLUs' outputs).
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,blur --precision fp32
+"""
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from views import in_turn, study_arguments, study_data
+from widths import scored
+
+import model
+from config import TrainConfig
+
+BLUR = torch.tensor([1.0, 2.0, 1.0])
+
+
+class MaxBlurPool(nn.Module):
+    """A 2x2 max at stride 1, then the binomial blur at stride 2, channel by channel."""
+
+    def forward(self, x):
+        x = F.max_pool2d(x, 2, stride=1)
+        kernel = (BLUR[:, None] * BLUR[None, :] / 16).to(x).expand(x.shape[1], 1, 3, 3)
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, stride=2, groups=x.shape[1])
+
+
+def pooled_blocks(pool, which):
+    """A conv_block whose max-pools are pool() where their turn (1 for the first the model builds, 2 for the second)
+    is in which."""
+    turns = iter((1, 2))
+
+    def block(*args, **kwargs):
+        layers = max_block(*args, **kwargs)
+        return [pool() if isinstance(layer, nn.MaxPool2d) and next(turns) in which else layer for layer in layers]
+
+    return block
+
+
+max_block = model.conv_block
+POOLINGS = {
+    "max": (MaxBlurPool, ()),
+    "blur": (MaxBlurPool, (1, 2)),
+    "blur-first": (MaxBlurPool, (1,)),
+    "blur-second": (MaxBlurPool, (2,)),
+    "average": (lambda: nn.AvgPool2d(2), (1, 2)),
+}
+
+if __name__ == "__main__":
+    seeds, poolings, _, precision = study_arguments(sys.argv[1:])
+    data, suite, suite_labels = study_data()
+    for turn, seed in enumerate(seeds):
+        for pooling in in_turn(poolings, turn):
+            model.conv_block = pooled_blocks(*POOLINGS[pooling])
+            figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
+            print(json.dumps({"seed": seed, "pooling": pooling, **figures}), flush=True)
