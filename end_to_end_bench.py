@@ -11,11 +11,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from cli import RUN_RECORD
 from config import QUICK_STEPS
 from errors import RunError
 
 ROOT = Path(__file__).parent
-END_TO_END_STEPS = ("data", "training", "evaluation", "robustness", "saving", "plots")  # metrics.json
+END_TO_END_STEPS = ("data", "training", "evaluation", "robustness", "saving", "plots")  # the run record's seconds
 
 
 def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
@@ -45,7 +46,7 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
             for run in ("first_run", "second_run"):
                 out = folder / f"{run}-{repeat}" / "mnist_model.pth"
                 seconds[run].append(timed("main.py", "--out", out, *cache, *main_options))
-                metrics = json.loads(out.with_name("metrics.json").read_text())
+                metrics = json.loads(out.with_name(RUN_RECORD).read_text())
                 steps[run].append(metrics["seconds"])
                 numerics = metrics["numerics"]
             dry = ("--dry-run", "--out", folder / "dry" / "m.pth", "--data-dir", data_dir)
@@ -124,7 +125,7 @@ def end_to_end_table(results):
     lines += wall_time_rows(names, results, "vs_classic")
     if results["quick"]:
         lines += ["", f"Quick mode: {QUICK_STEPS} training steps a run; the figures mean nothing."]
-    lines += ["", "Where a run's seconds go (medians, from metrics.json):", ""]
+    lines += ["", f"Where a run's seconds go (medians, from {RUN_RECORD}):", ""]
     lines += ["| run | " + " | ".join(END_TO_END_STEPS) + " | other (start-up and imports, printing) |"]
     lines += ["| --- |" + " ---: |" * (len(END_TO_END_STEPS) + 1)]
     for run, step in results["median_step_seconds"].items():
