@@ -224,6 +224,25 @@ def model_writer(model, trained_with=None):
 MAX_MODEL_BYTES = 64 * 2**20
 
 
+# torch.load's words for a pickle that holds more than tensors, and for a zip archive without torch's records.
+NOT_SAVED_BY_TORCH = ("weights only load failed", "failed locating file data.pkl")
+
+
+def saved_by_torch(path):
+    """Whether the file is in one of torch.save's formats: a pickle, or a zip archive holding a data.pkl (one too
+    damaged to list counts). A file that is not (text, JSON, an image, another zip) is no model file, whatever
+    torch.load fails with; one that is and does not load is damaged."""
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head.startswith(b"\x80"):  # a pickle's protocol byte: the format before torch 1.6
+        return True
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return head == b"PK\x03\x04"  # a zip archive's start, its end missing: truncated
+
+
 def load_state_dict(path):
     path = Path(path)
     if path.is_dir():
@@ -243,8 +262,7 @@ def load_state_dict(path):
             raise CheckpointError(
                 f"{path} holds pickled code or objects, not only tensors; refused to load it"
             ) from None
-        # JSON, an image, a pickle of another kind; or a zip archive that torch.save did not write (a pt2 export)
-        if "weights only load failed" in message or "failed locating file data.pkl" in message:
+        if not saved_by_torch(path) or any(sign in message for sign in NOT_SAVED_BY_TORCH):
             export = " (an export: give the .pth it was made from)" if path.suffix in (".onnx", ".pt2") else ""
             raise CheckpointError(f"{path} is not a model file{export}: torch.load reads no tensors from it") from None
         raise CheckpointError(f"{path} is corrupt or truncated ({type(error).__name__})") from None

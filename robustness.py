@@ -37,6 +37,7 @@ def run(args):
     from data import load_split
     from evaluation import evaluate, evaluate_robustness, suite_answers
 
+    model = load_model(args.model, args.views)  # first: a file that is no model is refused as such, wherever it lies
     folder = Path(args.model).parent
     refuse_in_the_dataset(folder, f"the report's folder beside --model {args.model}", args.data_dir)
     refuse_another_models_outputs(
@@ -44,7 +45,6 @@ def run(args):
         f"a report on {Path(args.model).name} there",
         "Copy the model into a folder of its own and give that.",
     )
-    model = load_model(args.model, args.views)
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     suite = corrupted_test_set(images, args.seed, resolve_cache_dir(args.cache_dir))
     clean_accuracy = evaluate(model, images, labels)["accuracy"]

@@ -1,5 +1,6 @@
 """checkpoint.py: atomic saving, and loading only safe, matching state dicts that describe their model."""
 
+import io
 import json
 import os
 import signal
@@ -128,6 +129,8 @@ def test_checkpoint_problems_are_named(cli, untrained, tmp_path):
     cases = [
         (b"\x00garbage" * 100, "is not a model file"),
         (b'{"accuracy": 99.3}', "is not a model file"),  # metrics.json given as --model
+        (b"torch==2.14.1\nnumpy\n", "is not a model file"),  # a text file, which the unpickler fails on
+        (zip_of({"digit.png": b"\x89PNG"}), "is not a model file"),  # a zip archive that torch.save did not write
         (good[: len(good) // 2], "is corrupt or truncated"),
         (compact.read_bytes(), "different architecture"),
     ]
@@ -136,6 +139,14 @@ def test_checkpoint_problems_are_named(cli, untrained, tmp_path):
         path.write_bytes(content)
         assert_one_line_error(cli("evaluate", "--model", path), 2, message)
     assert_one_line_error(cli("evaluate", "--model", tmp_path / "absent.pth"), 2, "no model file")
+
+
+def zip_of(members):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
 
 
 class RunsCode:

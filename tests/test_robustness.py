@@ -47,3 +47,15 @@ def test_robustness_refuses_a_folder_whose_figures_describe_another_model(cli, t
     result = cli("robustness", "--model", other)
     assert_one_line_error(result, 2, f"describe {tmp_path / 'mnist_model.pth'}", "a folder of its own")
     assert snapshot(tmp_path) == before
+
+
+def test_robustness_on_a_file_that_is_no_model_says_so_first(cli, trained, tmp_path):
+    """An export beside a run's model is refused as no model file, not as another model whose report would replace
+    the run's figures: copying it into a folder of its own, as that message says, would not help."""
+    (tmp_path / "mnist_model.pth").write_bytes(trained[0].read_bytes())
+    (tmp_path / "metrics.json").write_text(trained[0].with_name("metrics.json").read_text())
+    export = tmp_path / "mnist_model.onnx"
+    export.write_bytes(b"\x00onnx" * 100)  # as an export, no torch.load archive
+    before = snapshot(tmp_path)
+    assert_one_line_error(cli("robustness", "--model", export), 2, "is not a model file (an export: give the .pth")
+    assert snapshot(tmp_path) == before
