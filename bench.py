@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from cli import (
+    Distinct,
     HelpFormatter,
     add_cache_option,
     add_data_option,
@@ -22,6 +23,7 @@ from cli import (
     add_min_confidence_option,
     add_model_option,
     add_precision_option,
+    add_seeds_option,
     add_threads_option,
     apply_threads,
     at_most_cpus,
@@ -59,6 +61,7 @@ def add_accuracy_arguments(parser):
         "--arch",
         nargs="+",
         type=architecture_type,
+        action=Distinct,
         default=list(ARCHITECTURES),
         help="architectures to benchmark: presets or STEM/BODY/HEAD (default: the presets)",
     )
@@ -66,12 +69,13 @@ def add_accuracy_arguments(parser):
         "--recipe",
         nargs="+",
         choices=RECIPES,
+        action=Distinct,
         default=[DEFAULT_RECIPE, "hand-found", BASELINE_RECIPE],
         help="training recipes: robust (the default), hand-found (the default before tune), mild (--augment mild), "
         "earlier (the default before the robustness work: mild, without the contrast stretch) or nondigits (the "
         "default trained on non-digits too, configs/nondigits.json)",
     )
-    add_seeds_option(parser)
+    add_seeds_option(parser, [0, 1, 2, 3, 4], "one run per seed")
     add_quick_option(parser, QUICK_TRAINING)
     parser.add_argument("--no-classic", action="store_true", help="skip the classic baseline")
     add_device_option(parser)
@@ -91,7 +95,7 @@ def add_concurrency_arguments(parser):
 
 
 def add_calibration_arguments(parser):
-    add_seeds_option(parser)
+    add_seeds_option(parser, [0, 1, 2, 3, 4], "one run per seed")
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -126,12 +130,6 @@ def add_serve_arguments(parser):
 def add_abuse_arguments(parser):
     add_model_option(parser)
     add_quick_option(parser, "fewer uploads of each kind")
-
-
-def add_seeds_option(parser):
-    parser.add_argument(
-        "--seeds", nargs="+", type=option_type("seed"), default=[0, 1, 2, 3, 4], help="one run per seed"
-    )
 
 
 def add_repeats_option(parser):

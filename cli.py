@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from config import MIN_CONFIDENCE
+from config import MIN_CONFIDENCE, option_type
 from errors import InputError
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
@@ -89,7 +89,25 @@ def add_precision_option(parser, nargs=None):
     from numerics import PRECISION_HELP, PRECISIONS
 
     default = ["auto"] if nargs else "auto"
-    parser.add_argument("--precision", nargs=nargs, choices=PRECISIONS, default=default, help=PRECISION_HELP)
+    action = Distinct if nargs else None
+    parser.add_argument(
+        "--precision", nargs=nargs, choices=PRECISIONS, default=default, action=action, help=PRECISION_HELP
+    )
+
+
+def add_seeds_option(parser, default, help):
+    parser.add_argument("--seeds", nargs="+", type=option_type("seed"), action=Distinct, default=default, help=help)
+
+
+class Distinct(argparse.Action):
+    """A list option whose values differ: a seed, model or precision given twice would run twice and count twice
+    in the means and spreads of what it measures."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        repeated = list(dict.fromkeys(value for value in values if values.count(value) > 1))
+        if repeated:
+            parser.error(f"argument {option_string}: {', '.join(map(str, repeated))} given more than once")
+        setattr(namespace, self.dest, values)
 
 
 def usable_cpus():

@@ -21,6 +21,7 @@ import optuna
 
 from cli import (
     add_run_options,
+    add_seeds_option,
     at_most_cpus,
     output_folder,
     positive,
@@ -32,7 +33,6 @@ from config import (
     QUICK_SUITE_IMAGES,
     add_architecture_option,
     architecture,
-    option_type,
     preset_recipe,
 )
 from tune_report import report_owner, write_report
@@ -78,9 +78,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--timeout", type=positive(float), help="stop starting trials after this many seconds (default: no limit)"
     )
-    parser.add_argument(
-        "--seeds", nargs="+", type=option_type("seed"), default=[0, 1], help="one training run per seed per trial"
-    )
+    add_seeds_option(parser, [0, 1], "one training run per seed per trial")
     parser.add_argument(
         "--storage",
         metavar="URL",

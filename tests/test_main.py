@@ -104,6 +104,22 @@ def test_seeds_workers_and_threads_out_of_range_are_usage_errors(cli, args, mess
 
 
 @pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--seeds", "0", "1", "0"], "argument --seeds: 0 given more than once"),
+        (["bench", "calibration", "--seeds", "2", "2"], "argument --seeds: 2 given more than once"),
+        (["tune", "--seeds", "3", "3", "4", "4"], "argument --seeds: 3, 4 given more than once"),
+        (["bench", "--arch", "compact", "default", "compact"], "argument --arch: compact given more than once"),
+        (["bench", "--recipe", "robust", "robust"], "argument --recipe: robust given more than once"),
+        (["bench", "--precision", "fp32", "bf16", "fp32"], "argument --precision: fp32 given more than once"),
+    ],
+)
+def test_a_value_given_twice_to_a_list_option_is_a_usage_error(cli, args, message):
+    """Each value runs once: a seed given twice ran twice and counted twice in the means, minima and spreads."""
+    assert_one_line_error(cli(*args), 2, message)
+
+
+@pytest.mark.parametrize(
     "command, option",
     [([], "--out"), (["robustness"], "--cache-dir"), (["bench"], "--out-dir"), (["tune"], "--out-dir")],
 )
