@@ -95,6 +95,7 @@ class Outputs:
     def write(self, path, write):
         """Stage write(temporary_path) for path; the new file keeps the permissions of the one it replaces."""
         target = output_target(path)
+        self.refuse_twice(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         temporary = temporary_beside(target)
         try:  # before the work: a folder it cannot write (root's included) fails now, and in these words
@@ -114,8 +115,15 @@ class Outputs:
     def remove(self, path):
         """Stage the removal of path (a previous run's output that this run does not replace)."""
         target = output_target(path)
+        self.refuse_twice(target)
         if target.exists():
             self.removed.append(target)
+
+    def refuse_twice(self, target):
+        """One change to a path a set: a second write would share the first's temporary, and a removal would take
+        away what was written, each after part of the set had landed."""
+        if target in {staged for _, staged in self.staged} | set(self.removed):
+            raise ValueError(f"{target} is staged twice in one set of outputs")
 
     def commit(self):
         folders = {target.parent for _, target in self.staged} | {target.parent for target in self.removed}

@@ -19,6 +19,9 @@ from cli import (
     resolve_data_dir,
 )
 from config import SUITE_SEED
+from errors import InputError
+
+REPORT_FILES = (ROBUSTNESS_REPORT, "robustness.png")  # beside the model
 
 
 def add_arguments(parser):
@@ -39,6 +42,8 @@ def run(args):
 
     model = load_model(args.model, args.views)  # first: a file that is no model is refused as such, wherever it lies
     folder = Path(args.model).parent
+    if Path(args.model).name in REPORT_FILES:
+        raise InputError(f"--model {args.model} is named as this command's report, which would replace it; rename it")
     refuse_in_the_dataset(folder, f"the report's folder beside --model {args.model}", args.data_dir)
     refuse_another_models_outputs(
         args.model,
@@ -56,13 +61,14 @@ def run(args):
     }
     answers = suite_answers(model, images, suite, plots.ROBUSTNESS_SAMPLES)
     with Outputs() as outputs:  # the report and its figure land together
-        outputs.write(folder / ROBUSTNESS_REPORT, json_writer(report))
-        outputs.write(folder / "robustness.png", plots.png_writer(plots.robustness(images, labels, suite, answers)))
+        report_file, figure_file = (folder / name for name in REPORT_FILES)
+        outputs.write(report_file, json_writer(report))
+        outputs.write(figure_file, plots.png_writer(plots.robustness(images, labels, suite, answers)))
         outputs.commit()
     print(
         json.dumps(report, indent=2)
         if args.json
-        else f"{format_table(report)}\nwrote {ROBUSTNESS_REPORT} and robustness.png in {folder}"
+        else f"{format_table(report)}\nwrote {' and '.join(REPORT_FILES)} in {folder}"
     )
 
 

@@ -6,6 +6,7 @@ sample of ROBUSTNESS_IMAGES evaluated images (metrics.json gives its standard er
 cached between runs; `python main.py robustness` measures all 10,000.
 """
 
+import argparse
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -55,7 +56,7 @@ def add_arguments(parser):
     add_run_options(parser)
     parser.add_argument(
         "--out",
-        type=output_file(Path(DEFAULT_MODEL_PATH).name),
+        type=model_output,
         help=f"model path; metrics.json and the plots are written beside it (default: {DEFAULT_MODEL_PATH}; "
         "a --dry-run saves nothing unless given --out)",
     )
@@ -70,6 +71,19 @@ def add_arguments(parser):
         action="store_true",
         help=f"smoke run: {DRY_RUN_STEPS} training steps, no accuracy gate, no corruption suite",
     )
+
+
+def model_output(text):
+    """--out's type: a file's path (cli.output_file) not named as one of the figures a run writes beside its model
+    (or removes: `robustness`'s report), which would take the model's place in the same set of outputs."""
+    default_name = Path(DEFAULT_MODEL_PATH).name
+    text = output_file(default_name)(text)
+    if Path(text).name in RUN_OUTPUTS:
+        raise argparse.ArgumentTypeError(
+            f"{text}: a model's figures beside it take that name ({RUN_RECORD}, the plots, {ROBUSTNESS_REPORT}); "
+            f"give the model another, such as {Path(text).with_name(default_name)}"
+        )
+    return text
 
 
 def run(args):
@@ -194,6 +208,7 @@ def robustness_figures(model, suite, labels, clean_accuracy):
 
 PLOTS = ("training_curves.png", "confusion_matrix.png", "misclassified.png", "reliability.png", "robustness.png",
          "augmentation.png")  # fmt: skip
+RUN_OUTPUTS = (RUN_RECORD, *PLOTS, ROBUSTNESS_REPORT)  # what a run writes (or removes) beside its model
 
 
 def write_plots(outputs, folder, result, data, config, robustness):

@@ -79,6 +79,19 @@ def test_outputs_land_together_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "model.pth"]  # no temporaries left
 
 
+@pytest.mark.parametrize("second", ["write", "remove"])
+def test_outputs_refuse_a_path_staged_twice_and_change_nothing(tmp_path, second):
+    """A second write would share the first's temporary; a removal would take away what was written."""
+    model, record = tmp_path / "model.pth", tmp_path / "metrics.json"
+    record.write_text("old metrics")
+    with pytest.raises(ValueError, match="staged twice"), Outputs() as outputs:
+        outputs.write(model, write("new model"))
+        outputs.write(record, write("new metrics"))
+        outputs.write(record, write("a plot")) if second == "write" else outputs.remove(record)
+        outputs.commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"] and record.read_text() == "old metrics"
+
+
 def test_ctrl_c_while_outputs_land_lets_them_all_land_then_says_so(tmp_path):
     paths = [tmp_path / f"{name}.txt" for name in "abc"]
     with pytest.raises(KeyboardInterrupt, match="after the outputs were saved"), Outputs() as outputs:

@@ -59,3 +59,13 @@ def test_robustness_on_a_file_that_is_no_model_says_so_first(cli, trained, tmp_p
     before = snapshot(tmp_path)
     assert_one_line_error(cli("robustness", "--model", export), 2, "is not a model file (an export: give the .pth")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["robustness.json", "robustness.png"])
+def test_robustness_refuses_a_model_named_as_its_report(cli, trained, tmp_path, name):
+    """The report, written beside the model under that name, would replace the model."""
+    model = tmp_path / name
+    model.write_bytes(trained[0].read_bytes())
+    before = snapshot(tmp_path)
+    assert_one_line_error(cli("robustness", "--model", model), 2, "is named as this command's report")
+    assert snapshot(tmp_path) == before

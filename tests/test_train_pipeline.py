@@ -262,6 +262,15 @@ def test_an_out_that_is_no_file_path_is_refused_before_the_run(cli, tmp_path, na
     assert not list((tmp_path / "taken").iterdir()) and (tmp_path / "file").read_text() == "kept"
 
 
+@pytest.mark.parametrize("name", ["metrics.json", "training_curves.png", "robustness.json"])
+def test_an_out_named_as_the_figures_beside_it_is_refused_before_the_run(cli, tmp_path, name):
+    """The model and the figure of that name would be one file in one set of outputs: --out metrics.json landed the
+    plots and the record without the model, then failed half-way."""
+    result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / name)
+    assert_one_line_error(result, 2, f"--out: {tmp_path / name}: a model's figures beside it take that name")
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_out_that_cannot_be_replaced_fails_before_the_training(cli, tmp_path):
     out = tmp_path / "kept.pth"
     out.write_bytes(b"a model the user keeps")
