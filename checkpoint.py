@@ -52,6 +52,15 @@ def output_target(path):
     return target
 
 
+def model_target(path):
+    """output_target(path) for a model file: a file already there must be in torch.save's formats (a model this one
+    replaces), never a source file, notes or an export."""
+    target = output_target(path)
+    if target.is_file() and target.stat().st_size and not saved_by_torch(target):
+        raise InputError(f"{path} is there and is no model file; refused to replace it with one")
+    return target
+
+
 TEMPORARY = re.compile(r"\.(?P<stem>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>.*)")  # .NAME.PID.tmp.SUFFIX, beside NAME.SUFFIX
 
 

@@ -128,13 +128,13 @@ def output_path(args):
 def pipeline(arch, config, device, data, out, min_accuracy, cache_dir, seconds, precision="auto"):
     """Train, evaluate, gate; then (cache_dir given) the robustness figure; then (out given) save the model,
     plots and metrics.json, all together or none of them. Nothing is saved when the gate fails."""
-    from checkpoint import Outputs, json_writer, model_writer, output_target
+    from checkpoint import Outputs, json_writer, model_target, model_writer
     from evaluation import format_calibration, format_report
     from numerics import describe_numerics
     from train import AccuracyBelowGate, train_and_evaluate
 
     if out is not None:
-        output_target(out)  # a model file that cannot be replaced fails now, not after the training
+        model_target(out)  # a file that cannot, or must not, be replaced fails now, not after the training
     result = train_and_evaluate(arch, config, device, data, precision=precision)
     metrics = result.metrics
     seconds.update(training=metrics["train_seconds"], evaluation=metrics["test_seconds"])

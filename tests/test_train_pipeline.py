@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import asdict, replace
 
 import pytest
@@ -269,6 +270,21 @@ def test_an_out_named_as_the_figures_beside_it_is_refused_before_the_run(cli, tm
     result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / name)
     assert_one_line_error(result, 2, f"--out: {tmp_path / name}: a model's figures beside it take that name")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["train.py", "m.pt2"])
+def test_an_out_over_a_file_that_is_no_model_is_refused_before_the_training(cli, tmp_path, name):
+    """--out replaces a model file; a source file, notes or an export there were replaced by the model."""
+    if name.endswith(".pt2"):  # a zip archive, as an export is, without torch.save's records
+        with zipfile.ZipFile(tmp_path / name, "w") as archive:
+            archive.writestr("m/models/model.json", "{}")
+    else:
+        (tmp_path / name).write_text("import torch\n")
+    content = (tmp_path / name).read_bytes()
+    result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / name)
+    assert_one_line_error(result, 2, f"{tmp_path / name} is there and is no model file; refused to replace it")
+    assert "step 1/" not in result.stdout
+    assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_bytes() == content
 
 
 def test_an_out_that_cannot_be_replaced_fails_before_the_training(cli, tmp_path):
