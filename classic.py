@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from checkpoint import atomic_write
+from checkpoint import atomic_write, model_target
 from cli import resolve_data_dir
 from config import option_type
 from data import MEAN, STD, missing_files, raw_folder
@@ -114,6 +114,7 @@ def main(argv=None):
     data_dir, device = resolve_data_dir(args.data_dir), torch.device("cpu")
     try:
         if args.stage == "train":
+            model_target(args.model)  # before the training: a file there that is no model file is kept
             model, seconds, _ = train(args.seed, device, data_dir, args.max_steps)
             atomic_write(args.model, lambda temporary: torch.save(model.state_dict(), temporary))
             print(f"trained in {seconds:.1f} s")

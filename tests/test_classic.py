@@ -30,3 +30,11 @@ def test_missing_data_is_a_one_line_error_and_saves_nothing(capsys, tmp_path):
     result = classic(capsys, "train", "--data-dir", tmp_path, "--model", tmp_path / "classic.pth")
     assert_one_line_error(result, 2, "MNIST not found: train-images-idx3-ubyte, train-labels-idx1-ubyte belong in")
     assert not (tmp_path / "classic.pth").exists()
+
+
+def test_training_over_a_file_that_is_no_model_is_refused_and_keeps_it(capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("kept")
+    result = classic(capsys, "train", "--model", notes, "--max-steps", 1)
+    assert_one_line_error(result, 2, f"{notes} is there and is no model file")
+    assert notes.read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
