@@ -39,6 +39,7 @@ def load_split(data_dir, split):
     """
     folder = raw_folder(data_dir)
     if missing_files(data_dir, [split]):
+        refuse_a_folder_below(data_dir, split)
         _download(data_dir)
     image_path, label_path = (folder / name for name in RAW_FILES[split])
     images = read_idx(image_path, dimensions=3)
@@ -50,6 +51,19 @@ def load_split(data_dir, split):
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise DataError(f"{label_path} holds labels outside 0..9")
     return normalize(images), labels.long()
+
+
+def refuse_a_folder_below(data_dir, split):
+    """A data folder that names MNIST/raw itself, or MNIST, where it should name the folder holding MNIST/raw: the
+    download would put a second copy inside the first (a read-only or shared copy included). Refused, with the
+    folder meant."""
+    given = Path(data_dir).resolve()
+    for holder, meant in ((given, given.parent.parent), (given / "raw", given.parent)):
+        if raw_folder(meant) == holder and all((holder / name).is_file() for name in RAW_FILES[split]):
+            raise DataError(
+                f"{data_dir} lies inside the data folder: {holder} holds MNIST's files, and the data folder is the "
+                f"one that holds MNIST/raw, {meant}"
+            )
 
 
 def validation_split(images, labels):

@@ -31,6 +31,19 @@ def test_missing_data_offline_names_the_files_and_folder(cli, tmp_path, monkeypa
     assert not (tmp_path / "empty").exists()  # the failed download leaves no folders behind
 
 
+@pytest.mark.parametrize("below", ["MNIST/raw", "MNIST"])
+def test_a_data_folder_inside_the_one_meant_is_refused_before_any_download(cli, untrained, tmp_path, below):
+    """The download would put a second copy inside the first: online, into a shared or read-only copy too."""
+    data_dir = tmp_path / "data"
+    (data_dir / "MNIST" / "raw").mkdir(parents=True)
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (data_dir / "MNIST" / "raw" / name).symlink_to(DATA_DIR / "MNIST" / "raw" / name)
+    before = snapshot(data_dir)
+    result = cli("evaluate", "--model", untrained, "--data-dir", data_dir / below)
+    assert_one_line_error(result, 2, "lies inside the data folder", f"holds MNIST/raw, {data_dir}")
+    assert snapshot(data_dir) == before
+
+
 def test_a_damaged_archive_is_named_when_the_download_fails(cli, tmp_path, monkeypatch):
     """An interrupted download leaves a short .gz, which torchvision will not unpack but fetch again: offline,
     the error names the archive, and the archive stays."""
