@@ -408,13 +408,21 @@ def _first_line(error):
     return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
+MAX_CONFIG_BYTES = 2**20  # a recipe file holds under a kilobyte; reading stops here (/dev/zero never ends)
+
+
 def read_config(path, base):
     """The recipe base with the fields that the JSON file at path sets; "augmentation" is an object of
     Augmentation fields (missing ones take Augmentation's defaults), a preset name, or null."""
     try:
-        values = json.loads(Path(path).read_text())
+        with open(path, "rb") as file:  # a pipe, as from <(...), reads too
+            text = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as error:
         raise ConfigError(f"cannot read --config {path}: {error.strerror}") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config {path} holds over {MAX_CONFIG_BYTES:,} bytes, more than any recipe file")
+    try:
+        values = json.loads(text)
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, an integer of 4,300+ digits
         raise ConfigError(f"--config {path} is not JSON this project reads: {_first_line(error)}") from None
     if not isinstance(values, dict):

@@ -240,6 +240,13 @@ def test_a_bad_config_file_is_a_one_line_error(cli, tmp_path, content, message):
     assert not (tmp_path / "m.pth").exists()
 
 
+def test_a_config_that_never_ends_is_a_one_line_error(cli, tmp_path):
+    """/dev/zero was read until memory ran out: the read stops past any recipe's size."""
+    result = cli("--config", "/dev/zero", "--out", tmp_path / "m.pth", "--data-dir", tmp_path)
+    assert_one_line_error(result, 2, "--config /dev/zero holds over 1,048,576 bytes, more than any recipe file")
+    assert not (tmp_path / "m.pth").exists()
+
+
 def test_a_diverging_loss_stops_without_saving(cli, tmp_path):
     result = cli("--dry-run", "--lr", "1e6", "--data-dir", DATA_DIR, "--out", tmp_path / "m.pth")
     assert_one_line_error(result, 1, "diverged")
