@@ -290,7 +290,7 @@ def test_an_out_over_a_file_that_is_no_model_is_refused_before_the_training(cli,
     content = (tmp_path / name).read_bytes()
     result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / name)
     assert_one_line_error(result, 2, f"{tmp_path / name} is there and is no model file; refused to replace it")
-    assert "step 1/" not in result.stdout
+    assert "step" not in result.stdout  # refused before any training
     assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_bytes() == content
 
 
