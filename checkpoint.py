@@ -53,11 +53,16 @@ def output_target(path):
 
 
 def model_target(path):
-    """output_target(path) for a model file: a file already there must be in torch.save's formats (a model this one
-    replaces), never a source file, notes or an export."""
+    """output_target(path) for a model file, checked before the work that makes it: a file already there must be in
+    torch.save's formats (a model this one replaces), never a source file, notes or an export; and its temporary's
+    name must fit the file system's limit, where a long name failed only at the saving."""
     target = output_target(path)
     if target.is_file() and target.stat().st_size and not saved_by_torch(target):
         raise InputError(f"{path} is there and is no model file; refused to replace it with one")
+    folder = next(folder for folder in target.parents if folder.exists())
+    limit = os.pathconf(folder, "PC_NAME_MAX")
+    if len(temporary_name(target).encode()) > limit:
+        raise InputError(f"{path}: the name is too long to save under (the file system takes {limit} bytes a name)")
     return target
 
 
@@ -71,7 +76,11 @@ def temporary_beside(target):
         match = TEMPORARY.fullmatch(left.name)
         if match and match["stem"] == target.stem and not process_exists(int(match["pid"])):
             left.unlink(missing_ok=True)
-    return target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+    return target.with_name(temporary_name(target))
+
+
+def temporary_name(target):
+    return f".{target.stem}.{os.getpid()}.tmp{target.suffix}"
 
 
 def process_exists(pid):

@@ -294,6 +294,14 @@ def test_an_out_over_a_file_that_is_no_model_is_refused_before_the_training(cli,
     assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_bytes() == content
 
 
+def test_an_out_too_long_to_save_under_is_refused_before_the_training(cli, tmp_path):
+    """Its name fits, the temporary's beside it does not: the run trained, then failed to save."""
+    out = tmp_path / ("m" * 248 + ".pth")
+    result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", out)
+    assert_one_line_error(result, 2, "the name is too long to save under")
+    assert "step" not in result.stdout and not list(tmp_path.iterdir())
+
+
 def test_an_out_that_cannot_be_replaced_fails_before_the_training(cli, tmp_path):
     out = tmp_path / "kept.pth"
     out.write_bytes(b"a model the user keeps")
