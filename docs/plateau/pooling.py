@@ -9,7 +9,6 @@ come before the norms and ReLUs, so this is not the max of the ReLUs' outputs).
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,blur --precision fp32
 """
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch
 import torch.nn.functional as F
 from torch import nn
-from views import in_turn, study_arguments, study_data
+from views import print_rows_in_turn
 from widths import scored
 
 import model
@@ -58,11 +57,15 @@ POOLINGS = {
     "average": (lambda: nn.AvgPool2d(2), (1, 2)),
 }
 
+
+def row(seed, pooling, precision, data, suite, suite_labels):
+    model.conv_block = pooled_blocks(*POOLINGS[pooling])
+    try:
+        figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
+    finally:
+        model.conv_block = max_block
+    return {"seed": seed, "pooling": pooling, **figures}
+
+
 if __name__ == "__main__":
-    seeds, poolings, _, precision = study_arguments(sys.argv[1:])
-    data, suite, suite_labels = study_data()
-    for turn, seed in enumerate(seeds):
-        for pooling in in_turn(poolings, turn):
-            model.conv_block = pooled_blocks(*POOLINGS[pooling])
-            figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
-            print(json.dumps({"seed": seed, "pooling": pooling, **figures}), flush=True)
+    print_rows_in_turn(row, sys.argv[1:])

@@ -11,14 +11,13 @@ mean on their first 2,000 and its entries nearest real scans, training seconds).
 The straight line is patched into train.OneCycleSGD.schedule for its runs only (the product has one schedule).
 """
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from views import in_turn, study_arguments, study_data
+from views import print_rows_in_turn
 from widths import scored
 
 import train
@@ -50,8 +49,4 @@ def row(seed, schedule, precision, data, suite, suite_labels):
 
 
 if __name__ == "__main__":
-    seeds, schedules, _, precision = study_arguments(sys.argv[1:])
-    data, suite, suite_labels = study_data()
-    for turn, seed in enumerate(seeds):
-        for schedule in in_turn(schedules, turn):
-            print(json.dumps(row(seed, schedule, precision, data, suite, suite_labels)), flush=True)
+    print_rows_in_turn(row, sys.argv[1:])

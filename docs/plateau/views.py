@@ -92,6 +92,16 @@ def in_turn(settings, turn):
     return settings[first:] + settings[:first]
 
 
+def print_rows_in_turn(row, argv):
+    """A study's command line (study_arguments) run: each seed runs every setting, each first in its turn, printing
+    row(seed, setting, precision, data, suite, suite_labels) as one JSON line."""
+    seeds, settings, _, precision = study_arguments(argv)
+    data, suite, suite_labels = study_data()
+    for turn, seed in enumerate(seeds):
+        for setting in in_turn(settings, turn):
+            print(json.dumps(row(seed, setting, precision, data, suite, suite_labels)), flush=True)
+
+
 def main(seeds, test=False):
     data, suite, suite_labels = study_data(test)
     images, labels = data["eval"]

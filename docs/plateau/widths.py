@@ -13,7 +13,6 @@ A width may carry changes to the recipe, each `+FIELD=VALUE` of TrainConfig (a r
     python docs/plateau/widths.py 0,1,2,3,4 24+lr=0.786,24+weight_decay=5.56e-4 --precision fp32
 """
 
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from views import in_turn, study_arguments, study_data
+from views import print_rows_in_turn
 
 from config import TrainConfig, architecture
 from evaluation import accuracy_by_corruption, evaluate_robustness
@@ -68,8 +67,4 @@ def row(seed, setting, precision, data, suite, suite_labels):
 
 
 if __name__ == "__main__":
-    seeds, settings, _, precision = study_arguments(sys.argv[1:])
-    data, suite, suite_labels = study_data()
-    for turn, seed in enumerate(seeds):
-        for setting in in_turn(settings, turn):
-            print(json.dumps(row(seed, setting, precision, data, suite, suite_labels)), flush=True)
+    print_rows_in_turn(row, sys.argv[1:])
