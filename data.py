@@ -15,6 +15,9 @@ RAW_FILES = {  # split -> (images, labels), as torchvision keeps them in DIR/MNI
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+# MNIST's images per split: a file of another count is the other split's (a run would train on the test digits and
+# report its accuracy on them as a test) or another dataset's.
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 
 
 class DataError(InputError):
@@ -50,6 +53,11 @@ def load_split(data_dir, split):
         raise DataError(f"{image_path} holds {len(images)} images but {label_path} holds {len(labels)} labels")
     if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) <= 9:
         raise DataError(f"{label_path} holds labels outside 0..9")
+    if len(images) != SPLIT_SIZES[split]:
+        raise DataError(
+            f"{image_path} holds {len(images):,} images where MNIST's {split} split has {SPLIT_SIZES[split]:,}: "
+            "the other split's file, or another dataset's; put MNIST's own there"
+        )
     return normalize(images), labels.long()
 
 

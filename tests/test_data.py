@@ -91,6 +91,21 @@ def test_corrupt_data_names_the_bad_file(cli, tmp_path, name, damage):
     assert not (tmp_path / "m.pth").exists()
 
 
+@pytest.mark.parametrize("split, other", [("train", "t10k"), ("t10k", "train")])
+def test_one_splits_files_in_the_others_place_are_refused_before_the_training(cli, tmp_path, split, other):
+    """The test files under the training files' names: a run trained on the test digits, then reported its accuracy
+    on them as a test accuracy, and saved the model."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in RAW_NAMES:
+        source = name.replace(split, other) if name.startswith(split) else name
+        (raw / name).symlink_to(DATA_DIR / "MNIST" / "raw" / source)
+    result = cli("--dry-run", "--data-dir", raw.parents[1], "--out", tmp_path / "m.pth")
+    counts = {"train": ("10,000", "60,000"), "t10k": ("60,000", "10,000")}[split]
+    assert_one_line_error(result, 2, f"{split}-images-idx3-ubyte holds {counts[0]} images where MNIST's", counts[1])
+    assert "step" not in result.stdout and not (tmp_path / "m.pth").exists()
+
+
 def test_an_empty_data_file_is_a_one_line_error(cli, tmp_path):
     name = "t10k-images-idx3-ubyte"
     data_dir = data_dir_with(tmp_path, name, struct.pack(">IIII", 0x0803, 0, 28, 28))
