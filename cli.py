@@ -19,6 +19,7 @@ CACHE_DIR_ENV = "MNIST_CACHE_DIR"
 DEFAULT_MODEL_PATH = "models/mnist_model.pth"
 RUN_RECORD = "metrics.json"  # a training run's figures, beside its model file, which it names (model_file)
 ROBUSTNESS_REPORT = "robustness.json"  # `robustness`'s figures of the whole suite, beside the model it names (model)
+EXPORT_FORMATS = ("onnx", "pt2")  # `export`'s formats, each also the suffix of its file
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

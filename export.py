@@ -11,14 +11,13 @@ import json
 import os
 from pathlib import Path
 
-from cli import add_model_option, add_views_option, output_file
+from cli import EXPORT_FORMATS, add_model_option, add_views_option, output_file
 from errors import InputError
 
 OPSET = 18  # ONNX opset of the exported graph
 EXAMPLE_BATCH = 2  # images in the example input the exporters trace
 MAX_BATCH = 65_536  # the exported files take any batch from 1 to this
 METADATA_FILE = "metadata.json"  # the pt2 archive's extra file holding the metadata
-FORMATS = ("onnx", "pt2")  # each also the suffix of its file
 
 
 def add_arguments(parser):
@@ -45,7 +44,7 @@ def export_format(name):
             "torchscript is no longer written (PyTorch deprecated it): use --format pt2, "
             "a torch.export program that torch.export.load runs"
         )
-    if name not in FORMATS:
+    if name not in EXPORT_FORMATS:
         raise argparse.ArgumentTypeError(f"unknown format {name!r}; choose onnx or pt2")
     return name
 
@@ -55,7 +54,7 @@ def run(args):
     if os.path.exists(out) and os.path.exists(args.model) and os.path.samefile(out, args.model):
         raise InputError(f"--out {out} is the model file given to --model; refused to replace it with the export")
     suffix = Path(out).suffix
-    if suffix in {f".{fmt}" for fmt in FORMATS} - {f".{args.format}"}:
+    if suffix in {f".{fmt}" for fmt in EXPORT_FORMATS} - {f".{args.format}"}:
         raise InputError(f"--out {out} is named for the other format; give --format {suffix[1:]} or an "
                          f"--out ending in .{args.format}")  # fmt: skip
     if suffix != f".{args.format}":  # a slip (metrics.json, the model's .pth) that would replace another file

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cli import (
     DEFAULT_MODEL_PATH,
+    EXPORT_FORMATS,
     ROBUSTNESS_REPORT,
     RUN_RECORD,
     add_run_options,
@@ -75,13 +76,19 @@ def add_arguments(parser):
 
 def model_output(text):
     """--out's type: a file's path (cli.output_file) not named as one of the figures a run writes beside its model
-    (or removes: `robustness`'s report), which would take the model's place in the same set of outputs."""
+    (or removes: `robustness`'s report), which would take the model's place in the same set of outputs, nor with an
+    export's suffix, which other tools would open as the format it names."""
     default_name = Path(DEFAULT_MODEL_PATH).name
     text = output_file(default_name)(text)
     if Path(text).name in RUN_OUTPUTS:
         raise argparse.ArgumentTypeError(
             f"{text}: a model's figures beside it take that name ({RUN_RECORD}, the plots, {ROBUSTNESS_REPORT}); "
             f"give the model another, such as {Path(text).with_name(default_name)}"
+        )
+    if Path(text).suffix[1:] in EXPORT_FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"{text}: a run saves a state dict for torch.load, not an export; give it a .pth, such as "
+            f"{Path(text).with_suffix('.pth')}, and make the {Path(text).suffix} with python main.py export"
         )
     return text
 

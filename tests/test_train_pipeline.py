@@ -279,10 +279,18 @@ def test_an_out_named_as_the_figures_beside_it_is_refused_before_the_run(cli, tm
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("name", ["train.py", "m.pt2"])
+@pytest.mark.parametrize("name", ["m.onnx", "m.pt2"])
+def test_an_out_named_as_an_export_is_refused_before_the_run(cli, tmp_path, name):
+    """--out m.onnx saved the state dict under ONNX's name, which onnxruntime (or torch.export.load) then failed on."""
+    result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / name)
+    assert_one_line_error(result, 2, f"--out: {tmp_path / name}: a run saves a state dict", "python main.py export")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["train.py", "m.zip"])
 def test_an_out_over_a_file_that_is_no_model_is_refused_before_the_training(cli, tmp_path, name):
-    """--out replaces a model file; a source file, notes or an export there were replaced by the model."""
-    if name.endswith(".pt2"):  # a zip archive, as an export is, without torch.save's records
+    """--out replaces a model file; a source file, notes or an archive there were replaced by the model."""
+    if name.endswith(".zip"):  # a zip archive, as a pt2 export is, without torch.save's records
         with zipfile.ZipFile(tmp_path / name, "w") as archive:
             archive.writestr("m/models/model.json", "{}")
     else:
