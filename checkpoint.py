@@ -7,6 +7,7 @@ stretch, deskewing's slant limit), the views' margin and the temperature. Files 
 against the presets (temperature 1).
 """
 
+import errno
 import glob
 import json
 import os
@@ -55,15 +56,26 @@ def output_target(path):
 def model_target(path):
     """output_target(path) for a model file, checked before the work that makes it: a file already there must be in
     torch.save's formats (a model this one replaces), never a source file, notes or an export; and its temporary's
-    name must fit the file system's limit, where a long name failed only at the saving."""
+    name must fit the file system's limit, and the folder that will hold it must be one this process may write into,
+    where a long name or a read-only folder failed only at the saving."""
     target = output_target(path)
     if target.is_file() and target.stat().st_size and not saved_by_torch(target):
         raise InputError(f"{path} is there and is no model file; refused to replace it with one")
-    folder = next(folder for folder in target.parents if folder.exists())
+    folder = writable_folder_above(target)
     limit = os.pathconf(folder, "PC_NAME_MAX")
     if len(temporary_name(target).encode()) > limit:
         raise InputError(f"{path}: the name is too long to save under (the file system takes {limit} bytes a name)")
     return target
+
+
+def writable_folder_above(path):
+    """The nearest folder above path that exists (the file, and any folder it needs, are made in there), refused
+    unless this process may write into it: checked before the work, which otherwise failed only at the saving."""
+    folder = next(folder for folder in Path(path).absolute().parents if folder.exists())
+    if not os.access(folder, os.W_OK | os.X_OK):  # a read-only file system binds root too, where modes do not
+        read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+        raise OutputError(f"cannot write into {folder}: {os.strerror(errno.EROFS if read_only else errno.EACCES)}")
+    return folder
 
 
 TEMPORARY = re.compile(r"\.(?P<stem>.+)\.(?P<pid>\d+)\.tmp(?P<suffix>.*)")  # .NAME.PID.tmp.SUFFIX, beside NAME.SUFFIX
@@ -114,9 +126,9 @@ class Outputs:
         """Stage write(temporary_path) for path; the new file keeps the permissions of the one it replaces."""
         target = output_target(path)
         self.refuse_twice(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = temporary_beside(target)
-        try:  # before the work: a folder it cannot write (root's included) fails now, and in these words
+        try:  # before the work: a folder it cannot make or write (root's included) fails now, and in these words
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary = temporary_beside(target)
             temporary.touch()
         except OSError as error:
             raise OutputError(f"cannot write into {target.parent}: {error.strerror or error}") from None

@@ -3,12 +3,15 @@ images drawn as users make them. Fixtures are in conftest.py."""
 
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
 from collections import namedtuple
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 
 from cli import resolve_data_dir
@@ -111,3 +114,34 @@ def write_huge_png(path, width, height, kind="grey"):
 def post_image(api, body, content_type="image/png"):
     """POST an image's bytes to the served API (an httpx client)."""
     return api.post("/api/predict", content=body, headers={"content-type": content_type})
+
+
+@contextmanager
+def read_only_folder(folder, files=()):
+    """folder, made with copies of files, that this process cannot write into: its mode where that binds, else (root)
+    a read-only tmpfs mounted over it; the test is skipped where neither can be had."""
+    folder.mkdir()
+    for file in files:
+        shutil.copy(file, folder)
+    folder.chmod(0o555)
+    if not os.access(folder, os.W_OK):
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    mount = shutil.which("mount")
+    if (
+        not mount
+        or subprocess.run([mount, "-t", "tmpfs", "-o", "size=4m", "tmpfs", folder], capture_output=True).returncode
+    ):
+        folder.chmod(0o755)
+        pytest.skip("root, where a folder's mode binds no one, and no read-only mount to be had")
+    try:
+        for file in files:
+            shutil.copy(file, folder)
+        subprocess.run([mount, "-o", "remount,ro", folder], check=True)
+        yield folder
+    finally:
+        subprocess.run([shutil.which("umount"), folder], check=True)
+        folder.chmod(0o755)

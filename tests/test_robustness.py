@@ -8,7 +8,7 @@ from PIL import Image
 from config import SUITE_SEED
 from corruptions import SUITE
 from robustness import format_table
-from tests.helpers import assert_one_line_error, snapshot
+from tests.helpers import DATA_DIR, assert_one_line_error, read_only_folder, snapshot
 
 
 @pytest.mark.slow
@@ -69,3 +69,16 @@ def test_robustness_refuses_a_model_named_as_its_report(cli, trained, tmp_path, 
     before = snapshot(tmp_path)
     assert_one_line_error(cli("robustness", "--model", model), 2, "is named as this command's report")
     assert snapshot(tmp_path) == before
+
+
+def test_robustness_beside_a_model_in_a_folder_that_cannot_be_written_is_refused_before_the_suite(
+    cli, untrained, tmp_path
+):
+    """The report is written beside the model: in a read-only folder the whole suite was measured (half a minute),
+    then the report failed to land. Nothing is built now, not even the suite for the cache."""
+    cache = tmp_path / "cache"
+    with read_only_folder(tmp_path / "ro", [untrained]) as folder:
+        result = cli("robustness", "--model", folder / untrained.name, "--data-dir", DATA_DIR, "--cache-dir", cache)
+        assert_one_line_error(result, 1, f"cannot write into {folder}: ")
+        assert [path.name for path in folder.iterdir()] == [untrained.name]
+    assert not cache.exists()

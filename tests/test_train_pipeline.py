@@ -17,7 +17,7 @@ from checkpoint import METADATA_KEY, load_model
 from config import DRY_RUN_STEPS, Augmentation, TrainConfig, recipe_file
 from corruptions import SUITE
 from numerics import numerics, resolve_precision
-from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, snapshot
+from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, read_only_folder, run_cli, snapshot
 from train import AccuracyBelowGate, train_and_evaluate
 from train_pipeline import pipeline
 
@@ -277,6 +277,15 @@ def test_an_out_named_as_the_figures_beside_it_is_refused_before_the_run(cli, tm
     result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", tmp_path / name)
     assert_one_line_error(result, 2, f"--out: {tmp_path / name}: a model's figures beside it take that name")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("below", ["m.pth", "sub/m.pth"])
+def test_an_out_in_a_folder_that_cannot_be_written_is_refused_before_the_training(cli, tmp_path, below):
+    """A read-only folder (or file system) failed only at the saving, after the training and the suite."""
+    with read_only_folder(tmp_path / "ro") as folder:
+        result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", folder / below)
+        assert_one_line_error(result, 1, f"cannot write into {folder}: ")
+        assert "step" not in result.stdout and not list(folder.iterdir())
 
 
 @pytest.mark.parametrize("name", ["m.onnx", "m.pt2"])
