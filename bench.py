@@ -13,6 +13,7 @@ module is imported when it runs: `bench MODE --help` answers without torch.
 
 import argparse
 import sys
+from pathlib import Path
 
 from cli import (
     Distinct,
@@ -290,5 +291,8 @@ def command_line(argv):
 
 
 def run(args):
+    from checkpoint import writable_folder_above
+
+    writable_folder_above(Path(args.out_dir) / "report")  # before the minutes of measuring, not after them
     apply_threads(args.threads)
     MODES[args.mode][2](args, resolve_data_dir(args.data_dir))

@@ -8,7 +8,7 @@ import pytest
 from corruptions import SUITE
 from end_to_end_bench import timed
 from errors import RunError
-from tests.helpers import DATA_DIR, ROOT, assert_one_line_error
+from tests.helpers import DATA_DIR, ROOT, assert_one_line_error, read_only_folder
 
 
 @pytest.mark.slow
@@ -188,3 +188,12 @@ def test_every_mode_refuses_an_out_dir_inside_a_file_before_it_runs(cli, tmp_pat
     result = cli("bench", mode, "--quick", "--out-dir", taken / "results")
     assert_one_line_error(result, 2, "--out-dir", f"{taken} is a file, so")
     assert list(tmp_path.iterdir()) == [taken] and taken.read_text() == "kept"
+
+
+@pytest.mark.parametrize("mode", ["accuracy", "end-to-end"])
+def test_an_out_dir_that_cannot_be_written_is_refused_before_the_measuring(cli, tmp_path, mode):
+    """The report landed after the benchmark's minutes, and failed there."""
+    with read_only_folder(tmp_path / "ro") as folder:
+        result = cli("bench", mode, "--quick", "--data-dir", DATA_DIR, "--out-dir", folder / "bench")
+        assert_one_line_error(result, 1, f"cannot write into {folder}: ")
+        assert not result.stdout and not list(folder.iterdir())
