@@ -13,7 +13,6 @@ module is imported when it runs: `bench MODE --help` answers without torch.
 
 import argparse
 import sys
-from pathlib import Path
 
 from cli import (
     Distinct,
@@ -291,8 +290,8 @@ def command_line(argv):
 
 
 def run(args):
-    from checkpoint import writable_folder_above
+    from checkpoint import writable_folder
 
-    writable_folder_above(Path(args.out_dir) / "report")  # before the minutes of measuring, not after them
+    writable_folder(args.out_dir)  # before the minutes of measuring, not after them
     apply_threads(args.threads)
     MODES[args.mode][2](args, resolve_data_dir(args.data_dir))

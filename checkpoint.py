@@ -61,17 +61,17 @@ def model_target(path):
     target = output_target(path)
     if target.is_file() and target.stat().st_size and not saved_by_torch(target):
         raise InputError(f"{path} is there and is no model file; refused to replace it with one")
-    folder = writable_folder_above(target)
+    folder = writable_folder(target.parent)
     limit = os.pathconf(folder, "PC_NAME_MAX")
     if len(temporary_name(target).encode()) > limit:
         raise InputError(f"{path}: the name is too long to save under (the file system takes {limit} bytes a name)")
     return target
 
 
-def writable_folder_above(path):
-    """The nearest folder above path that exists (the file, and any folder it needs, are made in there), refused
-    unless this process may write into it: checked before the work, which otherwise failed only at the saving."""
-    folder = next(folder for folder in Path(path).absolute().parents if folder.exists())
+def writable_folder(folder):
+    """folder, or where it is yet to be made the nearest folder above it (it is made in there), refused unless this
+    process may write into it: checked before the work, which otherwise failed only at the saving."""
+    folder = next(above for above in (Path(folder).absolute(), *Path(folder).absolute().parents) if above.exists())
     if not os.access(folder, os.W_OK | os.X_OK):  # a read-only file system binds root too, where modes do not
         read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
         raise OutputError(f"cannot write into {folder}: {os.strerror(errno.EROFS if read_only else errno.EACCES)}")

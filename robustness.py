@@ -35,7 +35,7 @@ def add_arguments(parser):
 
 def run(args):
     import plots
-    from checkpoint import Outputs, json_writer, load_model, writable_folder_above
+    from checkpoint import Outputs, json_writer, load_model, writable_folder
     from corruptions import corrupted_test_set
     from data import load_split
     from evaluation import evaluate, evaluate_robustness, suite_answers
@@ -50,7 +50,7 @@ def run(args):
         f"a report on {Path(args.model).name} there",
         "Copy the model into a folder of its own and give that.",
     )
-    writable_folder_above(folder / REPORT_FILES[0])  # before the suite's minute of work, not after it
+    writable_folder(folder)  # before the suite's minute of work, not after it
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     suite = corrupted_test_set(images, args.seed, resolve_cache_dir(args.cache_dir))
     clean_accuracy = evaluate(model, images, labels)["accuracy"]
