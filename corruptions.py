@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from checkpoint import atomic_write
+from checkpoint import OutputError, atomic_write
 from config import SUITE_SEED
 from data import neighbourhood_max, pixels
 
@@ -336,7 +336,9 @@ def write_cached_suite(path, suite):
     body = b"".join(images.numpy().tobytes() for images in suite.values())
     try:
         atomic_write(path, lambda temporary: Path(temporary).write_bytes(body + hashlib.sha256(body).digest()))
-    except OSError as error:  # a read-only or full cache folder costs the next run time, not this run
+    except OutputError as error:  # a read-only or full cache folder costs the next run time, not this run
+        print(f"warning: cannot cache the corruption suite: {error}", file=sys.stderr)
+    except OSError as error:
         print(f"warning: cannot cache the corruption suite in {Path(path).parent} ({error.strerror})", file=sys.stderr)
 
 

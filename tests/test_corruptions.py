@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from corruptions import SUITE, SUITE_VERSION, corrupt, corrupt_all, gaussian_blur
 from data import pixels
+from tests.helpers import read_only_folder
 
 UNSEEDED = {
     "scale",
@@ -72,6 +73,14 @@ def test_an_unwritable_cache_folder_costs_time_not_the_run(images, tmp_path, cap
     blocker.write_text("not a folder")
     suite = corrupt_all(images, 0, blocker / "cache")
     assert len(suite) == 19 and "cannot cache the corruption suite" in capsys.readouterr().err
+
+
+def test_a_read_only_cache_folder_costs_time_not_the_run(images, tmp_path, capsys):
+    """Its temporary cannot be made there: that failed the run, after its training."""
+    with read_only_folder(tmp_path / "ro") as folder:
+        suite = corrupt_all(images, 0, folder)
+        assert len(suite) == 19 and not list(folder.iterdir())
+    assert f"cannot cache the corruption suite: cannot write into {folder}" in capsys.readouterr().err
 
 
 def test_gaussian_blur_is_a_separable_convolution_of_each_image():
