@@ -22,7 +22,7 @@ from checkpoint import atomic_write, model_target
 from cli import resolve_data_dir
 from config import option_type
 from data import MEAN, STD, missing_files, raw_folder
-from errors import InputError
+from errors import InputError, RunError
 from numerics import synchronize
 
 BATCH_SIZE, TEST_BATCH_SIZE, LR = 64, 1000, 1e-3
@@ -122,7 +122,7 @@ def main(argv=None):
             print(f"test accuracy {test(load(args.model), device, data_dir)[0]:.2f}%")
     except InputError as error:
         parser.exit(2, f"error: {error}\n")
-    except OSError as error:  # a model path that cannot be written
+    except (RunError, OSError) as error:  # a model path that cannot be written
         parser.exit(1, f"error: {error}\n")
 
 

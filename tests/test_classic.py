@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import Result, assert_one_line_error, run_script
+from tests.helpers import Result, assert_one_line_error, read_only_folder, run_script
 
 
 def classic(capsys, *args):
@@ -38,3 +38,15 @@ def test_training_over_a_file_that_is_no_model_is_refused_and_keeps_it(capsys, t
     result = classic(capsys, "train", "--model", notes, "--max-steps", 1)
     assert_one_line_error(result, 2, f"{notes} is there and is no model file")
     assert notes.read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_training_into_a_path_it_cannot_write_is_a_one_line_error(capsys, tmp_path):
+    """A read-only model file, or a folder it may not write into: a traceback before."""
+    kept = tmp_path / "classic.pth"
+    kept.write_bytes(b"kept")
+    kept.chmod(0o444)
+    result = classic(capsys, "train", "--model", kept, "--max-steps", 1)
+    assert_one_line_error(result, 1, f"{kept} is read-only; refused to replace it")
+    with read_only_folder(tmp_path / "ro") as folder:
+        result = classic(capsys, "train", "--model", folder / "classic.pth", "--max-steps", 1)
+        assert_one_line_error(result, 1, f"cannot write into {folder}: ")
