@@ -3,9 +3,9 @@
 (its border reflected), which keeps the sizes (14 -> 7 -> 3) and adds no parameters. Each seed trains each pooling in
 turn with the default recipe (its views), on the training images less the 5,000 held out; one JSON row per seed and
 pooling, as widths.py's with "pooling" for "width". The blur is patched into the model's blocks for this study's runs
-only; "box" blurs with [1, 1] x [1, 1] / 4 instead (the max at stride 1, then 2x2 means at stride 2), "blur-first"
-and "blur-second" blur one of the two, and "average" takes 2x2 means instead (the pools come before the norms and
-ReLUs, so this is not the max of the ReLUs' outputs).
+only; "box" blurs with [1, 1] x [1, 1] / 4 instead (the max at stride 1, then 2x2 means at stride 2), "half-box"
+averages that with the plain max-pool, "blur-first" and "blur-second" blur one of the two, and "average" takes 2x2
+means instead (the pools come before the norms and ReLUs, so this is not the max of the ReLUs' outputs).
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,blur --precision fp32
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,box --precision fp32
@@ -46,6 +46,13 @@ class MaxBoxPool(nn.Module):
         return F.avg_pool2d(F.max_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1), 2)
 
 
+class HalfBoxPool(MaxBoxPool):
+    """The plain 2x2 max-pool and MaxBoxPool's, averaged: half the blur."""
+
+    def forward(self, x):
+        return (F.max_pool2d(x, 2) + super().forward(x)) / 2
+
+
 def pooled_blocks(pool, which):
     """A conv_block whose max-pools are pool() where their turn (1 for the first the model builds, 2 for the second)
     is in which."""
@@ -63,6 +70,7 @@ POOLINGS = {
     "max": (MaxBlurPool, ()),
     "blur": (MaxBlurPool, (1, 2)),
     "box": (MaxBoxPool, (1, 2)),
+    "half-box": (HalfBoxPool, (1, 2)),
     "blur-first": (MaxBlurPool, (1,)),
     "blur-second": (MaxBlurPool, (2,)),
     "average": (lambda: nn.AvgPool2d(2), (1, 2)),
