@@ -302,8 +302,9 @@ def abuse_benchmark(model_path, data_dir, out_dir, quick=False):
     finally:
         if server.poll() is None:
             server.kill()
-    out = Path(out_dir) / "serve_abuse.json"
-    write_json(out, results)
     print(json.dumps(results, indent=2))
-    print(f"wrote {out}")
+    if out_dir is not None:
+        out = Path(out_dir) / "serve_abuse.json"
+        write_json(out, results)
+        print(f"wrote {out}")
     return results

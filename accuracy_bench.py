@@ -157,7 +157,8 @@ def run_benchmark(
     from bench_table import markdown_table
 
     table = markdown_table(results)
-    write_results(out_dir, "benchmark", results, table)
+    if out_dir is not None:
+        write_results(out_dir, "benchmark", results, table)
     print(table)
     return results
 

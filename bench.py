@@ -49,6 +49,7 @@ from errors import InputError
 
 SERVE_BENCH_IMAGES = 1000  # distinct test digits that bench serve sends, in turn
 QUICK_SERVE_IMAGES = 50  # with --quick
+DEFAULT_OUT_DIR = "models"  # where a bench's JSON and Markdown go, unless --quick
 QUICK_TRAINING = f"{QUICK_STEPS} training steps per run, the suite on {QUICK_SUITE_IMAGES} test images"
 DEFAULT_MODE = "accuracy"
 # The modes as options, before they were subcommands: `bench --serve` still runs `bench serve`, with a note.
@@ -271,7 +272,10 @@ def add_arguments(parser):
         mode = modes.add_parser(name, help=about, description=about, formatter_class=HelpFormatter)
         add_options(mode)
         mode.add_argument(
-            "--out-dir", type=output_folder, default="models", help="folder for the benchmark's JSON and Markdown"
+            "--out-dir",
+            type=output_folder,
+            help=f"folder for the benchmark's JSON and Markdown (default: {DEFAULT_OUT_DIR}; a --quick run keeps "
+            "nothing unless given one: its figures would replace a real run's)",
         )
         add_threads_option(mode)
         add_data_option(mode)
@@ -292,6 +296,11 @@ def command_line(argv):
 def run(args):
     from checkpoint import writable_folder
 
-    writable_folder(args.out_dir)  # before the minutes of measuring, not after them
+    if args.out_dir is None and not args.quick:
+        args.out_dir = DEFAULT_OUT_DIR
+    if args.out_dir is not None:
+        writable_folder(args.out_dir)  # before the minutes of measuring, not after them
     apply_threads(args.threads)
     MODES[args.mode][2](args, resolve_data_dir(args.data_dir))
+    if args.out_dir is None:
+        print("quick run: nothing saved (give --out-dir to keep its figures)")

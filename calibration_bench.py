@@ -74,7 +74,8 @@ def calibration_benchmark(
         "validation_thresholds": {t: _means([sweep[t] for sweep in sweeps]) for t in THRESHOLDS},
     }
     table = markdown_table(results)
-    write_results(out_dir, "calibration", results, table)
+    if out_dir is not None:
+        write_results(out_dir, "calibration", results, table)
     print(table)
     return results
 

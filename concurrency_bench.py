@@ -64,7 +64,8 @@ def concurrency_benchmark(data_dir, out_dir, repeats, workers, quick=False):
             "speedup_while_running": round(running[workers] / running[1], 2),
         },
     }
-    write_results(out_dir, "concurrency", results, concurrency_table(results))
+    if out_dir is not None:
+        write_results(out_dir, "concurrency", results, concurrency_table(results))
     print(concurrency_table(results))
     return results
 

@@ -66,7 +66,8 @@ def end_to_end_benchmark(data_dir, out_dir, repeats, quick=False):
             for run, rows in steps.items()
         },
     }
-    write_results(out_dir, "end_to_end", results, end_to_end_table(results))
+    if out_dir is not None:
+        write_results(out_dir, "end_to_end", results, end_to_end_table(results))
     print(end_to_end_table(results))
     return results
 

@@ -141,12 +141,14 @@ def serve_benchmark(model_path, data_dir, out_dir, images, requests, clients):
         "served_vs_in_process": round(load["requests_per_second"] / in_process, 3),
         "cpu_count": os.cpu_count(),
     }
-    out = Path(out_dir) / "serve_benchmark.json"
-    write_json(out, results)
     latency = load["latency_ms"]
     print(
         f"in-process predict: {in_process:,.0f} images/s; served over HTTP with {load['clients']} clients: "
         f"{load['requests_per_second']:,.0f} requests/s ({results['served_vs_in_process']:.2f}x), "
-        f"latency p50 {latency['p50']} ms, p99 {latency['p99']} ms; statuses {load['statuses']}; wrote {out}"
+        f"latency p50 {latency['p50']} ms, p99 {latency['p99']} ms; statuses {load['statuses']}"
     )
+    if out_dir is not None:
+        out = Path(out_dir) / "serve_benchmark.json"
+        write_json(out, results)
+        print(f"wrote {out}")
     return results

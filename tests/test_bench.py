@@ -197,3 +197,16 @@ def test_an_out_dir_that_cannot_be_written_is_refused_before_the_measuring(cli, 
         result = cli("bench", mode, "--quick", "--data-dir", DATA_DIR, "--out-dir", folder / "bench")
         assert_one_line_error(result, 1, f"cannot write into {folder}: ")
         assert not result.stdout and not list(folder.iterdir())
+
+
+def test_a_quick_bench_keeps_nothing_unless_given_an_out_dir(cli, tmp_path, cache_dir, monkeypatch):
+    """bench --quick wrote its figures, which mean nothing, over models/benchmark.json and .md: a real run's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "benchmark.md").write_text("a real run's table")
+    result = cli("bench", "accuracy", "--quick", "--arch", "compact", "--recipe", "robust", "--no-classic",
+                 "--seeds", 0, "--data-dir", DATA_DIR, "--cache-dir", cache_dir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "compact" in result.stdout and "quick run: nothing saved (give --out-dir" in result.stdout
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["benchmark.md"]
+    assert (tmp_path / "models" / "benchmark.md").read_text() == "a real run's table"
