@@ -266,7 +266,7 @@ def hostile_figures(load, statuses, seconds, slow, health_ms, memory):
 def abuse_benchmark(model_path, data_dir, out_dir, quick=False):
     """The server under 300 large uploads, 8 decompression-heavy PNGs and 50 slow clients; then 8 uploads of each
     kind of decompression bomb at once; then a prediction while 32 uploads trickle in; then SIGTERM with a client
-    mid-upload; writes serve_abuse.json."""
+    mid-upload; writes serve_abuse.json in out_dir (None: nowhere)."""
     pngs, labels = digit_pngs(data_dir, 1)
     load = QUICK_ABUSE if quick else ABUSE
     server, url = start_server(model_path, free_port(), "--request-timeout", str(load["timeout_s"]))
