@@ -29,6 +29,7 @@ from cli import (
     at_most_cpus,
     output_folder,
     positive,
+    refuse_outputs_in_the_dataset,
     resolve_cache_dir,
     resolve_data_dir,
     resolve_device,
@@ -298,6 +299,7 @@ def run(args):
 
     if args.out_dir is None and not args.quick:
         args.out_dir = DEFAULT_OUT_DIR
+        refuse_outputs_in_the_dataset(args)  # main.py checked the options given; this is the default's turn
     if args.out_dir is not None:
         writable_folder(args.out_dir)  # before the minutes of measuring, not after them
     apply_threads(args.threads)

@@ -210,3 +210,14 @@ def test_a_quick_bench_keeps_nothing_unless_given_an_out_dir(cli, tmp_path, cach
     assert "compact" in result.stdout and "quick run: nothing saved (give --out-dir" in result.stdout
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["benchmark.md"]
     assert (tmp_path / "models" / "benchmark.md").read_text() == "a real run's table"
+
+
+def test_the_default_out_dir_inside_the_dataset_is_refused_before_the_run(cli, tmp_path, monkeypatch):
+    """Run from inside DATA_DIR/MNIST, the default models/ lies in MNIST's own folder: refused as a given --out-dir is
+    (a quick run, which keeps nothing, has no default to refuse)."""
+    dataset = tmp_path / "data" / "MNIST"
+    dataset.mkdir(parents=True)
+    monkeypatch.chdir(dataset)
+    result = cli("bench", "accuracy", "--data-dir", tmp_path / "data")
+    assert_one_line_error(result, 2, "--out-dir models lies inside", "MNIST's own folder")
+    assert list(dataset.iterdir()) == []
