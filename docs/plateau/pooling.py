@@ -14,6 +14,7 @@ means instead (the pools come before the norms and ReLUs, so this is not the max
 import sys
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -78,11 +79,8 @@ POOLINGS = {
 
 
 def row(seed, pooling, precision, data, suite, suite_labels):
-    model.conv_block = pooled_blocks(*POOLINGS[pooling])
-    try:
+    with patch.object(model, "conv_block", pooled_blocks(*POOLINGS[pooling])):
         figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
-    finally:
-        model.conv_block = max_block
     return {"seed": seed, "pooling": pooling, **figures}
 
 

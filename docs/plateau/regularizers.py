@@ -13,8 +13,10 @@ widths.py's with "setting" for "width". Both are patched in for this study's run
 """
 
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -64,17 +66,16 @@ def with_cutout(augment, size):
 
 
 def row(seed, setting, precision, data, suite, suite_labels):
-    block, augment = model.conv_block, train.augment
     if setting == "dropout":
-        model.conv_block = with_head_dropout(block)
+        patched = patch.object(model, "conv_block", with_head_dropout(model.conv_block))
     elif setting.startswith("cutout-"):
-        train.augment = with_cutout(augment, int(setting.removeprefix("cutout-")))
-    elif setting != "none":
+        patched = patch.object(train, "augment", with_cutout(train.augment, int(setting.removeprefix("cutout-"))))
+    elif setting == "none":
+        patched = nullcontext()
+    else:
         raise SystemExit(f"unknown setting {setting!r}: none, dropout or cutout-SIZE")
-    try:
+    with patched:
         figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
-    finally:
-        model.conv_block, train.augment = block, augment
     return {"seed": seed, "setting": setting, **figures}
 
 
