@@ -1,12 +1,14 @@
 """Helpers the tests share: the project's folders, real CLI runs in a subprocess, one-line error checks, and
 images drawn as users make them. Fixtures are in conftest.py."""
 
+import io
 import os
 import runpy
 import shutil
 import signal
 import subprocess
 import sys
+import zipfile
 from collections import namedtuple
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,6 +116,15 @@ def write_huge_png(path, width, height, kind="grey"):
 def post_image(api, body, content_type="image/png"):
     """POST an image's bytes to the served API (an httpx client)."""
     return api.post("/api/predict", content=body, headers={"content-type": content_type})
+
+
+def zip_of(members):
+    """The bytes of a zip archive holding members ({name: content})."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
 
 
 @contextmanager

@@ -1,6 +1,5 @@
 """checkpoint.py: atomic saving, and loading only safe, matching state dicts that describe their model."""
 
-import io
 import json
 import os
 import signal
@@ -18,7 +17,7 @@ from checkpoint import METADATA_KEY, OutputError, Outputs, atomic_write, load_mo
 from config import ARCHITECTURES, FORMER_ARCHITECTURES, SLANT_LIMIT, VIEW_MARGIN, architecture, architecture_name
 from model import Deskew, MNISTModel
 from serve_bench import free_port, start_server, stop_server
-from tests.helpers import ROOT, assert_one_line_error
+from tests.helpers import ROOT, assert_one_line_error, zip_of
 
 KILL_MID_SAVE = """
 import sys, time
@@ -152,14 +151,6 @@ def test_checkpoint_problems_are_named(cli, untrained, tmp_path):
         path.write_bytes(content)
         assert_one_line_error(cli("evaluate", "--model", path), 2, message)
     assert_one_line_error(cli("evaluate", "--model", tmp_path / "absent.pth"), 2, "no model file")
-
-
-def zip_of(members):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
-    return buffer.getvalue()
 
 
 class RunsCode:

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import asdict, replace
 
 import pytest
@@ -17,7 +16,17 @@ from checkpoint import METADATA_KEY, load_model
 from config import DRY_RUN_STEPS, Augmentation, TrainConfig, recipe_file
 from corruptions import SUITE
 from numerics import numerics, resolve_precision
-from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, read_only_folder, run_cli, snapshot
+from tests.helpers import (
+    CPU,
+    DATA_DIR,
+    ROOT,
+    assert_one_line_error,
+    hear_sigint,
+    read_only_folder,
+    run_cli,
+    snapshot,
+    zip_of,
+)
 from train import AccuracyBelowGate, train_and_evaluate
 from train_pipeline import pipeline
 
@@ -300,8 +309,7 @@ def test_an_out_named_as_an_export_is_refused_before_the_run(cli, tmp_path, name
 def test_an_out_over_a_file_that_is_no_model_is_refused_before_the_training(cli, tmp_path, name):
     """--out replaces a model file; a source file, notes or an archive there were replaced by the model."""
     if name.endswith(".zip"):  # a zip archive, as a pt2 export is, without torch.save's records
-        with zipfile.ZipFile(tmp_path / name, "w") as archive:
-            archive.writestr("m/models/model.json", "{}")
+        (tmp_path / name).write_bytes(zip_of({"m/models/model.json": "{}"}))
     else:
         (tmp_path / name).write_text("import torch\n")
     content = (tmp_path / name).read_bytes()
