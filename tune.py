@@ -13,6 +13,7 @@ the study's storage and the loop beside other workers, tune_report.py the report
 
 import socket
 import sys
+import tempfile
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from cli import (
     at_most_cpus,
     output_folder,
     positive,
+    refuse_outputs_in_the_dataset,
     resolve_run_options,
 )
 from config import (
@@ -55,6 +57,8 @@ from tune_storage import (
     study_settings,
     work,
 )
+
+DEFAULT_OUT_DIR = "models/tune"  # a study's journal, report and trial configs, unless --quick
 
 TRIALS, QUICK_TRIALS = 60, 2  # complete trials a study holds by default, without and with --quick
 
@@ -89,8 +93,8 @@ def add_arguments(parser):
     parser.add_argument(
         "--out-dir",
         type=output_folder,
-        default="models/tune",
-        help="folder for tune.md, tune.json and the plots of one study (another study needs its own)",
+        help=f"folder for the journal, tune.md, tune.json and the plots of one study (another study needs its own; "
+        f"default: {DEFAULT_OUT_DIR}; a --quick run keeps nothing unless given one)",
     )
     parser.add_argument(
         "--quick",
@@ -110,6 +114,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    from checkpoint import writable_folder
     from model import MNISTModel, count_parameters
 
     architecture_params(architecture(args.arch))  # trial 0 must be a point of the search space
@@ -118,18 +123,35 @@ def run(args):
     fewest = count_parameters(MNISTModel(smallest_architecture()))
     if args.max_params < fewest:
         raise TuneError(f"--max-params {args.max_params:,} fits no architecture searched: the smallest has {fewest:,}")
+    if args.out_dir is None and args.quick and not args.show:
+        # A smoke run's study in the default folder made every later real study there refuse to start.
+        with tempfile.TemporaryDirectory(prefix="tune-quick-") as folder:
+            args.out_dir = folder
+            code = run_study(args, "interrupted: a quick run keeps nothing")
+        kept = "its report" if args.storage else "its study and report"
+        print(f"quick run: nothing saved here (give --out-dir to keep {kept})")
+        return code
+    if args.out_dir is None:
+        args.out_dir = DEFAULT_OUT_DIR
+        refuse_outputs_in_the_dataset(args)  # main.py checked the options given; this is the default's turn
+    if args.storage is None or not args.no_report:
+        writable_folder(args.out_dir)  # before the trials, not after them
     owner = report_owner(args.out_dir)
     if owner not in (None, args.study):
         raise TuneError(
             f"--out-dir {args.out_dir} holds the report of study {owner!r}: give study {args.study!r} its own --out-dir"
         )
+    return run_study(args, "interrupted: the study keeps its finished trials; the same command continues it")
+
+
+def run_study(args, interrupted):
     device, data_dir, cache_dir = resolve_run_options(args)
     try:
         if args.workers > 1 and not args.show:
             return run_workers(args)
         tune(args, preset_recipe(args.arch), device, data_dir, cache_dir)
     except KeyboardInterrupt:
-        print("interrupted: the study keeps its finished trials; the same command continues it", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
     return 0
 

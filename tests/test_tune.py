@@ -13,7 +13,16 @@ import pytest
 
 from config import architecture
 from corruptions import SUITE
-from tests.helpers import CPU, DATA_DIR, ROOT, assert_one_line_error, hear_sigint, run_cli, train_only_data_dir
+from tests.helpers import (
+    CPU,
+    DATA_DIR,
+    ROOT,
+    assert_one_line_error,
+    hear_sigint,
+    read_only_folder,
+    run_cli,
+    train_only_data_dir,
+)
 from tune_search import OVER_BUDGET, REFERENCE_MARGIN, SHORTFALL, WATCHED, architecture_params, shortfall
 
 ARCHITECTURE = architecture("default")
@@ -412,6 +421,33 @@ def test_an_out_dir_that_is_a_file_is_refused_before_the_study(cli, tmp_path):
     taken.write_text("kept")
     assert_one_line_error(cli("tune", "--quick", "--out-dir", taken), 2, "--out-dir", "is a file, not a folder")
     assert list(tmp_path.iterdir()) == [taken] and taken.read_text() == "kept"
+
+
+def test_an_out_dir_that_cannot_be_written_is_refused_before_the_study(cli, tmp_path):
+    """The journal's folder failed as a raw "[Errno 30] Read-only file system"."""
+    with read_only_folder(tmp_path / "ro") as folder:
+        result = cli("tune", "--quick", "--data-dir", DATA_DIR, "--out-dir", folder / "tune")
+        assert_one_line_error(result, 1, f"cannot write into {folder}: ")
+        assert not list(folder.iterdir())
+
+
+def test_a_quick_tune_keeps_nothing_unless_given_an_out_dir(cli, tmp_path, cache_dir, monkeypatch):
+    """tune --quick made its smoke study in models/tune, where every later real study then refused to start ("study
+    'mnist' was made with ... --quick"), and wrote its report over a real study's."""
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "tune").mkdir(parents=True)
+    (tmp_path / "models" / "tune" / "tune.md").write_text("a real study's report")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temporary"))
+    (tmp_path / "temporary").mkdir()
+    result = cli("tune", "--quick", "--trials", 1, "--seeds", 0, "--data-dir", DATA_DIR, "--cache-dir", cache_dir)
+    assert result.returncode == 0, result.stderr
+    assert "| trial |" in result.stdout
+    assert "quick run: nothing saved here (give --out-dir to keep its study and report)" in result.stdout
+    assert [p.name for p in (tmp_path / "models" / "tune").iterdir()] == ["tune.md"]
+    assert (tmp_path / "models" / "tune" / "tune.md").read_text() == "a real study's report"
+    assert not list((tmp_path / "temporary").iterdir())
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # as tune.py ignores it
