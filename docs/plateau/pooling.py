@@ -5,7 +5,9 @@ turn with the default recipe (its views), on the training images less the 5,000 
 pooling, as widths.py's with "pooling" for "width". The blur is patched into the model's blocks for this study's runs
 only; "box" blurs with [1, 1] x [1, 1] / 4 instead (the max at stride 1, then 2x2 means at stride 2), "half-box"
 averages that with the plain max-pool, "blur-first" and "blur-second" blur one of the two, and "average" takes 2x2
-means instead (the pools come before the norms and ReLUs, so this is not the max of the ReLUs' outputs).
+means instead (the pools come before the norms and ReLUs, so this is not the max of the ReLUs' outputs). "overlap"
+takes the max over 3x3 windows at stride 2 (Krizhevsky et al. 2012's overlapping pooling): each output sees a pixel
+beyond its 2x2 cell, as the blur does, and it stays a max.
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,blur --precision fp32
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,box --precision fp32
@@ -54,6 +56,14 @@ class HalfBoxPool(MaxBoxPool):
         return (F.max_pool2d(x, 2) + super().forward(x)) / 2
 
 
+class OverlapPool(nn.Module):
+    """A 3x3 max at stride 2: one row and column of -inf padding on a map of even side (14 -> 7), none on an odd one
+    (7 -> 3), so the sizes are the 2x2 pool's."""
+
+    def forward(self, x):
+        return F.max_pool2d(x, 3, stride=2, padding=1 - x.shape[-1] % 2)
+
+
 def pooled_blocks(pool, which):
     """A conv_block whose max-pools are pool() where their turn (1 for the first the model builds, 2 for the second)
     is in which."""
@@ -75,6 +85,7 @@ POOLINGS = {
     "blur-first": (MaxBlurPool, (1,)),
     "blur-second": (MaxBlurPool, (2,)),
     "average": (lambda: nn.AvgPool2d(2), (1, 2)),
+    "overlap": (OverlapPool, (1, 2)),
 }
 
 
