@@ -28,8 +28,9 @@ EPILOG = "commands (python main.py COMMAND --help for each one's options):\n" + 
 )
 
 
-def build_parser(command):
-    """The parser of one command (None: training), with that command's module's options."""
+def build_parser(command, prog=None):
+    """The parser of one command (None: training), with that command's module's options; prog: the name its usage
+    line gives the command (default: main.py COMMAND)."""
     if command is None:
         parser = argparse.ArgumentParser(
             prog="main.py", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
@@ -37,17 +38,18 @@ def build_parser(command):
         module = TRAIN
     else:
         module, about = COMMANDS[command]
-        parser = argparse.ArgumentParser(prog=f"main.py {command}", description=about, formatter_class=HelpFormatter)
+        prog = prog or f"main.py {command}"
+        parser = argparse.ArgumentParser(prog=prog, description=about, formatter_class=HelpFormatter)
     module = importlib.import_module(module)
     module.add_arguments(parser)
     return parser, module
 
 
-def main(argv=None):
+def main(argv=None, prog=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     # A command comes first; anything else is training's options, so `--epochs 3 predict` is refused.
     command = argv[0] if argv and argv[0] in COMMANDS else None
-    parser, module = build_parser(command)
+    parser, module = build_parser(command, prog)
     rest = argv[1:] if command else argv
     # A command with modes (bench) names its default mode where the arguments name none.
     args = parser.parse_args(module.command_line(rest) if hasattr(module, "command_line") else rest)

@@ -34,3 +34,11 @@ def test_evaluate_with_no_views_reads_each_image_once(cli, trained, mnist):
 def test_test_script_evaluates_a_saved_model_alone(trained, capsys):
     assert run_script("test.py", "--model", trained[0], "--data-dir", DATA_DIR) == 0
     assert f"test accuracy {trained[1]['accuracy']:.2f}%" in capsys.readouterr().out
+
+
+def test_the_test_script_names_itself_in_its_usage(capsys):
+    """Its help and its usage errors told the user to call `main.py evaluate`, a command line they had not typed."""
+    assert run_script("test.py", "--help") == 0
+    assert capsys.readouterr().out.startswith("usage: test.py [-h] [--model MODEL]")
+    assert run_script("test.py", "--epochs", "3") == 2
+    assert capsys.readouterr().err.startswith("usage: test.py [-h]")
