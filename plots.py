@@ -62,7 +62,8 @@ def reliability_diagram(logits, labels, temperature):
     return figure
 
 
-def confusion_matrix(confusion):
+def confusion_matrix(confusion, evaluated_on):
+    """evaluated_on: the split the counts are of (test, validation), named in the title."""
     figure, ax = plt.subplots(figsize=(6, 5.5))
     ax.imshow(confusion, cmap="Blues", norm=matplotlib.colors.LogNorm(vmin=1))
     for true, row in enumerate(confusion):
@@ -82,7 +83,7 @@ def confusion_matrix(confusion):
         yticks=range(10),
         xlabel="predicted",
         ylabel="true",
-        title="confusion matrix (10,000 test images)",
+        title=f"confusion matrix ({sum(map(sum, confusion)):,} {evaluated_on} images)",
     )
     return figure
 
@@ -100,7 +101,7 @@ def mosaic(rows):
     return canvas
 
 
-def misclassified(images, labels, predictions, limit=32):
+def misclassified(images, labels, predictions, evaluated_on, limit=32):
     all_wrong = (predictions != labels).nonzero().flatten().tolist()
     wrong = all_wrong[:limit]
     rows = [wrong[i : i + GRID_COLUMNS] for i in range(0, max(len(wrong), 1), GRID_COLUMNS)]
@@ -111,7 +112,7 @@ def misclassified(images, labels, predictions, limit=32):
             ax.text(c * CELL + 14, r * CELL - 0.5, f"true {labels[i].item()}, got {predictions[i].item()}",
                     ha="center", va="bottom", fontsize=6)  # fmt: skip
     ax.axis("off")
-    ax.set_title(f"misclassified test digits (first {len(wrong)} of {len(all_wrong)})", pad=12)
+    ax.set_title(f"misclassified {evaluated_on} digits (first {len(wrong)} of {len(all_wrong)})", pad=12)
     return figure
 
 

@@ -227,10 +227,11 @@ def write_plots(outputs, folder, result, data, config, robustness):
     from evaluation import suite_answers
 
     images, labels = data["eval"]
+    evaluated_on = result.metrics["evaluated_on"]
     figures = {
         "training_curves.png": plots.training_curves(result.history),
-        "confusion_matrix.png": plots.confusion_matrix(result.metrics["confusion_matrix"]),
-        "misclassified.png": plots.misclassified(images, labels, result.logits.argmax(1)),
+        "confusion_matrix.png": plots.confusion_matrix(result.metrics["confusion_matrix"], evaluated_on),
+        "misclassified.png": plots.misclassified(images, labels, result.logits.argmax(1), evaluated_on),
         "reliability.png": plots.reliability_diagram(result.logits, labels, result.model.temperature),
     }
     if robustness:

@@ -23,8 +23,8 @@ def figures(mnist):
     confusion = torch.randint(0, 900, (10, 10), generator=torch.Generator().manual_seed(0)).tolist()
     return {
         "training_curves": lambda: plots.training_curves(history),
-        "confusion_matrix": lambda: plots.confusion_matrix(confusion),
-        "misclassified": lambda: plots.misclassified(images, labels, predictions),
+        "confusion_matrix": lambda: plots.confusion_matrix(confusion, "test"),
+        "misclassified": lambda: plots.misclassified(images, labels, predictions, "test"),
         "reliability": lambda: plots.reliability_diagram(logits, labels, 0.4),
         "robustness": lambda: plots.robustness(images, labels, suite, answers),
         "augmentation": lambda: plots.augmentation(
@@ -51,3 +51,15 @@ def test_a_figure_is_cropped_as_matplotlibs_tight_bbox_crops_it(mnist, tmp_path,
     ours, theirs = pixels_of((tmp_path / "ours.png").read_bytes()), pixels_of(theirs.getvalue())
     assert ours.shape == theirs.shape
     assert np.array_equal(ours, theirs)
+
+
+def test_the_figures_name_the_images_they_count(mnist):
+    """A --validation run's confusion_matrix.png said "10,000 test images" and misclassified.png "test digits" of
+    the 5,000 validation images it had read."""
+    confusion = [[500 if true == predicted else 0 for predicted in range(10)] for true in range(10)]
+    figure = plots.confusion_matrix(confusion, "validation")
+    assert figure.axes[0].get_title() == "confusion matrix (5,000 validation images)"
+    images, labels = (tensor[:64] for tensor in mnist["eval"])
+    figure = plots.misclassified(images, labels, (labels + 1) % 10, "validation")  # every one wrong
+    assert figure.axes[0].get_title() == "misclassified validation digits (first 32 of 64)"
+    plots.plt.close("all")
