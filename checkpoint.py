@@ -72,7 +72,12 @@ def writable_folder(folder):
     """folder, or where it is yet to be made the nearest folder above it (it is made in there), refused unless this
     process may write into it: checked before the work, which otherwise failed only at the saving."""
     folder = Path(folder).absolute()
-    folder = next(above for above in (folder, *folder.parents) if above.exists())
+    folder = next(above for above in (folder, *folder.parents) if os.path.lexists(above))
+    try:  # a symbolic link to nothing, or round to itself, exists to lexists only: nothing can be made in it
+        os.stat(folder)
+    except OSError as error:
+        nowhere = f"a symbolic link that leads nowhere ({error.strerror})"
+        raise OutputError(f"cannot write into {folder}: {nowhere}") from None
     if not os.access(folder, os.W_OK | os.X_OK):  # a read-only file system binds root too, where modes do not
         read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
         raise OutputError(f"cannot write into {folder}: {os.strerror(errno.EROFS if read_only else errno.EACCES)}")

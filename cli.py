@@ -263,8 +263,9 @@ def refuse_another_models_outputs(model, what, advice):
 
 def refuse_in_the_dataset(path, what, data_dir):
     """InputError if path lies inside DATA_DIR/MNIST; `what` names it in the message."""
-    dataset = (resolve_data_dir(data_dir) / "MNIST").resolve()
-    if Path(path).resolve().is_relative_to(dataset):
+    # realpath, not Path.resolve: on a loop of symbolic links it gives the path back where resolve raises
+    dataset = Path(os.path.realpath(resolve_data_dir(data_dir) / "MNIST"))
+    if Path(os.path.realpath(path)).is_relative_to(dataset):
         raise InputError(
             f"{what} lies inside {dataset}, MNIST's own folder, which this project only reads (and downloads into); "
             "write it elsewhere"

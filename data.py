@@ -2,6 +2,7 @@
 
 import contextlib
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -65,7 +66,7 @@ def refuse_a_folder_below(data_dir, split):
     """A data folder that names MNIST/raw itself, or MNIST, where it should name the folder holding MNIST/raw: the
     download would put a second copy inside the first (a read-only or shared copy included). Refused, with the
     folder meant."""
-    given = Path(data_dir).resolve()
+    given = Path(os.path.realpath(data_dir))  # resolve raises on a loop of symbolic links; realpath gives it back
     for holder, meant in ((given, given.parent.parent), (given / "raw", given.parent)):
         if raw_folder(meant) == holder and all((holder / name).is_file() for name in RAW_FILES[split]):
             raise DataError(

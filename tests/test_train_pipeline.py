@@ -297,6 +297,17 @@ def test_an_out_in_a_folder_that_cannot_be_written_is_refused_before_the_trainin
         assert "step" not in result.stdout and not list(folder.iterdir())
 
 
+def test_a_loop_of_symbolic_links_in_a_path_is_a_one_line_error(cli, tmp_path):
+    """Path.resolve raises RuntimeError on a loop: --out or --data-dir through one was a traceback."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    result = cli("--dry-run", "--data-dir", DATA_DIR, "--out", loop / "m.pth")
+    assert_one_line_error(result, 1, f"cannot write into {loop}: a symbolic link that leads nowhere")
+    assert "step" not in result.stdout
+    assert_one_line_error(cli("--dry-run", "--data-dir", loop), 2, "MNIST not found", str(loop))
+    assert_one_line_error(cli("--dry-run", "--data-dir", loop / "MNIST" / "raw"), 2, "MNIST not found")
+
+
 @pytest.mark.parametrize("name", ["m.onnx", "m.pt2"])
 def test_an_out_named_as_an_export_is_refused_before_the_run(cli, tmp_path, name):
     """--out m.onnx saved the state dict under ONNX's name, which onnxruntime (or torch.export.load) then failed on."""
