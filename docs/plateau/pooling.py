@@ -11,6 +11,11 @@ beyond its 2x2 cell, as the blur does, and it stays a max.
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,blur --precision fp32
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,box --precision fp32
+
+A pooling may carry changes to the recipe, each `+FIELD=VALUE` of TrainConfig, as widths.py's widths do:
+
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 \
+        max,box,box+weight_decay=0.0015,box+weight_decay=0.0022,max+weight_decay=0.0022 --precision fp32
 """
 
 import sys
@@ -24,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from views import print_rows_in_turn
-from widths import scored
+from widths import recipe_changes, scored
 
 import model
 from config import TrainConfig
@@ -89,10 +94,13 @@ POOLINGS = {
 }
 
 
-def row(seed, pooling, precision, data, suite, suite_labels):
+def row(seed, setting, precision, data, suite, suite_labels):
+    pooling, *changes = setting.split("+")
+    changes = recipe_changes(changes)
+    config = replace(TrainConfig(), seed=seed, **changes)
     with patch.object(model, "conv_block", pooled_blocks(*POOLINGS[pooling])):
-        figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
-    return {"seed": seed, "pooling": pooling, **figures}
+        figures = scored("default", config, precision, data, suite, suite_labels)
+    return {"seed": seed, "pooling": pooling, **({"recipe": changes} if changes else {}), **figures}
 
 
 if __name__ == "__main__":

@@ -38,7 +38,12 @@ def with_width(width):
 def variant(text):
     """(width, {field: value}) from WIDTH[+FIELD=VALUE...]: the recipe's fields as floats."""
     width, *changes = text.split("+")
-    return int(width), {field: float(value) for field, value in (change.split("=") for change in changes)}
+    return int(width), recipe_changes(changes)
+
+
+def recipe_changes(changes):
+    """{field: value} from FIELD=VALUE texts: TrainConfig's fields, as floats."""
+    return {field: float(value) for field, value in (change.split("=") for change in changes)}
 
 
 def scored(arch, config, precision, data, suite, suite_labels):
