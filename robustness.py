@@ -18,7 +18,7 @@ from cli import (
     resolve_cache_dir,
     resolve_data_dir,
 )
-from config import SUITE_SEED
+from config import SUITE_SEED, option_type
 from errors import InputError
 
 REPORT_FILES = (ROBUSTNESS_REPORT, "robustness.png")  # beside the model
@@ -29,7 +29,8 @@ def add_arguments(parser):
     add_views_option(parser)
     add_data_option(parser)
     add_cache_option(parser)
-    parser.add_argument("--seed", type=int, default=SUITE_SEED, help="seed of the corrupted images")
+    seed_help = f"seed of the corrupted images (default: {SUITE_SEED})"
+    parser.add_argument("--seed", type=option_type("seed"), default=SUITE_SEED, help=seed_help)
     add_json_option(parser)
 
 

@@ -49,6 +49,13 @@ def test_robustness_refuses_a_folder_whose_figures_describe_another_model(cli, t
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("seed", ["-1", str(2**64), "1.5"])
+def test_robustness_takes_the_seeds_training_takes(cli, seed):
+    """--seed -1 (and any integer) ran and wrote its report, where every other --seed refuses a seed outside 0 to
+    2^64 - 1 as a usage error."""
+    assert_one_line_error(cli("robustness", "--seed", seed), 2, "--seed")
+
+
 def test_robustness_on_a_file_that_is_no_model_says_so_first(cli, trained, tmp_path):
     """An export beside a run's model is refused as no model file, not as another model whose report would replace
     the run's figures: copying it into a folder of its own, as that message says, would not help."""
