@@ -1,5 +1,5 @@
-"""Two initialisations the search never had, against PyTorch's default (Kaiming-uniform with a = sqrt(5), which
-scales each convolution's weights down by about 1/sqrt(3) from He's): "he" draws every convolution's weights from
+"""Two initialisations the search never had, against PyTorch's default (Kaiming-uniform with a = sqrt(5): a standard
+deviation of 1/sqrt(3 fan_in), where He's for ReLUs is sqrt(2 / fan)): "he" draws every convolution's weights from
 He et al. (2015)'s normal for ReLUs, fan out, as torchvision's ResNets do; "zero-classifier" starts the 1x1
 classifier at zero weights and biases, so the first steps move the features from a uniform answer. Each seed trains
 each setting in turn with the default recipe (its views), on the training images less the 5,000 held out; one JSON
