@@ -6,6 +6,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -434,8 +435,6 @@ def test_an_out_dir_that_cannot_be_written_is_refused_before_the_study(cli, tmp_
 def test_a_quick_tune_keeps_nothing_unless_given_an_out_dir(cli, tmp_path, cache_dir, monkeypatch):
     """tune --quick made its smoke study in models/tune, where every later real study then refused to start ("study
     'mnist' was made with ... --quick"), and wrote its report over a real study's."""
-    import tempfile
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models" / "tune").mkdir(parents=True)
     (tmp_path / "models" / "tune" / "tune.md").write_text("a real study's report")
