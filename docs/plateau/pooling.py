@@ -1,13 +1,13 @@
 """Anti-aliased pooling (Zhang 2019, "Making convolutional networks shift-invariant again"): each of the model's two
-2x2 max-pools read as a max over 2x2 windows at stride 1, then a [1, 2, 1] x [1, 2, 1] / 16 blur taken at stride 2
-(its border reflected), which keeps the sizes (14 -> 7 -> 3) and adds no parameters. Each seed trains each pooling in
-turn with the default recipe (its views), on the training images less the 5,000 held out; one JSON row per seed and
-pooling, as widths.py's with "pooling" for "width". The blur is patched into the model's blocks for this study's runs
-only; "box" blurs with [1, 1] x [1, 1] / 4 instead (the max at stride 1, then 2x2 means at stride 2), "half-box"
-averages that with the plain max-pool, "blur-first" and "blur-second" blur one of the two, and "average" takes 2x2
-means instead (the pools come before the norms and ReLUs, so this is not the max of the ReLUs' outputs). "overlap"
-takes the max over 3x3 windows at stride 2 (Krizhevsky et al. 2012's overlapping pooling): each output sees a pixel
-beyond its 2x2 cell, as the blur does, and it stays a max.
+2x2 max-pools read as a max over 2x2 windows at stride 1, then a [1, 2, 1] x [1, 2, 1] / 16 blur taken at stride 2 (its
+border reflected), which keeps the sizes (14 -> 7 -> 3) and adds no parameters. Each seed trains each pooling in turn
+with the default recipe (its views), on the training images less the 5,000 held out; one JSON row per seed and pooling,
+as widths.py's with "pooling" for "width". The blur is patched into the model's blocks for this study's runs only;
+"box" blurs with [1, 1] x [1, 1] / 4 instead (the max at stride 1, then 2x2 means at stride 2), "half-box" averages
+that with the plain max-pool, "blur-first" and "blur-second" ("box-first", "box-second") blur one of the two, and
+"average" takes 2x2 means instead (the pools come before the norms and ReLUs, so this is not the max of the ReLUs'
+outputs). "overlap" takes the max over 3x3 windows at stride 2 (Krizhevsky et al. 2012's overlapping pooling): each
+output sees a pixel beyond its 2x2 cell, as the blur does, and it stays a max.
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,blur --precision fp32
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/pooling.py 0,1,2,3,4 max,box --precision fp32
@@ -89,6 +89,8 @@ POOLINGS = {
     "half-box": (HalfBoxPool, (1, 2)),
     "blur-first": (MaxBlurPool, (1,)),
     "blur-second": (MaxBlurPool, (2,)),
+    "box-first": (MaxBoxPool, (1,)),
+    "box-second": (MaxBoxPool, (2,)),
     "average": (lambda: nn.AvgPool2d(2), (1, 2)),
     "overlap": (OverlapPool, (1, 2)),
 }
