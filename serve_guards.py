@@ -157,6 +157,9 @@ class SecurityHeaders:
 async def read_image(request, limit, timeout):
     """The uploaded image's bytes; refuses a body over limit bytes as soon as it is known to be, and one that
     has not arrived within timeout seconds."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":  # read as it is, a gzipped image was "not an image"
+        raise HTTPException(415, f"content encoding {encoding} is not read: send the image's bytes as they are")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)

@@ -1,6 +1,7 @@
 """serve.py, `python main.py serve`: the API, the real server process, a real browser, a bounded load test."""
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -60,6 +61,9 @@ def test_an_image_over_a_megapixel_decodes_in_a_worker_and_reads_as_predict_read
     assert answer.json()["confidence"] == pytest.approx(expected["confidence"], abs=0.02)
 
 
+GZIPPED_PNG = {"content-type": "image/png", "content-encoding": "gzip"}  # a body the server does not decode
+
+
 @pytest.fixture(scope="module")
 def bad_uploads(user_images):
     from abuse_bench import huge_png
@@ -77,6 +81,7 @@ def bad_uploads(user_images):
         (lambda tmp: {"files": {"picture": ("a.png", b"x")}}, 400, "no file in field 'image'"),
         (lambda tmp: {"content": b"plain words", "headers": {"content-type": "text/plain"}}, 415, "content type"),
         (lambda tmp: {"content": b"GIF? no", "headers": {"content-type": "image/png"}}, 415, "not an image"),
+        (lambda tmp: {"content": gzip.compress(tmp["png"]), "headers": GZIPPED_PNG}, 415, "content encoding gzip"),
         (lambda tmp: {"content": tmp["png"][:300], "headers": {"content-type": "image/png"}}, 400, "truncated"),
         (lambda tmp: {"content": b"\0" * (2**20 + 1), "headers": {"content-type": "image/png"}}, 413, "upload over"),
         (lambda tmp: {"content": tmp["huge"], "headers": {"content-type": "image/png"}}, 413, "megapixel limit"),
@@ -87,6 +92,7 @@ def bad_uploads(user_images):
         "no-image-field",
         "not-image-type",
         "not-image-bytes",
+        "content-encoded",
         "truncated",
         "over-upload",
         "over-pixels",
