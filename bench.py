@@ -27,9 +27,9 @@ from cli import (
     add_threads_option,
     apply_threads,
     at_most_cpus,
+    default_out_dir,
     output_folder,
     positive,
-    refuse_outputs_in_the_dataset,
     resolve_cache_dir,
     resolve_data_dir,
     resolve_device,
@@ -298,8 +298,7 @@ def run(args):
     from checkpoint import writable_folder
 
     if args.out_dir is None and not args.quick:
-        args.out_dir = DEFAULT_OUT_DIR
-        refuse_outputs_in_the_dataset(args)  # main.py checked the options given; this is the default's turn
+        default_out_dir(args, DEFAULT_OUT_DIR)
     if args.out_dir is not None:
         writable_folder(args.out_dir)  # before the minutes of measuring, not after them
     apply_threads(args.threads)

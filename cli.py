@@ -229,6 +229,13 @@ def refuse_outputs_in_the_dataset(args):
             refuse_in_the_dataset(path, f"--{option.replace('_', '-')} {path}", args.data_dir)
 
 
+def default_out_dir(args, folder):
+    """Give args.out_dir, where none was given, the command's default folder, refused inside the dataset as main.py
+    refuses the options given: the default is set after that check ran."""
+    args.out_dir = folder
+    refuse_outputs_in_the_dataset(args)
+
+
 def outputs_owner(folder):
     """The name of the model file that the outputs in folder describe (metrics.json, the plots and `robustness`'s
     report): metrics.json's model_file (the default model's name for a metrics.json written before that field), else

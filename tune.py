@@ -24,9 +24,9 @@ from cli import (
     add_run_options,
     add_seeds_option,
     at_most_cpus,
+    default_out_dir,
     output_folder,
     positive,
-    refuse_outputs_in_the_dataset,
     resolve_run_options,
 )
 from config import (
@@ -132,8 +132,7 @@ def run(args):
         print(f"quick run: nothing saved here (give --out-dir to keep {kept})")
         return code
     if args.out_dir is None:
-        args.out_dir = DEFAULT_OUT_DIR
-        refuse_outputs_in_the_dataset(args)  # main.py checked the options given; this is the default's turn
+        default_out_dir(args, DEFAULT_OUT_DIR)
     if args.storage is None or not args.no_report:
         writable_folder(args.out_dir)  # before the trials, not after them
     owner = report_owner(args.out_dir)
