@@ -287,12 +287,22 @@ def saved_by_torch(path):
         return head == b"PK\x03\x04"  # a zip archive's start, its end missing: truncated
 
 
+def no_file_to_read(path, train_command):
+    """Why a model path that is no regular file holds no model: a link that leads nowhere, a device or pipe (which
+    a run refuses to replace: training one there is no advice), or nothing at all (train_command PATH makes one)."""
+    if os.path.lexists(path) and not os.path.exists(path):
+        return f"{path} is a symbolic link that leads nowhere; give the model file itself"
+    if os.path.exists(path):
+        return f"{path} is not a regular file (a device, a pipe or a socket), not a model file"
+    return f"no model file at {path}; train one with: {train_command} {path}"
+
+
 def load_state_dict(path):
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder, not a model file")
     if not path.is_file():
-        raise CheckpointError(f"no model file at {path}; train one with: python main.py --out {path}")
+        raise CheckpointError(no_file_to_read(path, "python main.py --out"))
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"cannot read {path}: permission denied")
     check_size(path)

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from checkpoint import atomic_write, model_target
+from checkpoint import atomic_write, model_target, no_file_to_read
 from cli import resolve_data_dir
 from config import option_type
 from data import MEAN, STD, missing_files, raw_folder
@@ -128,7 +128,7 @@ def main(argv=None):
 
 def load(path):
     if not Path(path).is_file():
-        raise InputError(f"no model file at {path}; train one with: python classic.py train --model {path}")
+        raise InputError(no_file_to_read(path, "python classic.py train --model"))
     model = ClassicNet()
     try:
         model.load_state_dict(torch.load(path, weights_only=True))

@@ -153,6 +153,20 @@ def test_checkpoint_problems_are_named(cli, untrained, tmp_path):
     assert_one_line_error(cli("evaluate", "--model", tmp_path / "absent.pth"), 2, "no model file")
 
 
+def test_a_model_path_that_is_no_regular_file_says_what_it_is(cli, tmp_path):
+    """A device, a pipe or a link that leads nowhere is named as such: "no model file there; train one with python
+    main.py --out PATH" was wrong twice, as the run it advised refuses to replace a device or a pipe."""
+    os.mkfifo(tmp_path / "pipe.pth")
+    (tmp_path / "dangling.pth").symlink_to(tmp_path / "gone.pth")
+    cases = {
+        os.devnull: "is not a regular file (a device, a pipe or a socket)",
+        tmp_path / "pipe.pth": "is not a regular file (a device, a pipe or a socket)",
+        tmp_path / "dangling.pth": "is a symbolic link that leads nowhere",
+    }
+    for path, message in cases.items():
+        assert_one_line_error(cli("evaluate", "--model", path), 2, f"{path} {message}")
+
+
 class RunsCode:
     def __reduce__(self):
         return (exec, (f"open({str(MARKER)!r}, 'w').write('ran')",))
