@@ -59,8 +59,10 @@ def run(args):
                          f"--out ending in .{args.format}")  # fmt: skip
     if suffix != f".{args.format}":  # a slip (metrics.json, the model's .pth) that would replace another file
         raise InputError(f"--out {out} does not end in .{args.format}; give an --out ending in .{args.format}")
-    from checkpoint import load_model
+    from checkpoint import load_model, output_target, writable_folder
 
+    output_target(out)  # before the export's work: a device or read-only file there, a folder it cannot write into
+    writable_folder(Path(out).parent)
     info = export(load_model(args.model, args.views), args.format, out, source=args.model)
     print(f"wrote {out}")
     print("\n".join(f"  {key}: {value}" for key, value in info.items()))

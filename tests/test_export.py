@@ -125,6 +125,14 @@ def test_export_into_a_folder_it_cannot_write_is_a_one_line_error(cli, untrained
         assert_one_line_error(result, 1, "cannot write", "ermission denied")
 
 
+def test_an_export_through_a_loop_of_symbolic_links_is_refused_before_the_work(cli, untrained, tmp_path):
+    """It said "cannot write into LOOP: File exists", after the export's work, where a run says what the loop is."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    result = cli("export", "--format", "onnx", "--model", untrained, "--out", loop / "m.onnx")
+    assert_one_line_error(result, 1, f"cannot write into {loop}: a symbolic link that leads nowhere")
+
+
 def test_an_export_out_that_names_a_folder_is_refused(cli, untrained, tmp_path):
     result = cli("export", "--format", "onnx", "--model", untrained, "--out", f"{tmp_path}/new/")
     assert_one_line_error(result, 2, "--out", "names a folder")
