@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from config import MIN_CONFIDENCE, option_type
+from config import KINDS, MIN_CONFIDENCE, option_type
 from errors import InputError
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
@@ -35,8 +35,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 def _number(text, kind):
     try:
         return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    except ValueError:  # in a --config field's words: "1.5" is a number, not an integer
+        raise argparse.ArgumentTypeError(f"must be {KINDS[kind]}, got {text!r}") from None
 
 
 def positive(kind):

@@ -106,6 +106,20 @@ def test_seeds_workers_and_threads_out_of_range_are_usage_errors(cli, args, mess
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["tune", "--trials", "1.5"], "argument --trials: must be an integer, got '1.5'"),
+        (["bench", "end-to-end", "--repeats", "2.5"], "argument --repeats: must be an integer, got '2.5'"),
+        (["--threads", "1.0"], "argument --threads: must be an integer, got '1.0'"),
+        (["serve", "--max-upload-mb", "1,5"], "argument --max-upload-mb: must be a finite number, got '1,5'"),
+    ],
+)
+def test_a_count_that_is_not_a_whole_number_says_so(cli, args, message):
+    """In a --config field's words: "'1.5' is not a number" was wrong, as 1.5 is one."""
+    assert_one_line_error(cli(*args), 2, message)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
         (["bench", "--seeds", "0", "1", "0"], "argument --seeds: 0 given more than once"),
         (["bench", "calibration", "--seeds", "2", "2"], "argument --seeds: 2 given more than once"),
         (["tune", "--seeds", "3", "3", "4", "4"], "argument --seeds: 3, 4 given more than once"),
