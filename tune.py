@@ -11,6 +11,7 @@ This module holds the command (its options, the driver); tune_search.py the spac
 the study's storage and the loop beside other workers, tune_report.py the report, tune_workers.py --workers.
 """
 
+import argparse
 import socket
 import sys
 import tempfile
@@ -85,6 +86,7 @@ def add_arguments(parser):
     add_seeds_option(parser, [0, 1], "one training run per seed per trial")
     parser.add_argument(
         "--storage",
+        type=storage_url,
         metavar="URL",
         help="Optuna storage URL shared by the workers, such as postgresql://user@host/db "
         "(default: the journal file OUT_DIR/tune.journal)",
@@ -111,6 +113,17 @@ def add_arguments(parser):
     )
     parser.add_argument("--no-report", action="store_true", help="leave the report to another worker")
     add_run_options(parser)
+
+
+def storage_url(text):
+    """--storage's type: a database URL. A file's path is no URL: the journal file is --out-dir's, named here. Not
+    echoed: a URL without its scheme may still hold a password."""
+    if "://" not in text:
+        raise argparse.ArgumentTypeError(
+            f"not a database URL (such as postgresql://user@host/db); a study in a journal file is "
+            f"OUT_DIR/{JOURNAL_FILE}: give its folder as --out-dir"
+        )
+    return text
 
 
 def run(args):

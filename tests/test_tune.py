@@ -331,10 +331,18 @@ def test_an_architecture_outside_the_search_space_is_a_one_line_error(cli, tmp_p
 
 @pytest.mark.parametrize(
     "url, message",
-    [("not a url at all", "cannot open --storage"), ("postgresql://nobody@127.0.0.1:1/none", "cannot open --storage")],
+    [
+        ("not a url at all", "not a database URL"),
+        # a journal file's path: it said "Could not parse SQLAlchemy URL", not where a journal goes
+        ("models/tune/tune.journal", "a study in a journal file is OUT_DIR/tune.journal: give its folder as --out-dir"),
+        ("u:secretpw@host/db", "not a database URL"),  # not echoed: no password printed
+        ("postgresql://nobody@127.0.0.1:1/none", "cannot open --storage"),
+    ],
 )
 def test_tune_refuses_an_unusable_storage_in_one_line(cli, tmp_path, url, message):
-    assert_one_line_error(cli("tune", "--quick", "--out-dir", tmp_path, "--storage", url), 2, message)
+    result = cli("tune", "--quick", "--out-dir", tmp_path, "--storage", url)
+    assert_one_line_error(result, 2, message)
+    assert "secretpw" not in result.stderr
 
 
 def test_tune_show_without_a_study_is_a_one_line_error_and_makes_nothing(cli, tmp_path):
