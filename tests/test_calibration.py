@@ -34,12 +34,14 @@ FLAGGED_CEILING = 3.0  # % of clean test digits "not sure": max 1.71, mean 1.51 
 # % of wrong answers flagged: min 60.3, mean 68.9, sd 4.5 (before the views: min 64.9, mean 72.8; before deskewing:
 # min 66.2): the views settle some wrong answers too. The floor lies 3.1 standard deviations below the mean.
 FLAGGED_OF_WRONG_FLOOR = 55.0
-# Deskewing stands a scribble upright too, and fewer read as "not sure": min 48.5, mean 53.7, sd 2.8 (before the
-# views: min 51.0, mean 55.9; before deskewing: min 57.0, mean 62.1). The floor lies 3.4 sd below the mean.
+# Deskewing stands a scribble upright too, and fewer read as "not sure": min 46.0, mean 53.1, sd 3.2 (prepare centring
+# at the grid's middle: min 48.5, mean 53.7; before the views: min 51.0, mean 55.9; before deskewing: min 57.0, mean
+# 62.1). The floor lies 2.9 sd below the mean, 4 scribbles below the least seen.
 SCRIBBLES_FLAGGED_FLOOR = 44.0
-# % of letters (letters() leaves out O, o, I and l, digits' own shapes): min 29.2 (14 of 48, bf16 on AVX-512, one
-# thread), mean 41.5, sd 5.2 (before the views: min 33.3, mean 43.1; before deskewing: min 30.8 of all 52). The
-# floor, 12 of 48, lies two letters below the least seen, 3.2 sd below the mean.
+# % of letters (letters() leaves out O, o, I and l, digits' own shapes): min 31.2 (15 of 48, fp32 on AVX2, one
+# thread), mean 41.1, sd 4.8 (prepare centring at the grid's middle: min 29.2, mean 41.5; before the views: min 33.3,
+# mean 43.1; before deskewing: min 30.8 of all 52). The floor, 12 of 48, lies three letters below the least seen, 3.3
+# sd below the mean.
 LETTERS_FLAGGED_FLOOR = 25.0
 
 
