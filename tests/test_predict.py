@@ -32,14 +32,14 @@ SURE_OF_20_FLOOR = 17
 
 
 def draw_like_a_user(image, style):
-    """A test digit the way users make theirs: dark on white, drawn 4x larger with a thick marker or a thin
-    pen, or scanned small (12x12)."""
+    """A test digit the way users make theirs: dark on white, drawn 4x larger ("plain"), with a thick marker or a
+    thin pen, or scanned small (12x12)."""
     ink = Image.fromarray(as_8bit(image)).resize((112, 112), Image.BICUBIC)
     if style == "thick_marker":
         ink = ink.filter(ImageFilter.MaxFilter(11))  # strokes grow by 5 px a side: 1.25 px at MNIST's scale
     elif style == "thin_pen":
         ink = ink.filter(ImageFilter.MinFilter(5))  # strokes shrink by 2 px a side: half a pixel at MNIST's scale
-    else:
+    elif style == "small_scan":
         ink = ink.resize((12, 12), Image.BOX)
     return ImageOps.invert(ink)
 
@@ -82,8 +82,7 @@ def test_prepare_puts_the_centre_of_mass_where_mnist_has_it(mnist):
     from predict import prepare
 
     images = mnist["eval"][0][:200]
-    drawn = [ImageOps.invert(Image.fromarray(as_8bit(image)).resize((112, 112), Image.BICUBIC)) for image in images]
-    prepared = torch.stack([prepare(read_ink(png_file(image))) for image in drawn])
+    prepared = torch.stack([prepare(read_ink(png_file(draw_like_a_user(image, "plain")))) for image in images])
     mnist_rows, mnist_columns = centres_of_mass(torch.from_numpy(np.stack([as_8bit(i) for i in images])).float())
     rows, columns = centres_of_mass(prepared)
     assert abs(rows - mnist_rows) < 0.1 and abs(columns - mnist_columns) < 0.1, (rows, columns, mnist_rows)

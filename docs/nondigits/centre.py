@@ -7,7 +7,6 @@ row per centre: % of each non-digit set flagged, and per style % read right and 
     python docs/nondigits/centre.py /tmp/nd/mnist_model.pth
 """
 
-import io
 import json
 import sys
 from pathlib import Path
@@ -25,16 +24,9 @@ from config import MIN_CONFIDENCE
 from data import load_split, normalize
 from evaluation import predict_logits
 from nondigits import letters, scribbles, shapes
-from tests.test_predict import USER_STYLE_FLOORS, draw_like_a_user
+from tests.test_predict import USER_STYLE_FLOORS, draw_like_a_user, png_file
 
 DIGITS = 2_000
-
-
-def png(image):
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    buffer.seek(0)
-    return buffer
 
 
 def main(path):
@@ -42,7 +34,7 @@ def main(path):
     images, labels = load_split(resolve_data_dir(None), "test")
     labels = labels[:DIGITS].tolist()
     inks = {
-        style: [predict.read_ink(png(draw_like_a_user(image, style))) for image in images[:DIGITS]]
+        style: [predict.read_ink(png_file(draw_like_a_user(image, style))) for image in images[:DIGITS]]
         for style in USER_STYLE_FLOORS
     }
     for centre in (13.5, predict.MNIST_CENTRE):

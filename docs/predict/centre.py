@@ -7,7 +7,6 @@ plainly 4x larger), each image read from a PNG as predict reads it. One JSON row
 """
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -16,29 +15,14 @@ from unittest.mock import patch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
-from PIL import Image, ImageOps
 
 import predict
 from checkpoint import load_model
 from cli import resolve_data_dir
 from data import load_split
-from tests.helpers import as_8bit
-from tests.test_predict import USER_STYLE_FLOORS, draw_like_a_user
+from tests.test_predict import USER_STYLE_FLOORS, draw_like_a_user, png_file
 
 CENTRES = {"grid middle": 13.5, "MNIST's": predict.MNIST_CENTRE}
-
-
-def drawn(image, style):
-    if style == "plain":
-        return ImageOps.invert(Image.fromarray(as_8bit(image)).resize((112, 112), Image.BICUBIC))
-    return draw_like_a_user(image, style)
-
-
-def png(image):
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    buffer.seek(0)
-    return buffer
 
 
 def main():
@@ -50,7 +34,7 @@ def main():
     images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     images, labels = images[: args.images], labels[: args.images].tolist()
     for style in ("plain", *USER_STYLE_FLOORS):
-        inks = [predict.read_ink(png(drawn(image, style))) for image in images]
+        inks = [predict.read_ink(png_file(draw_like_a_user(image, style))) for image in images]
         for path in args.models:
             model = load_model(path)
             for name, centre in CENTRES.items():
