@@ -45,7 +45,7 @@ def positive(kind):
     def parse(text):
         value = _number(text, kind)
         if not 0 < value < math.inf:
-            raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {KINDS[kind]} greater than 0, got {text}")
         return value
 
     return parse

@@ -110,10 +110,13 @@ def test_seeds_workers_and_threads_out_of_range_are_usage_errors(cli, args, mess
         (["bench", "end-to-end", "--repeats", "2.5"], "argument --repeats: must be an integer, got '2.5'"),
         (["--threads", "1.0"], "argument --threads: must be an integer, got '1.0'"),
         (["serve", "--max-upload-mb", "1,5"], "argument --max-upload-mb: must be a finite number, got '1,5'"),
+        (["bench", "serve", "--clients", "0"], "argument --clients: must be an integer greater than 0, got 0"),
+        (["serve", "--max-upload-mb", "0"], "argument --max-upload-mb: must be a finite number greater than 0, got 0"),
     ],
 )
-def test_a_count_that_is_not_a_whole_number_says_so(cli, args, message):
-    """In a --config field's words: "'1.5' is not a number" was wrong, as 1.5 is one."""
+def test_a_number_option_names_the_kind_of_number_it_takes(cli, args, message):
+    """In a --config field's words: "'1.5' is not a number" was wrong, as 1.5 is one, and a count of clients said it
+    must be "a finite number greater than 0", as if 0.5 would do."""
     assert_one_line_error(cli(*args), 2, message)
 
 
