@@ -59,7 +59,29 @@ def draw(count, generator, device="cpu"):
         chosen = torch.isin(turn, torch.tensor(named, device=device)).nonzero().flatten()
         for part in chosen.split(CHUNK):
             ink[part] = drawer(len(part), generator, device)
-    return (ink - MEAN) / STD
+    return (centred_by_mass(ink) - MEAN) / STD
+
+
+def centred_by_mass(ink):
+    """ink (N, 1, 28, 28) moved by whole pixels so that each image's centre of mass lies where MNIST's digits have
+    theirs, as predict.prepare moves an upload: drawn with their box at the grid's middle instead, non-digits lay half
+    a pixel from the digits, and a model trained on them learnt to flag what lay there (docs/nondigits.md)."""
+    from predict import MNIST_CENTRE
+
+    grid = torch.arange(SIDE, device=ink.device)
+    mass = ink.sum((2, 3)).clamp(min=1e-6)  # (N, 1)
+    for axis, profile in ((2, ink.sum(3)), (3, ink.sum(2))):  # (N, 1, 28): the ink in each row, then each column
+        centre = (profile * grid).sum(2) / mass
+        inked = profile > 0
+        first, last = inked.int().argmax(2), SIDE - 1 - inked.flip(2).int().argmax(2)
+        # As prepare does, no further than keeps all of the ink inside the grid.
+        shift = (MNIST_CENTRE - centre).round().long().clamp(min=-first, max=SIDE - 1 - last)
+        source = grid - shift  # (N, 28): the pixel each one is read from
+        inside = (source >= 0) & (source < SIDE)
+        shape = (-1, 1, SIDE, 1) if axis == 2 else (-1, 1, 1, SIDE)
+        index = source.clamp(0, SIDE - 1).view(shape).expand_as(ink)
+        ink = ink.gather(axis, index) * inside.view(shape)
+    return ink
 
 
 def _uniform(shape, low, high, generator, device):
