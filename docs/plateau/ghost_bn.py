@@ -11,9 +11,7 @@ inits.py's. A batch that is not a whole number of groups (the epoch's last) is n
 """
 
 import sys
-from dataclasses import replace
 from pathlib import Path
-from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -21,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from views import print_rows_in_turn
-from widths import scored
+from widths import patched_row
 
 import train
-from config import TrainConfig
 from model import HeadBatchNorm, MNISTModel
 
 
@@ -67,13 +64,5 @@ def ghost(group):
 SETTINGS = {"default": MNISTModel, "ghost-16": ghost(16), "ghost-32": ghost(32), "ghost-64": ghost(64)}
 
 
-def row(seed, setting, precision, data, suite, suite_labels):
-    if setting not in SETTINGS:
-        raise SystemExit(f"unknown setting {setting!r}: {', '.join(SETTINGS)}")
-    with patch.object(train, "MNISTModel", SETTINGS[setting]):
-        figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
-    return {"seed": seed, "setting": setting, **figures}
-
-
 if __name__ == "__main__":
-    print_rows_in_turn(row, sys.argv[1:])
+    print_rows_in_turn(patched_row(train, "MNISTModel", SETTINGS), sys.argv[1:])

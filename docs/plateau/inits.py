@@ -11,18 +11,15 @@ generator moves on as for the default, then the setting draws or sets its own), 
 """
 
 import sys
-from dataclasses import replace
 from pathlib import Path
-from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from torch import nn
 from views import print_rows_in_turn
-from widths import scored
+from widths import patched_row
 
 import train
-from config import TrainConfig
 from model import MNISTModel
 
 
@@ -51,13 +48,7 @@ def initialised(init):
     return Initialised
 
 
-def row(seed, setting, precision, data, suite, suite_labels):
-    if setting not in INITS:
-        raise SystemExit(f"unknown setting {setting!r}: {', '.join(INITS)}")
-    with patch.object(train, "MNISTModel", initialised(INITS[setting])):
-        figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
-    return {"seed": seed, "setting": setting, **figures}
-
-
 if __name__ == "__main__":
-    print_rows_in_turn(row, sys.argv[1:])
+    print_rows_in_turn(
+        patched_row(train, "MNISTModel", {name: initialised(init) for name, init in INITS.items()}), sys.argv[1:]
+    )

@@ -11,18 +11,15 @@ row per seed and setting, as inits.py's.
 
 import sys
 import types
-from dataclasses import replace
 from pathlib import Path
-from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch.nn.functional as F
 from views import print_rows_in_turn
-from widths import scored
+from widths import patched_row
 
 import train
-from config import TrainConfig
 
 
 def poly(epsilon):
@@ -41,13 +38,5 @@ def poly(epsilon):
 SETTINGS = {"default": F, "poly-1": poly(1.0), "poly-2": poly(2.0), "poly-minus-1": poly(-1.0)}
 
 
-def row(seed, setting, precision, data, suite, suite_labels):
-    if setting not in SETTINGS:
-        raise SystemExit(f"unknown setting {setting!r}: {', '.join(SETTINGS)}")
-    with patch.object(train, "F", SETTINGS[setting]):
-        figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
-    return {"seed": seed, "setting": setting, **figures}
-
-
 if __name__ == "__main__":
-    print_rows_in_turn(row, sys.argv[1:])
+    print_rows_in_turn(patched_row(train, "F", SETTINGS), sys.argv[1:])

@@ -16,6 +16,7 @@ A width may carry changes to the recipe, each `+FIELD=VALUE` of TrainConfig (a r
 import sys
 from dataclasses import replace
 from pathlib import Path
+from unittest.mock import patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -62,6 +63,20 @@ def scored(arch, config, precision, data, suite, suite_labels):
         "suite": round(report["mean_corruption_accuracy"], 3),
         **{name: round(corrupted[name], 2) for name in WATCHED},
     }
+
+
+def patched_row(target, attribute, settings):
+    """A row function for print_rows_in_turn: each setting (a name in settings) trains the default recipe with
+    target.attribute patched to settings[name], and is scored; one row of {seed, setting, figures}."""
+
+    def row(seed, setting, precision, data, suite, suite_labels):
+        if setting not in settings:
+            raise SystemExit(f"unknown setting {setting!r}: {', '.join(settings)}")
+        with patch.object(target, attribute, settings[setting]):
+            figures = scored("default", replace(TrainConfig(), seed=seed), precision, data, suite, suite_labels)
+        return {"seed": seed, "setting": setting, **figures}
+
+    return row
 
 
 def row(seed, setting, precision, data, suite, suite_labels):
