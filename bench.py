@@ -43,6 +43,7 @@ from config import (
     RECIPES,
     TrainConfig,
     architecture_type,
+    given_path,
     option_type,
     recipe_from,
 )
@@ -101,6 +102,7 @@ def add_calibration_arguments(parser):
     parser.add_argument(
         "--config",
         metavar="FILE",
+        type=given_path("file"),
         help="the recipe to train, as `python main.py --config` reads it (configs/nondigits.json: the model trained on "
         "non-digits, its temperature and energy threshold); the options below override its fields (default: the "
         "default recipe)",

@@ -20,7 +20,7 @@ from torchvision.datasets import MNIST
 
 from checkpoint import atomic_write, model_target, no_file_to_read
 from cli import resolve_data_dir
-from config import option_type
+from config import given_path, option_type
 from data import MEAN, STD, missing_files, raw_folder
 from errors import InputError, RunError
 from numerics import synchronize
@@ -104,8 +104,12 @@ def test(model, device, data_dir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="The original design's train.py and test.py, as one script.")
     parser.add_argument("stage", choices=("train", "test"))
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)")
-    parser.add_argument("--model", default="classic.pth", help="model file written by train, read by test")
+    parser.add_argument(
+        "--data-dir", type=given_path("folder"), help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else ./data)"
+    )
+    parser.add_argument(
+        "--model", type=given_path("file"), default="classic.pth", help="model file written by train, read by test"
+    )
     parser.add_argument("--seed", type=option_type("seed"), default=0)
     parser.add_argument(
         "--max-steps", type=option_type("max_steps"), help="stop training after this many steps (a smoke run)"

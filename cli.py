@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from config import KINDS, MIN_CONFIDENCE, option_type
+from config import KINDS, MIN_CONFIDENCE, given_path, option_type
 from errors import InputError
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
@@ -153,7 +153,7 @@ def add_cache_option(parser):
 
 
 def _add_folder_option(parser, option, about, env, fallback):
-    parser.add_argument(option, help=f"{about} (default: ${env}, else {fallback})")
+    parser.add_argument(option, type=given_path("folder"), help=f"{about} (default: ${env}, else {fallback})")
 
 
 def add_run_options(parser):
@@ -192,6 +192,7 @@ def output_file(example=None):
     ends in a separator), nor one inside a file."""
 
     def parse(text):
+        given_path("file")(text)
         if text.endswith(("/", os.sep)) or Path(text).is_dir():
             such_as = f", such as {Path(text) / example}" if example else ""
             raise argparse.ArgumentTypeError(f"{text} names a folder; give a file's path{such_as}")
@@ -203,6 +204,7 @@ def output_file(example=None):
 
 def output_folder(text):
     """--out-dir's type: a folder, or a path where one can be made: not a file, nor one inside a file."""
+    given_path("folder")(text)
     if Path(text).exists() and not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
     check_folders_above(Path(text))
@@ -280,7 +282,12 @@ def refuse_in_the_dataset(path, what, data_dir):
 
 
 def add_model_option(parser):
-    parser.add_argument("--model", default=DEFAULT_MODEL_PATH, help=f"saved state dict (default: {DEFAULT_MODEL_PATH})")
+    parser.add_argument(
+        "--model",
+        type=given_path("file"),
+        default=DEFAULT_MODEL_PATH,
+        help=f"saved state dict (default: {DEFAULT_MODEL_PATH})",
+    )
 
 
 def add_views_option(parser):

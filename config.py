@@ -364,11 +364,25 @@ def option_type(name):
     return parse
 
 
+def given_path(kind):
+    """argparse's type for an option naming a file or folder (kind): not an empty path. Python reads "" as the
+    current folder, and an option given a variable left unset (--config "$RECIPE") would otherwise pass for one
+    not given, or work in whatever folder the command ran from."""
+
+    def parse(text):
+        if not text:
+            raise argparse.ArgumentTypeError(f"an empty path names no {kind}")
+        return text
+
+    return parse
+
+
 def add_config_options(parser):
     """--config FILE and one option per OPTIONS field; their default (None) means the file's, else the preset's."""
     parser.add_argument(
         "--config",
         metavar="FILE",
+        type=given_path("file"),
         help="JSON file of TrainConfig fields (config.py), such as a recipe tune found; the fields it leaves "
         "out keep --arch's recipe, and options given on the command line override it",
     )

@@ -22,6 +22,13 @@ def test_a_file_that_is_not_its_model_is_a_one_line_error(capsys, tmp_path, cont
     assert_one_line_error(result, 2, "is not a model file of classic.py")
 
 
+@pytest.mark.parametrize("option, kind", [("--model", "file"), ("--data-dir", "folder")])
+def test_an_empty_path_is_a_one_line_error(capsys, option, kind):
+    """--model "" said "no model file at ; train one with: python classic.py train --model ", and --data-dir ""
+    read $MNIST_DATA_DIR as if no folder were given."""
+    assert_one_line_error(classic(capsys, "test", option, ""), 2, f"argument {option}: an empty path names no {kind}")
+
+
 def test_another_models_weights_are_a_one_line_error(capsys, untrained):
     assert_one_line_error(classic(capsys, "test", "--model", untrained), 2, "is not a model file of classic.py")
 

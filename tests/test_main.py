@@ -137,6 +137,29 @@ def test_a_value_given_twice_to_a_list_option_is_a_usage_error(cli, args, messag
 
 
 @pytest.mark.parametrize(
+    "args, option, kind",
+    [
+        (["--dry-run", "--config", ""], "--config", "file"),
+        (["bench", "calibration", "--config", ""], "--config", "file"),
+        (["--dry-run", "--data-dir", ""], "--data-dir", "folder"),
+        (["--dry-run", "--cache-dir", ""], "--cache-dir", "folder"),
+        (["evaluate", "--model", ""], "--model", "file"),
+        (["tune", "--quick", "--out-dir", ""], "--out-dir", "folder"),
+        (["bench", "calibration", "--quick", "--out-dir", ""], "--out-dir", "folder"),
+        (["--out", ""], "--out", "file"),
+        (["export", "--out", ""], "--out", "file"),
+    ],
+)
+def test_an_empty_path_is_refused_before_any_work(cli, tmp_path, monkeypatch, args, option, kind):
+    """An option given a variable left unset ("$RECIPE") is an empty path: --config "" trained the default recipe as
+    if no file were named, --data-dir "" read $MNIST_DATA_DIR, and --out-dir "" wrote a study's or a benchmark's
+    files into the folder the command ran from."""
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(cli(*args), 2, f"argument {option}: an empty path names no {kind}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
     "command, option",
     [([], "--out"), (["robustness"], "--cache-dir"), (["bench"], "--out-dir"), (["tune"], "--out-dir")],
 )
