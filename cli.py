@@ -57,6 +57,17 @@ def port_number(text):
     return int(text)
 
 
+def listen_address(text):
+    """--host's type: not empty, which a socket binds to every interface (a variable left unset, --host "$HOST",
+    would open the server to other machines)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty address listens on every interface, other machines' included; give 127.0.0.1 (this machine "
+            "alone, the default) or 0.0.0.0 to open it to others"
+        )
+    return text
+
+
 DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 

@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
-from cli import add_min_confidence_option, add_model_option, add_views_option, port_number, positive
+from cli import add_min_confidence_option, add_model_option, add_views_option, listen_address, port_number, positive
 from config import MIN_CONFIDENCE
 from errors import InputError
 from predict import BlankImage, ImageError, NotAnImage, TooManyPixels, read_digits
@@ -62,7 +62,12 @@ def add_arguments(parser):
     add_model_option(parser)
     add_views_option(parser)
     add_min_confidence_option(parser)
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on; 0.0.0.0 opens it to other machines")
+    parser.add_argument(
+        "--host",
+        type=listen_address,
+        default=DEFAULT_HOST,
+        help="address to listen on; 0.0.0.0 opens it to other machines",
+    )
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="TCP port")
     parser.add_argument(
         "--request-timeout",

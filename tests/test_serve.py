@@ -210,6 +210,14 @@ def test_a_port_in_use_is_a_one_line_error_before_serving(cli, untrained):
     assert "serving" not in result.stdout
 
 
+@pytest.mark.parametrize("host", ["", " "])
+def test_an_empty_host_is_refused_not_served_on_every_interface(cli, tmp_path, host):
+    """--host "" (a variable left unset, --host "$HOST") bound every interface, 0.0.0.0, open to other machines, and
+    said it was serving at "http://:8000". Refused while parsing, before the model is read."""
+    result = cli("serve", "--host", host, "--model", tmp_path / "none.pth")
+    assert_one_line_error(result, 2, "argument --host: an empty address listens on every interface", "127.0.0.1")
+
+
 # Strokes as a person draws them, in fractions of the pad: a slanted 1, a 7 with a crossbar-free bend, a 0.
 STROKES = {
     1: [[(0.55, 0.15), (0.52, 0.5), (0.48, 0.85)]],
