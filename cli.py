@@ -60,7 +60,7 @@ def port_number(text):
 def listen_address(text):
     """--host's type: not empty, which a socket binds to every interface (a variable left unset, --host "$HOST",
     would open the server to other machines)."""
-    if not text.strip():
+    if not text:
         raise argparse.ArgumentTypeError(
             "an empty address listens on every interface, other machines' included; give 127.0.0.1 (this machine "
             "alone, the default) or 0.0.0.0 to open it to others"
