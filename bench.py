@@ -27,7 +27,7 @@ from cli import (
     add_threads_option,
     apply_threads,
     at_most_cpus,
-    default_out_dir,
+    default_output,
     output_folder,
     positive,
     resolve_cache_dir,
@@ -300,7 +300,7 @@ def run(args):
     from checkpoint import writable_folder
 
     if args.out_dir is None and not args.quick:
-        default_out_dir(args, DEFAULT_OUT_DIR)
+        default_output(args, "out_dir", DEFAULT_OUT_DIR)
     if args.out_dir is not None:
         writable_folder(args.out_dir)  # before the minutes of measuring, not after them
     apply_threads(args.threads)

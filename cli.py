@@ -233,19 +233,24 @@ def check_folders_above(path):
 
 def refuse_outputs_in_the_dataset(args):
     """An output (--out, --out-dir, --cache-dir) inside the dataset's own folder, DATA_DIR/MNIST, is refused: it
-    could replace one of MNIST's files, and every later run reads that folder. Only for a command that reads it."""
+    could replace one of MNIST's files, and every later run reads that folder. Only for a command that reads it.
+    The cache folder is checked where it is, given or not ($MNIST_CACHE_DIR, the user's cache)."""
     if not hasattr(args, "data_dir"):
         return
     for option in ("out", "out_dir", "cache_dir"):
         path = getattr(args, option, None)
         if path is not None:
             refuse_in_the_dataset(path, f"--{option.replace('_', '-')} {path}", args.data_dir)
+    if hasattr(args, "cache_dir") and args.cache_dir is None:
+        cache = resolve_cache_dir()
+        source = f"${CACHE_DIR_ENV}" if os.environ.get(CACHE_DIR_ENV) else "the default"
+        refuse_in_the_dataset(cache, f"the cache folder {cache} ({source})", args.data_dir)
 
 
-def default_out_dir(args, folder):
-    """Give args.out_dir, where none was given, the command's default folder, refused inside the dataset as main.py
-    refuses the options given: the default is set after that check ran."""
-    args.out_dir = folder
+def default_output(args, option, path):
+    """Give args.option (out, out_dir), where none was given, the command's default path, refused inside the dataset
+    as main.py refuses the options given: the default is set after that check ran."""
+    setattr(args, option, path)
     refuse_outputs_in_the_dataset(args)
 
 

@@ -17,6 +17,7 @@ from cli import (
     ROBUSTNESS_REPORT,
     RUN_RECORD,
     add_run_options,
+    default_output,
     output_file,
     percentage,
     refuse_another_models_outputs,
@@ -126,9 +127,12 @@ def run(args):
 
 
 def output_path(args):
-    """--out, else the default model path; a dry run keeps nothing unless told where."""
+    """--out, else the default model path (refused inside the dataset, as a given --out is); a dry run keeps nothing
+    unless told where."""
     if args.out is None:
-        return None if args.dry_run else Path(DEFAULT_MODEL_PATH)
+        if args.dry_run:
+            return None
+        default_output(args, "out", DEFAULT_MODEL_PATH)
     return Path(args.out)
 
 

@@ -25,7 +25,7 @@ from cli import (
     add_run_options,
     add_seeds_option,
     at_most_cpus,
-    default_out_dir,
+    default_output,
     output_folder,
     positive,
     resolve_run_options,
@@ -145,7 +145,7 @@ def run(args):
         print(f"quick run: nothing saved here (give --out-dir to keep {kept})")
         return code
     if args.out_dir is None:
-        default_out_dir(args, DEFAULT_OUT_DIR)
+        default_output(args, "out_dir", DEFAULT_OUT_DIR)
     if args.storage is None or not args.no_report:
         writable_folder(args.out_dir)  # before the trials, not after them
     owner = report_owner(args.out_dir)

@@ -176,6 +176,29 @@ def test_an_output_inside_the_datasets_folder_is_refused_before_any_work(cli, tm
     assert sorted(raw.iterdir()) == [dataset_file] and dataset_file.read_bytes() == b"MNIST's bytes"
 
 
+@pytest.mark.parametrize("command", [[], ["robustness"], ["tune"], ["bench", "calibration"]])
+def test_a_cache_folder_from_the_environment_inside_the_dataset_is_refused(cli, tmp_path, monkeypatch, command):
+    """$MNIST_CACHE_DIR inside DATA_DIR/MNIST passed where --cache-dir there was refused: the suite's cache was
+    written among MNIST's files."""
+    dataset = tmp_path / "data" / "MNIST"
+    dataset.mkdir(parents=True)
+    monkeypatch.setenv("MNIST_CACHE_DIR", str(dataset / "cache"))
+    result = cli(*command, "--data-dir", tmp_path / "data")
+    assert_one_line_error(result, 2, f"the cache folder {dataset / 'cache'} ($MNIST_CACHE_DIR) lies inside")
+    assert list(dataset.iterdir()) == []
+
+
+def test_the_default_model_path_inside_the_dataset_is_refused_before_training(cli, tmp_path, monkeypatch):
+    """Run from inside DATA_DIR/MNIST, the default models/mnist_model.pth lies in MNIST's own folder: a run trained
+    and saved its model and figures there, where a given --out is refused (a dry run keeps nothing: no default)."""
+    dataset = tmp_path / "data" / "MNIST"
+    dataset.mkdir(parents=True)
+    monkeypatch.chdir(dataset)
+    result = cli("--data-dir", tmp_path / "data", "--cache-dir", tmp_path / "cache")
+    assert_one_line_error(result, 2, "--out models/mnist_model.pth lies inside", "MNIST's own folder")
+    assert list(dataset.iterdir()) == []
+
+
 def test_robustness_refuses_a_model_inside_the_datasets_folder_whose_report_would_land_there(cli, tmp_path):
     """robustness writes robustness.json and .png beside --model: a model kept among MNIST's files (linked here
     from the real ones, so that the command could run) would have put them there."""
