@@ -422,6 +422,20 @@ def _first_line(error):
     return (str(error).strip() or type(error).__name__).splitlines()[0]
 
 
+class FieldTwice(ValueError):
+    """A JSON object that names a field more than once."""
+
+
+def _fields_once(pairs):
+    """json's object_pairs_hook: the object as a dict, or FieldTwice where a name repeats: json.loads keeps the last
+    silently, so an edit to the first would change nothing."""
+    names = [name for name, _ in pairs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise FieldTwice(f"{', '.join(twice)} given more than once")
+    return dict(pairs)
+
+
 MAX_CONFIG_BYTES = 2**20  # a recipe file holds under a kilobyte; reading stops here (/dev/zero never ends)
 
 
@@ -436,7 +450,9 @@ def read_config(path, base):
     if len(text) > MAX_CONFIG_BYTES:
         raise ConfigError(f"--config {path} holds over {MAX_CONFIG_BYTES:,} bytes, more than any recipe file")
     try:
-        values = json.loads(text)
+        values = json.loads(text, object_pairs_hook=_fields_once)
+    except FieldTwice as error:
+        raise ConfigError(f"--config {path}: {error}") from None
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError, an integer of 4,300+ digits
         raise ConfigError(f"--config {path} is not JSON this project reads: {_first_line(error)}") from None
     if not isinstance(values, dict):

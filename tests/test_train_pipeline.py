@@ -240,6 +240,9 @@ def test_a_preset_trains_with_its_own_recipe_unless_told_otherwise(cli, tmp_path
         ('{"augmentation": 3}', "augmentation must be an object"),
         ("[" * 100_000 + "]" * 100_000, "is not JSON"),  # nested past the recursion limit
         ('{"seed": ' + "9" * 5_000 + "}", "is not JSON"),  # an integer past Python's 4,300-digit limit
+        # json.loads kept the last: an edit to the first changed nothing
+        ('{"lr": 0.3, "batch_size": 64, "lr": 0.9}', "recipe.json: lr given more than once"),
+        ('{"augmentation": {"degrees": 3, "noise": 0, "degrees": 9}}', "recipe.json: degrees given more than once"),
     ],
 )
 def test_a_bad_config_file_is_a_one_line_error(cli, tmp_path, content, message):
