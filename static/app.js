@@ -27,6 +27,9 @@ for (let d = 0; d < 10; d++) {
 }
 
 function clearPad() {
+  clearTimeout(timer);
+  latestRequest++; // an answer still on its way is to the drawing cleared: dropped
+  statusOut.textContent = "";
   ink.fillStyle = "#fff";
   ink.fillRect(0, 0, pad.width, pad.height);
   hasInk = false;

@@ -258,15 +258,10 @@ def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits_and_is_not_sure_
     server, trained, user_images, tmp_path
 ):
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     hosts = set()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        page = browser.new_page(viewport={"width": 800, "height": 700})
+    with browser_page() as page:
         page.on("request", lambda request: hosts.add(urlsplit(request.url).netloc))
         page.goto(server)
         for digit, strokes in STROKES.items():
@@ -304,9 +299,49 @@ def test_page_in_a_real_browser_reads_drawn_and_uploaded_digits_and_is_not_sure_
             expect(page.locator("#confidence")).to_contain_text("Not a digit? maybe ")
             page.screenshot(path=tmp_path / "not_a_digit.png")
             hosts.discard(urlsplit(strict).netloc)
-        browser.close()
     assert hosts == {urlsplit(server).netloc}, hosts
     print(f"screenshots in {tmp_path}")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Chromium or Chrome (.ci/run installs Chromium)")
+def test_the_page_drops_the_answer_to_a_drawing_cleared_while_it_was_on_its_way(server):
+    """Cleared while its prediction was in flight (held here until after the click), the pad showed that answer once
+    it came: a 7 beside an empty pad."""
+    from playwright.sync_api import expect
+
+    with browser_page() as page:
+        page.goto(server)
+        held = []
+        page.route("**/api/predict", lambda route: held.append(route))  # playwright takes no bound builtin
+        draw(page, STROKES[7])
+        for _ in range(250):  # the pen's last prediction, sent at once
+            if held:
+                break
+            page.wait_for_timeout(20)
+        assert held, "the page sent no prediction"
+        page.get_by_role("button", name="Clear").click()
+        with page.expect_response("**/api/predict"):
+            for route in held:
+                route.continue_()
+        page.wait_for_timeout(300)  # for the page to do what it does with the answer
+        expect(page.locator("#digit")).to_have_text("–")
+        expect(page.locator("#confidence")).to_have_text("")
+
+
+@contextlib.contextmanager
+def browser_page():
+    """A page of Chromium (or Chrome) driven by Playwright, as a user's browser shows the server's page."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+        )
+        yield browser.new_page(viewport={"width": 800, "height": 700})
+        browser.close()
 
 
 @contextlib.contextmanager
