@@ -102,12 +102,14 @@ async def http_load(url, bodies, clients, requests):
         await asyncio.gather(*(client(http) for _ in range(clients)))
         seconds = time.perf_counter() - start
     milliseconds = sorted(latency * 1000 for *_, latency in answers)
+    statuses = Counter(status for status, *_ in answers)
     return {
         "requests": requests,
         "clients": clients,
-        "statuses": dict(Counter(status for status, *_ in answers)),
+        "statuses": dict(statuses),
         "digits": [digit for _, digit, _ in answers],
         "requests_per_second": round(requests / seconds, 1),
+        "predictions_per_second": round(statuses[200] / seconds, 1),  # a refusal (503, busy) answers no digit
         "latency_ms": {
             "p50": round(statistics.median(milliseconds), 2),
             "p99": round(milliseconds[min(len(milliseconds) - 1, round(0.99 * len(milliseconds)))], 2),
@@ -138,14 +140,16 @@ def serve_benchmark(model_path, data_dir, out_dir, images, requests, clients):
         "model": str(model_path),
         "in_process_predictions_per_second": in_process,
         "served": load,
-        "served_vs_in_process": round(load["requests_per_second"] / in_process, 3),
+        "served_vs_in_process": round(load["predictions_per_second"] / in_process, 3),
         "cpu_count": os.cpu_count(),
     }
     latency = load["latency_ms"]
+    refused = load["requests"] - load["statuses"].get(200, 0)
     print(
         f"in-process predict: {in_process:,.0f} images/s; served over HTTP with {load['clients']} clients: "
-        f"{load['requests_per_second']:,.0f} requests/s ({results['served_vs_in_process']:.2f}x), "
+        f"{load['predictions_per_second']:,.0f} predictions/s ({results['served_vs_in_process']:.2f}x), "
         f"latency p50 {latency['p50']} ms, p99 {latency['p99']} ms; statuses {load['statuses']}"
+        + (f": {refused:,} of {load['requests']:,} requests answered no digit, not counted" if refused else "")
     )
     if out_dir is not None:
         out = Path(out_dir) / "serve_benchmark.json"

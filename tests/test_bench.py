@@ -1,5 +1,6 @@
 """bench.py, `python main.py bench MODE`: its modes and their options, the accuracy and end-to-end tables."""
 
+import asyncio
 import json
 from dataclasses import replace
 
@@ -96,7 +97,26 @@ def test_serve_benchmark_quick(cli, untrained, tmp_path):
     results = json.loads((tmp_path / "serve_benchmark.json").read_text())
     assert results["served"]["statuses"] == {"200": 24} and results["served_vs_in_process"] > 0
     # 24 requests keep at most 24 clients busy (within the server's 32 at once): the other 40 would send nothing
-    assert results["served"]["clients"] == 24 and "with 24 clients" in result.stdout and "requests/s" in result.stdout
+    assert results["served"]["clients"] == 24 and "with 24 clients" in result.stdout
+    assert "predictions/s" in result.stdout and "not counted" not in result.stdout
+    assert results["served"]["predictions_per_second"] == results["served"]["requests_per_second"]  # all answered
+
+
+@pytest.mark.slow
+def test_the_serve_load_counts_a_refused_request_as_no_prediction(untrained):
+    """A refused request (413 here, every upload over the server's limit; 503 when it is busy) answers no digit: the
+    serve benchmark set requests a second, refusals included, against predict's images a second, and read 1.69x
+    where 4,968 of 5,000 requests were refused and the server made 6 predictions a second."""
+    from serve_bench import digit_pngs, free_port, http_load, start_server, stop_server
+
+    pngs, _ = digit_pngs(DATA_DIR, 4)
+    server, url = start_server(untrained, free_port(), "--max-upload-mb", "0.0001")  # 104 bytes: under any digit's PNG
+    try:
+        load = asyncio.run(http_load(url, pngs, 4, 8))
+    finally:
+        stop_server(server)
+    assert load["statuses"] == {413: 8}
+    assert load["requests_per_second"] > 0 and load["predictions_per_second"] == 0
 
 
 @pytest.mark.slow
