@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from config import KINDS, MIN_CONFIDENCE, given_path, option_type
+from config import KINDS, MIN_CONFIDENCE, given_path, option_type, repeated
 from errors import InputError
 
 DATA_DIR_ENV = "MNIST_DATA_DIR"
@@ -116,9 +116,9 @@ class Distinct(argparse.Action):
     in the means and spreads of what it measures."""
 
     def __call__(self, parser, namespace, values, option_string=None):
-        repeated = list(dict.fromkeys(value for value in values if values.count(value) > 1))
-        if repeated:
-            parser.error(f"argument {option_string}: {', '.join(map(str, repeated))} given more than once")
+        twice = repeated(values)
+        if twice:
+            parser.error(f"argument {option_string}: {', '.join(map(str, twice))} given more than once")
         setattr(namespace, self.dest, values)
 
 

@@ -426,11 +426,15 @@ class FieldTwice(ValueError):
     """A JSON object that names a field more than once."""
 
 
+def repeated(values):
+    """The values that occur more than once, each once, in the order they first occur."""
+    return list(dict.fromkeys(value for value in values if values.count(value) > 1))
+
+
 def _fields_once(pairs):
     """json's object_pairs_hook: the object as a dict, or FieldTwice where a name repeats: json.loads keeps the last
     silently, so an edit to the first would change nothing."""
-    names = [name for name, _ in pairs]
-    twice = sorted({name for name in names if names.count(name) > 1})
+    twice = repeated([name for name, _ in pairs])
     if twice:
         raise FieldTwice(f"{', '.join(twice)} given more than once")
     return dict(pairs)
