@@ -22,17 +22,26 @@ from widths import patched_row
 import train
 
 
-def poly(epsilon):
-    """torch.nn.functional with cross_entropy made Poly-1's, for train.train_step to call."""
-
-    def cross_entropy(logits, labels, label_smoothing=0.0):
-        target = F.one_hot(labels, logits.shape[1]).float() * (1 - label_smoothing) + label_smoothing / logits.shape[1]
-        p_target = (logits.softmax(1) * target).sum(1)
-        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing) + epsilon * (1 - p_target).mean()
-
+def with_cross_entropy(cross_entropy):
+    """torch.nn.functional with its cross_entropy replaced, for train.train_step to call."""
     functional = types.SimpleNamespace(**vars(F))
     functional.cross_entropy = cross_entropy
     return functional
+
+
+def smoothed(logits, labels, label_smoothing):
+    """The label-smoothed target distribution that F.cross_entropy(..., label_smoothing) reads against."""
+    return F.one_hot(labels, logits.shape[1]).float() * (1 - label_smoothing) + label_smoothing / logits.shape[1]
+
+
+def poly(epsilon):
+    """torch.nn.functional with cross_entropy made Poly-1's."""
+
+    def cross_entropy(logits, labels, label_smoothing=0.0):
+        p_target = (logits.softmax(1) * smoothed(logits, labels, label_smoothing)).sum(1)
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing) + epsilon * (1 - p_target).mean()
+
+    return with_cross_entropy(cross_entropy)
 
 
 SETTINGS = {"default": F, "poly-1": poly(1.0), "poly-2": poly(2.0), "poly-minus-1": poly(-1.0)}

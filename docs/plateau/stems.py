@@ -17,36 +17,37 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from inits import initialised
 from torch import nn
 from views import print_rows_in_turn
 from widths import patched_row
 
 import train
-from model import MNISTModel
 
 
-def with_stem(kernel=None, norm=True):
-    """MNISTModel with its stem's convolution made kernel x kernel (None: as it is), and without its BatchNorm (a bias
-    on the convolution instead) where norm is false."""
+def stem_changed(kernel=None, norm=True):
+    """What makes a model's stem convolution kernel x kernel (None: as it is), and drops its BatchNorm (a bias on the
+    convolution instead) where norm is false: for inits.initialised."""
 
-    class Stem(MNISTModel):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            if kernel is None and norm:
-                return
-            stem = self.features[0]
-            size = kernel or stem.kernel_size[0]
-            self.features[0] = nn.Conv2d(1, stem.out_channels, size, 2, (size - 1) // 2, bias=not norm)
-            if not norm:
-                self.features[1] = nn.Identity()
+    def change(model):
+        if kernel is None and norm:
+            return
+        stem = model.features[0]
+        size = kernel or stem.kernel_size[0]
+        model.features[0] = nn.Conv2d(1, stem.out_channels, size, 2, (size - 1) // 2, bias=not norm)
+        if not norm:
+            model.features[1] = nn.Identity()
 
-    return Stem
+    return change
 
 
 SETTINGS = {
-    "default": with_stem(),
-    **{f"stem-{k}": with_stem(kernel=k) for k in (3, 5, 6)},
-    "no-norm": with_stem(norm=False),
+    name: initialised(stem_changed(**change))
+    for name, change in {
+        "default": {},
+        **{f"stem-{k}": {"kernel": k} for k in (3, 5, 6)},
+        "no-norm": {"norm": False},
+    }.items()
 }
 
 if __name__ == "__main__":

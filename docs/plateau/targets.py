@@ -11,13 +11,13 @@ recipe (its views), on the training images less the 5,000 held out; one JSON row
 """
 
 import sys
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
 import torch.nn.functional as F
+from losses import smoothed, with_cross_entropy
 from views import print_rows_in_turn
 from widths import patched_row
 
@@ -25,19 +25,10 @@ import train
 
 
 def with_targets(target_of):
-    """torch.nn.functional with cross_entropy against target_of(logits, labels, label_smoothing), for
-    train.train_step to call."""
-
-    def cross_entropy(logits, labels, label_smoothing=0.0):
-        return F.cross_entropy(logits, target_of(logits, labels, label_smoothing))
-
-    functional = types.SimpleNamespace(**vars(F))
-    functional.cross_entropy = cross_entropy
-    return functional
-
-
-def smoothed(logits, labels, label_smoothing):
-    return F.one_hot(labels, logits.shape[1]).float() * (1 - label_smoothing) + label_smoothing / logits.shape[1]
+    """torch.nn.functional with cross_entropy against target_of(logits, labels, label_smoothing)."""
+    return with_cross_entropy(
+        lambda logits, labels, label_smoothing=0.0: F.cross_entropy(logits, target_of(logits, labels, label_smoothing))
+    )
 
 
 def bootstrap(weight):
