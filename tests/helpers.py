@@ -77,6 +77,14 @@ def as_8bit(image):
     return (pixels(image).squeeze() * 255).round().byte().numpy()
 
 
+def centres_of_mass(images):
+    """(row, column) means of the centres of mass of (N, 28, 28) images, in pixel indices."""
+    mass = images.sum((1, 2))
+    rows = (images.sum(2) * torch.arange(28)).sum(1) / mass
+    columns = (images.sum(1) * torch.arange(28)).sum(1) / mass
+    return rows.mean().item(), columns.mean().item()
+
+
 def render_like_a_user(image, label_index):
     """A 28x28 MNIST digit as a user might supply it: black ink on white, scaled up, off-centre."""
     from PIL import Image

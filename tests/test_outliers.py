@@ -13,7 +13,7 @@ from calibration import energy
 from config import TrainConfig, recipe_file
 from data import pixels
 from model import MNISTModel
-from tests.helpers import CPU
+from tests.helpers import CPU, centres_of_mass
 from train import DIGIT_ENERGY, NONDIGIT_ENERGY, OneCycleSGD, train, train_step
 
 
@@ -42,11 +42,8 @@ def test_non_digits_are_centred_by_mass_where_mnists_digits_are(mnist):
     generator = torch.Generator().manual_seed(0)
     drawn = pixels(outliers.draw(512, generator))[:, 0]
     digits = pixels(mnist["eval"][0][:2000])[:, 0]
-    for axis in (1, 2):  # rows, then columns
-        (drawn_centre, digit_centre) = (
-            ((ink.sum(3 - axis) * torch.arange(28)).sum(1) / ink.sum((1, 2))).mean() for ink in (drawn, digits)
-        )
-        assert abs(drawn_centre - digit_centre) < 0.1, (axis, drawn_centre, digit_centre)
+    for drawn_centre, digit_centre in zip(centres_of_mass(drawn), centres_of_mass(digits), strict=True):  # row, column
+        assert abs(drawn_centre - digit_centre) < 0.1, (drawn_centre, digit_centre)
     kinds = ("scribbles", "marks", "curves", "rings", "hatching", "shapes", "polygons")
     boxed = torch.cat([getattr(outliers, kind)(64, generator, CPU) for kind in kinds])  # as drawn, box at the middle
     kept = outliers.centred_by_mass(boxed).sum((1, 2, 3)) / boxed.sum((1, 2, 3))

@@ -16,7 +16,7 @@ from checkpoint import load_model, save_model
 from config import MIN_CONFIDENCE
 from data import normalize
 from predict import NotAnImage, read_ink
-from tests.helpers import ROOT, as_8bit, assert_one_line_error, write_huge_png
+from tests.helpers import ROOT, as_8bit, assert_one_line_error, centres_of_mass, write_huge_png
 
 # Fractions predict must get right, from seeds 0-9 in six numeric paths, 60 runs of the model that views where unsure
 # (docs/floors.md: fp32 and bf16 on AVX2, bf16 and fp32 on AVX-512), and of the models before it (before the views,
@@ -66,14 +66,6 @@ def predict_json(cli):
         return result, json.loads(result.stdout)
 
     return call
-
-
-def centres_of_mass(images):
-    """(row, column) means of the centres of mass of (N, 28, 28) images, in pixel indices."""
-    mass = images.sum((1, 2))
-    rows = (images.sum(2) * torch.arange(28)).sum(1) / mass
-    columns = (images.sum(1) * torch.arange(28)).sum(1) / mass
-    return rows.mean().item(), columns.mean().item()
 
 
 def test_prepare_puts_the_centre_of_mass_where_mnist_has_it(mnist):
