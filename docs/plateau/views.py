@@ -94,9 +94,10 @@ def in_turn(settings, turn):
 
 def print_rows_in_turn(row, argv):
     """A study's command line (study_arguments) run: each seed runs every setting, each first in its turn, printing
-    row(seed, setting, precision, data, suite, suite_labels) as one JSON line."""
-    seeds, settings, _, precision = study_arguments(argv)
-    data, suite, suite_labels = study_data()
+    row(seed, setting, precision, data, suite, suite_labels) as one JSON line; with --test, trained on the whole
+    training set and read on the test set and the whole suite."""
+    seeds, settings, test, precision = study_arguments(argv)
+    data, suite, suite_labels = study_data(test)
     for turn, seed in enumerate(seeds):
         for setting in in_turn(settings, turn):
             print(json.dumps(row(seed, setting, precision, data, suite, suite_labels)), flush=True)

@@ -79,12 +79,18 @@ def patched_row(target, attribute, settings):
     return row
 
 
-def row(seed, setting, precision, data, suite, suite_labels):
-    width, changes = variant(setting)
-    config = replace(TrainConfig(), seed=seed, **changes)
-    figures = scored(with_width(width), config, precision, data, suite, suite_labels)
-    return {"seed": seed, "width": width, **({"recipe": changes} if changes else {}), **figures}
+def width_rows(arch_of, key):
+    """A row function for print_rows_in_turn: each setting, WIDTH[+FIELD=VALUE...], trains arch_of(WIDTH) with the
+    recipe so changed, and is scored; one row of {seed, key: WIDTH, recipe if changed, figures}."""
+
+    def row(seed, setting, precision, data, suite, suite_labels):
+        width, changes = variant(setting)
+        config = replace(TrainConfig(), seed=seed, **changes)
+        figures = scored(arch_of(width), config, precision, data, suite, suite_labels)
+        return {"seed": seed, key: width, **({"recipe": changes} if changes else {}), **figures}
+
+    return row
 
 
 if __name__ == "__main__":
-    print_rows_in_turn(row, sys.argv[1:])
+    print_rows_in_turn(width_rows(with_width, "width"), sys.argv[1:])
