@@ -8,7 +8,7 @@ Each seed trains each setting in turn with the default recipe (its views), on th
 out; one JSON row per seed and setting, as inits.py's.
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/mixing.py 0,1,2,3,4 \
-        default,mixup-0.2,cutmix-0.5 --precision fp32
+        default,mixup-0.2,mixup-0.1,cutmix-0.5 --precision fp32
 """
 
 import sys
