@@ -91,7 +91,7 @@ def test_batch_invariance_in_eval_mode(trained, mnist):
 
 def test_one_real_epoch_reaches_98_5_percent(trained, mnist):
     path, metrics = trained
-    assert metrics["accuracy"] >= 98.5  # the original spec's bar, with room; measured 99.22 to 99.45 (docs/floors.md)
+    assert metrics["accuracy"] >= 98.5  # the original spec's bar, with room; measured 99.20 to 99.40 (docs/floors.md)
     assert metrics["epochs"] == 1 and metrics["steps"] == -(-60_000 // TrainConfig().batch_size)
     # The file on disk holds the same model: evaluating it again gives the same accuracy.
     assert evaluate(load_model(path), *mnist["eval"])["accuracy"] == pytest.approx(metrics["accuracy"])

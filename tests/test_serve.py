@@ -224,7 +224,7 @@ STROKES = {
     0: [[(0.5 + 0.22 * np.sin(a), 0.5 - 0.33 * np.cos(a)) for a in np.linspace(0, 2.1 * np.pi, 40)]],
 }
 # A letter drawn as people draw it. Drawn so (280 px pad, 20 px strokes) on the page and read by the default model of
-# seeds 0 and 1, bf16 on AVX-512 BF16, its digit centred at MNIST's centre of mass: 75 and 48 % sure (a 5), under
+# seeds 0 and 1, bf16 on AVX-512 BF16, its digit centred at MNIST's centre of mass: 51 and 44 % sure (a 5), under
 # --min-confidence's 90 (docs/nondigits.md has the other letters' readings, centred at the grid's middle).
 LETTER_E = [[(0.7, 0.15), (0.35, 0.15), (0.35, 0.85), (0.7, 0.85)], [(0.35, 0.5), (0.62, 0.5)]]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # Debian's; CI on GitHub points it at Chrome
