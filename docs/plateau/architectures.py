@@ -25,7 +25,7 @@ from widths import scored
 from config import TrainConfig
 
 LAYOUTS = {
-    "default": "32/20,M,32,M/28",
+    "default": "32/20,M,32,M/28",  # the default of the time; s24-b16-40 is today's
     "s24-b24": "24/24,M,32,M/28",
     "s24-b24-40": "24/24,M,40,M/28",
     "s24-b16-40": "24/16,M,40,M/32",
