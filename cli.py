@@ -238,20 +238,25 @@ def refuse_outputs_in_the_dataset(args):
     if not hasattr(args, "data_dir"):
         return
     for option in ("out", "out_dir", "cache_dir"):
-        path = getattr(args, option, None)
-        if path is not None:
-            refuse_in_the_dataset(path, f"--{option.replace('_', '-')} {path}", args.data_dir)
+        _refuse_option_in_the_dataset(args, option)
     if hasattr(args, "cache_dir") and args.cache_dir is None:
         cache = resolve_cache_dir()
         source = f"${CACHE_DIR_ENV}" if os.environ.get(CACHE_DIR_ENV) else "the default"
         refuse_in_the_dataset(cache, f"the cache folder {cache} ({source})", args.data_dir)
 
 
+def _refuse_option_in_the_dataset(args, option):
+    path = getattr(args, option, None)
+    if path is not None:
+        refuse_in_the_dataset(path, f"--{option.replace('_', '-')} {path}", args.data_dir)
+
+
 def default_output(args, option, path):
     """Give args.option (out, out_dir), where none was given, the command's default path, refused inside the dataset
-    as main.py refuses the options given: the default is set after that check ran."""
+    as main.py refuses the options given: the default is set after that check ran, so it alone is checked here."""
     setattr(args, option, path)
-    refuse_outputs_in_the_dataset(args)
+    if hasattr(args, "data_dir"):
+        _refuse_option_in_the_dataset(args, option)
 
 
 def outputs_owner(folder):
