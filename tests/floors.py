@@ -122,9 +122,14 @@ def measure_command(args):
             Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
 
 
+def short_cpu_name(name):
+    """'Intel Xeon' for 'Intel(R) Xeon(R) Processor': the vendor and family, which tell how bfloat16 rounds."""
+    return name.replace("(R)", "").removesuffix(" Processor")
+
+
 def table_command(args):
     lines = [
-        "| figure | floor | precision (CPU capability, threads) | seeds | min | mean | max |",
+        "| figure | floor | precision (CPU, capability, threads) | seeds | min | mean | max |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
     sets = [json.loads(Path(path).read_text()) for path in args.files]
@@ -134,7 +139,8 @@ def table_command(args):
             numerics = rows[0]["numerics"]
             lines.append(
                 f"| {meaning} | {'at least' if side == 'min' else 'at most'} | "
-                f"{numerics['precision']} ({numerics['cpu_capability']}, {numerics['threads']}) | {len(rows)} | "
+                f"{numerics['precision']} ({short_cpu_name(numerics['cpu'])}, {numerics['cpu_capability']}, "
+                f"{numerics['threads']}) | {len(rows)} | "
                 f"{min(values):.3f} | {sum(values) / len(values):.3f} | {max(values):.3f} |"
             )
     print("\n".join(lines))
