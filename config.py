@@ -20,9 +20,10 @@ from errors import InputError
 # Written STEM/BODY/HEAD on the command line (--arch 16/16,32,M,32,M/24), so that any architecture the
 # project can build, such as one tune found, is one option away; a checkpoint carries its own.
 # Each preset is an architecture and the recipe (preset_recipe) it trains with: a tune study chose the two together,
-# and the default's 14x14 layers were narrowed after, on a CPU, to widths its kernels block evenly (docs/plateau.md).
+# and the default's widths were set after, on CPUs, to multiples of 16, which AVX2, AVX-512 and AMX kernels all block
+# evenly (docs/plateau.md).
 ARCHITECTURES = {
-    "default": {"stem": 24, "body": (16, "M", 40, "M"), "head": 32},  # 21,674 parameters; docs/plateau.md
+    "default": {"stem": 16, "body": (16, "M", 48, "M"), "head": 32},  # 23,850 parameters; docs/plateau.md
     "compact": {"stem": 8, "body": (8, 12, "M", 24, "M"), "head": 16},  # 7,922 parameters; docs/tune-compact
 }
 # The presets' layouts before the architecture search: a model file saved before checkpoints described their
@@ -162,7 +163,7 @@ class TrainConfig:
     augmentation: Augmentation | None = AUGMENTATIONS[DEFAULT_AUGMENT]  # None: no augmentation
     deskew: float = SLANT_LIMIT  # 0: the model does not deskew (the recipes of before it did)
     view_margin: float = VIEW_MARGIN  # 0: the model reads each image once (the recipes of before the views did)
-    temperature: float = 0.372  # median of seeds 0-4 (0.368 to 0.381) fitted on the validation split, views, fp32
+    temperature: float = 0.371  # median of seeds 0-4 (0.367 to 0.378) fitted on the validation split, views, fp32
     energy_threshold: float | None = None  # None: "not sure" reads the confidence alone (docs/nondigits.md)
     nondigits: float = 0.1
     nondigit_weight: float = 0.0  # off: configs/nondigits.json turns it on, with its threshold (docs/nondigits.md)

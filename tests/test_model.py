@@ -164,10 +164,10 @@ def test_model_script_prints_the_layer_table(capsys):
 
 
 def test_an_architecture_is_a_preset_or_its_widths_written_out():
-    assert architecture("24/16,M,40,M/32") == ARCHITECTURES["default"]
+    assert architecture("16/16,M,48,M/32") == ARCHITECTURES["default"]
     model = MNISTModel("12/12,M,20,20,M/16")
     assert model.arch == "12/12,M,20,20,M/16" and model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    assert MNISTModel("24/16,M,40,M/32").arch == "default"
+    assert MNISTModel("16/16,M,48,M/32").arch == "default"
     for wrong in ("huge", "16/16,M/24", "16/M,16,M/24", "16/16,M,M/24", "0/16,M,16,M/24", "16/16,M,x,M/24"):
         with pytest.raises(ValueError):
             architecture(wrong)

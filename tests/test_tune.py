@@ -305,8 +305,8 @@ def test_an_architecture_over_the_budget_is_pruned_before_it_trains():
     study.optimize(lambda trial: objective(trial, 1, 20_000, [0], TrainConfig(), CPU, None, 0.0), n_trials=1)
     (trial,) = study.trials
     assert trial.state.name == "PRUNED"
-    assert trial.user_attrs["pruned"] == "21,674 parameters, over --max-params 20,000"
-    assert trial.constraints == {OVER_BUDGET: 100 + 100 * 1_674 / 20_000}  # so that the sampler ranks it last
+    assert trial.user_attrs["pruned"] == "23,850 parameters, over --max-params 20,000"
+    assert trial.constraints == {OVER_BUDGET: 100 + 100 * 3_850 / 20_000}  # so that the sampler ranks it last
 
 
 def test_a_budget_that_fits_no_architecture_is_a_one_line_error(cli, tmp_path):
