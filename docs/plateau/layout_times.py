@@ -17,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch
+from views import in_turn
 
 from cli import resolve_data_dir
 from config import architecture, recipe_model
@@ -41,7 +42,7 @@ def main(layouts, precision):
     _, config, contrast_stretch = recipe_model("default", "robust")
     times = {layout: [] for layout in layouts}
     for turn in range(ROUNDS + 1):
-        for layout in layouts[turn % len(layouts) :] + layouts[: turn % len(layouts)]:
+        for layout in in_turn(layouts, turn):
             took = seconds(layout, config, contrast_stretch, data, precision)
             if turn:
                 times[layout].append(took)
