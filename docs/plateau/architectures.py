@@ -36,7 +36,7 @@ LAYOUTS = {
     "s24-b24": "24/24,M,32,M/28",
     "s24-b24-40": "24/24,M,40,M/28",
     "s24-b16-40": "24/16,M,40,M/32",
-    # every width a multiple of 16, which AMX's tiles block evenly (an Intel Xeon with AMX trains s24-b16-40 in 1.13x
+    # every width a multiple of 16, which AMX's tiles block evenly (an Intel Xeon with AMX trains s24-b16-40 in 1.14x
     # the earlier recipe's time); the stem at 16 also costs AVX2 and AVX-512 the least
     "s16-b16-48": "16/16,M,48,M/32",
     "s16-b16-h48": "16/16,M,32,M/48",

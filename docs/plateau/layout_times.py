@@ -1,8 +1,9 @@
 """Training seconds of the first STEPS steps of the default recipe on each layout, the layouts alternated round by
 round (each first in its turn; a round before them warms up); one JSON row per layout: the median, its ratio to the
-first layout's, and each run. Run once per numeric path, on quiet cores:
+first layout's, each run, and what it computed in (the training's own lines go to stdout too: grep the rows). Run
+once per numeric path, on quiet cores:
 
-    python docs/plateau/layout_times.py "16/16,32,M,32,M/24;24/16,M,40,M/32;16/16,M,48,M/32" bf16     # AMX
+    python docs/plateau/layout_times.py "16/16,32,M,32,M/24;24/16,M,40,M/32;16/16,M,48,M/32" bf16 | grep '^{'  # AMX
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python docs/plateau/layout_times.py "..." bf16  # AVX-512 BF16, no AMX
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python docs/plateau/layout_times.py "..." fp32
 """
@@ -33,7 +34,7 @@ def seconds(layout, config, contrast_stretch, data, precision):
     model = MNISTModel(architecture(layout), contrast_stretch, config.deskew, config.view_margin)
     model = model.to(memory_format=torch.channels_last)
     start = time.perf_counter()
-    train(model, *data["train"], replace(config, max_steps=STEPS, log_every=STEPS + 1), precision)  # stdout: rows alone
+    train(model, *data["train"], replace(config, max_steps=STEPS, log_every=STEPS), precision)
     return time.perf_counter() - start
 
 
