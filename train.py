@@ -250,13 +250,18 @@ def load_data(data_dir, device, validation=False):
     return data
 
 
+def fresh_model(arch, config, device, contrast_stretch=True):
+    """The model config trains, its weights drawn from config.seed, in the memory layout training uses."""
+    torch.manual_seed(config.seed)
+    model = MNISTModel(arch, contrast_stretch, config.deskew, config.view_margin)
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def train_and_evaluate(arch, config, device, data, contrast_stretch=True, precision="auto"):
     """Train a fresh model on data["train"] in precision (auto, bf16 or fp32) and evaluate it on data["eval"]
     (clean images only, in float32). contrast_stretch: whether the model stretches its input (config.RECIPES)."""
     precision = resolve_precision(precision, device)
-    torch.manual_seed(config.seed)
-    model = MNISTModel(arch, contrast_stretch, config.deskew, config.view_margin)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = fresh_model(arch, config, device, contrast_stretch)
     print(describe(model))
 
     synchronize(device)

@@ -131,8 +131,7 @@ def short_cpu_name(name):
 
 def capability(numerics):
     """The ISA the run computed with: oneDNN's limit where one was set (ATen's capability says AVX512 under it)."""
-    limit = numerics.get("onednn_max_cpu_isa")
-    return numerics["cpu_capability"] if limit in (None, "AVX2") else limit
+    return numerics.get("onednn_max_cpu_isa") or numerics["cpu_capability"]
 
 
 def table_command(args):

@@ -22,17 +22,14 @@ from views import in_turn
 
 from cli import resolve_data_dir
 from config import architecture, recipe_model
-from model import MNISTModel
 from numerics import numerics
-from train import load_data, train
+from train import fresh_model, load_data, train
 
 STEPS, ROUNDS = 200, 4
 
 
 def seconds(layout, config, contrast_stretch, data, precision):
-    torch.manual_seed(0)
-    model = MNISTModel(architecture(layout), contrast_stretch, config.deskew, config.view_margin)
-    model = model.to(memory_format=torch.channels_last)
+    model = fresh_model(architecture(layout), config, torch.device("cpu"), contrast_stretch)
     start = time.perf_counter()
     train(model, *data["train"], replace(config, max_steps=STEPS, log_every=STEPS), precision)
     return time.perf_counter() - start

@@ -20,17 +20,14 @@ from torch.profiler import ProfilerActivity, profile
 
 from cli import resolve_data_dir
 from config import recipe_model
-from model import MNISTModel
-from train import load_data, train
+from train import fresh_model, load_data, train
 
 STEPS = 150
 
 
 def profiled(recipe, data, precision="fp32"):
     arch, config, contrast_stretch = recipe_model("default", recipe)
-    torch.manual_seed(0)
-    model = MNISTModel(arch, contrast_stretch, config.deskew, config.view_margin)
-    model = model.to(memory_format=torch.channels_last)
+    model = fresh_model(arch, config, torch.device("cpu"), contrast_stretch)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
         start = time.perf_counter()
         train(model, *data["train"], replace(config, max_steps=STEPS), precision)
