@@ -7,6 +7,7 @@ only names them, and imports the chosen one alone, so `--help` and a quick comma
 import argparse
 import gc
 import importlib
+import signal
 import sys
 
 from cli import HelpFormatter, refuse_outputs_in_the_dataset
@@ -66,6 +67,8 @@ def main(argv=None, prog=None):
 
 if __name__ == "__main__":
     code = main()
+    # The command is done and said what landed: a Ctrl-C now has nothing to stop, only a traceback to print.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # What is left is freed by the exit: the collector need not walk it first (half a second with torch loaded).
     gc.freeze()
     sys.exit(code)
